@@ -1,0 +1,3 @@
+from sleutelbos.cli import main
+
+main()

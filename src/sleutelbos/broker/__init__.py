@@ -1,0 +1,1 @@
+"""NGSI-LD context broker (ETSI GS CIM 009)."""

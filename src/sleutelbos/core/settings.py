@@ -1,0 +1,114 @@
+"""One settings object for the whole stack.
+
+Sources, strongest first: explicit keyword arguments (the CLI's options), ``SLEUTELBOS_*`` environment variables,
+an optional TOML file (``SLEUTELBOS_CONFIG``, or ``sleutelbos.toml`` in the data directory), then the embedded
+defaults. Secrets are ``SecretStr`` so that they never appear in a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("./sleutelbos-data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLEUTELBOS_", extra="ignore", validate_default=True)
+
+    # --- the stack --------------------------------------------------------------------------------------
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(default=None, description="Base URL clients see; default http://host:port")
+    database_url: str | None = Field(
+        default=None,
+        description="One database for every component (sqlite:///path or postgresql://…); "
+        "default: one SQLite file per component under the data directory",
+    )
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    operator_name: str = "Operator"
+    operator_country: str = "NL"
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    # --- broker -----------------------------------------------------------------------------------------
+    broker_database_url: str | None = None
+    context_fetch_timeout_s: float = 5.0
+    mqtt_url: str | None = Field(default=None, description="External MQTT broker; default: the in-process one")
+
+
+    # --- policy -----------------------------------------------------------------------------------------
+    policy_database_url: str | None = None
+
+
+    # --- custody ----------------------------------------------------------------------------------------
+    pkcs11_module: str | None = None
+    pkcs11_token: str = "sleutelbos"  # noqa: S105 - a token label, not a secret
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = None
+    hsm_jurisdiction: str = "NL"
+
+
+    # --- audit ------------------------------------------------------------------------------------------
+    audit_database_url: str | None = None
+    audit_origin: str = "sleutelbos.local/audit"
+    audit_checkpoint_interval_s: float = 10.0
+    audit_checkpoint_entries: int = 1000
+
+
+    # --- identity ---------------------------------------------------------------------------------------
+    identity_database_url: str | None = None
+    token_lifetime_s: int = 600
+
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_path()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def database_url_for(self, component: str) -> str:
+        """The component's own URL, else the shared one, else ``sqlite:///<data_dir>/<component>.sqlite``."""
+        own = getattr(self, f"{component}_database_url", None)
+        if own:
+            return own
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / f'{component}.sqlite').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("SLEUTELBOS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = Path(os.environ.get("SLEUTELBOS_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    candidate = data_dir / "sleutelbos.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the CLI's explicit options on top; ``None`` options mean "not given"."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Key custody: keys made and used inside an HSM over PKCS#11."""

@@ -1,0 +1,1 @@
+"""Identity manager: OAuth 2.0 / OpenID Connect, Keyrock-compatible."""

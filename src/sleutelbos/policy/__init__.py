@@ -1,0 +1,1 @@
+"""XACML 3.0 PDP and AuthZForce-compatible PAP."""

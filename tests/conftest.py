@@ -1,0 +1,139 @@
+"""Fixtures shared by every component's tests: real PostgreSQL, real SoftHSM2 tokens, real MQTT.
+
+A test may skip a real part only where it is absent *and* the run is not CI; with ``CI=true`` a missing part
+fails the test instead, so that CI can never pass by skipping what it was meant to check.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+SOFTHSM_MODULE_CANDIDATES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+
+
+def missing_part(what: str) -> None:
+    """Skip outside CI; fail inside CI."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} not available (allowed outside CI only)")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    dsn = os.environ.get("SLEUTELBOS_TEST_PG_DSN")
+    if not dsn:
+        missing_part("PostgreSQL (SLEUTELBOS_TEST_PG_DSN)")
+    return dsn  # type: ignore[return-value]
+
+
+@pytest.fixture
+def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"sb_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(pg_admin_dsn)
+    yield parts._replace(path=f"/{name}").geturl()
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- SoftHSM2 -------------------------------------------------------------------------------------------
+
+def softhsm_module() -> str | None:
+    configured = os.environ.get("SLEUTELBOS_TEST_PKCS11_MODULE")
+    if configured and Path(configured).exists():
+        return configured
+    return next((p for p in SOFTHSM_MODULE_CANDIDATES if Path(p).exists()), None)
+
+
+class SoftHsmToken:
+    """A SoftHSM2 token initialised in a temporary directory with its own ``SOFTHSM2_CONF``."""
+
+    def __init__(self, module: str, conf: Path, label: str, pin: str, so_pin: str) -> None:
+        self.module = module
+        self.conf = conf
+        self.label = label
+        self.pin = pin
+        self.so_pin = so_pin
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SOFTHSM2_CONF": str(self.conf),
+            "SLEUTELBOS_PKCS11_MODULE": self.module,
+            "SLEUTELBOS_PKCS11_TOKEN": self.label,
+            "SLEUTELBOS_PKCS11_PIN": self.pin,
+        }
+
+
+@pytest.fixture
+def softhsm_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
+    """A fresh token per test; ``SOFTHSM2_CONF`` is set in the environment for the test's duration."""
+    module = softhsm_module()
+    util = shutil.which("softhsm2-util")
+    if module is None or util is None:
+        missing_part("SoftHSM2 (Debian package softhsm2)")
+    token_dir = tmp_path / "softhsm-tokens"
+    token_dir.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {token_dir}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    label, pin, so_pin = "sleutelbos-test", secrets.token_hex(4), secrets.token_hex(4)
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
+        check=True, env=env, capture_output=True,
+    )
+    token = SoftHsmToken(module, conf, label, pin, so_pin)  # type: ignore[arg-type]
+    for key, value in token.env().items():
+        monkeypatch.setenv(key, value)
+    return token
+
+
+# --- MQTT -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mosquitto() -> tuple[str, int]:
+    host = os.environ.get("SLEUTELBOS_TEST_MQTT_HOST", "127.0.0.1")
+    port = int(os.environ.get("SLEUTELBOS_TEST_MQTT_PORT", "1883"))
+    if not port_open(host, port):
+        missing_part(f"an MQTT broker on {host}:{port}")
+    return host, port
