@@ -25,8 +25,11 @@ class KeyBackend(Protocol):
     def supports(self, algorithm: KeyAlgorithm) -> bool: ...
 
     def generate(
-        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool
-    ) -> None: ...
+        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool,
+        persistent: bool = True,
+    ) -> None:
+        """Generate in the store; ``persistent=False`` makes a session object (``CKA_TOKEN=false``) that dies
+        with the session — how per-meter keys are made before they are wrapped for storage."""
 
     def exists(self, key_id: bytes) -> bool: ...
 
@@ -45,7 +48,7 @@ class KeyBackend(Protocol):
 
     def unwrap(
         self, kek_id: bytes, wrapped: bytes, key_id: bytes, label: str, algorithm: KeyAlgorithm, *,
-        usage: frozenset[str], extractable: bool,
+        usage: frozenset[str], extractable: bool, persistent: bool = True,
     ) -> None: ...
 
     def lock_extractable(self, key_id: bytes) -> None:

@@ -113,6 +113,13 @@ class KeyRecord:
     meter_id: str | None = None
     extractable_reason: str | None = None  # why this key was created wrappable (the recorded exception)
     details: dict[str, Any] = field(default_factory=dict)
+    wrapped: bytes | None = None  # RFC 3394 blob under ``wrapped_by`` when the key is not a token object
+    wrapped_by: str | None = None  # the storage KEK's key id
+
+    @property
+    def storage(self) -> str:
+        """``token-object``, or ``wrapped-by:<storage KEK id>`` for a key kept as a blob (per-meter keys)."""
+        return f"wrapped-by:{self.wrapped_by}" if self.wrapped_by else "token-object"
 
     @property
     def jose_algorithm(self) -> str | None:
@@ -157,6 +164,7 @@ class InventoryEntry:
             "hsm": self.token.as_dict(),
             "attributes": self.attributes.as_dict() if self.attributes else None,
             "extractable_exception": r.extractable_reason,
+            "storage": r.storage,
             "sovereign": self.sovereign,
             "sovereign_reason": self.sovereign_reason,
         }

@@ -205,7 +205,8 @@ class Pkcs11Token:
             return any(True for _ in self._session.get_objects({Attribute.ID: key_id}))
 
     def generate(
-        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool
+        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool,
+        persistent: bool = True,
     ) -> None:
         secret = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: extractable, Attribute.PRIVATE: True}
         with self._lock, _translated(f"generate a {algorithm.value} key"):
@@ -214,7 +215,7 @@ class Pkcs11Token:
                     KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(P256_OID)}, local=True
                 )
                 params.generate_keypair(
-                    id=key_id, label=label, store=True, capabilities=_capabilities(usage),
+                    id=key_id, label=label, store=persistent, capabilities=_capabilities(usage),
                     private_template=secret,
                 )
             elif algorithm is KeyAlgorithm.ED25519:
@@ -225,12 +226,12 @@ class Pkcs11Token:
                     local=True,
                 )
                 params.generate_keypair(
-                    id=key_id, label=label, store=True, capabilities=_capabilities(usage),
+                    id=key_id, label=label, store=persistent, capabilities=_capabilities(usage),
                     mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, private_template=secret,
                 )
             else:
                 self._session.generate_key(
-                    KeyType.AES, algorithm.bits, id=key_id, label=label, store=True,
+                    KeyType.AES, algorithm.bits, id=key_id, label=label, store=persistent,
                     capabilities=_capabilities(usage), template=secret,
                 )
 
@@ -280,10 +281,30 @@ class Pkcs11Token:
 
     def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, tag_bytes: int) -> bytes:
         key = self._object(key_id, ObjectClass.SECRET_KEY)
-        with _translated("decrypt"):
+        try:
             return key.decrypt(
                 ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad, tag_bytes * 8)
             )
+        except (p11e.EncryptedDataInvalid, p11e.GeneralError, p11e.FunctionFailed) as exc:
+            # SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR: tell a bad tag from a dead token by
+            # asking the token something trivial.
+            if self.alive():
+                raise InvalidKeyRequest(
+                    "GCM authentication failed: wrong key, nonce, additional data or tag"
+                ) from exc
+            raise HsmUnavailable(f"the HSM did not answer while trying to decrypt ({type(exc).__name__})") from exc
+        except p11e.PKCS11Error as exc:
+            with _translated("decrypt"):
+                raise exc
+
+    def alive(self) -> bool:
+        """Whether the session still answers (``C_GenerateRandom`` of a few bytes)."""
+        try:
+            with self._lock:
+                self._session.generate_random(64)
+        except p11e.PKCS11Error:
+            return False
+        return True
 
     def wrap(self, kek_id: bytes, key_id: bytes) -> bytes:
         kek = self._object(kek_id, ObjectClass.SECRET_KEY)
@@ -293,17 +314,21 @@ class Pkcs11Token:
 
     def unwrap(
         self, kek_id: bytes, wrapped: bytes, key_id: bytes, label: str, algorithm: KeyAlgorithm, *,
-        usage: frozenset[str], extractable: bool,
+        usage: frozenset[str], extractable: bool, persistent: bool = True,
     ) -> None:
         if algorithm.is_signing:
             raise InvalidKeyRequest("only AES keys are unwrapped into custody")
+        if (len(wrapped) - 8) * 8 != algorithm.bits:  # RFC 3394 adds one 64-bit block
+            raise InvalidKeyRequest(f"a wrapped {algorithm.value} key is {algorithm.bits // 8 + 8} bytes, "
+                                    f"not {len(wrapped)}")
         kek = self._object(kek_id, ObjectClass.SECRET_KEY)
         with self._lock, _translated("unwrap a key"):
-            kek.unwrap_key(
-                ObjectClass.SECRET_KEY, KeyType.AES, wrapped, id=key_id, label=label, store=True,
+            key = kek.unwrap_key(
+                ObjectClass.SECRET_KEY, KeyType.AES, wrapped, id=key_id, label=label, store=persistent,
                 mechanism=Mechanism.AES_KEY_WRAP, capabilities=_capabilities(usage),
                 template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: extractable, Attribute.PRIVATE: True},
             )
+            self._objects[(key_id, ObjectClass.SECRET_KEY)] = key
 
     def lock_extractable(self, key_id: bytes) -> None:
         key = self._key_object(key_id)

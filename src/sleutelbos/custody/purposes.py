@@ -22,6 +22,9 @@ DLMS_UNICAST = "dlms-unicast"
 DLMS_BROADCAST = "dlms-broadcast"
 DLMS_AUTHENTICATION = "dlms-authentication"
 DLMS_PURPOSES = (DLMS_MASTER, DLMS_UNICAST, DLMS_BROADCAST, DLMS_AUTHENTICATION)
+STORAGE = "custody-storage"
+"""The token-resident AES-256 key that wraps per-meter keys for storage in the metadata database (note 0201)."""
+RESERVED_PURPOSES = (*DLMS_PURPOSES, STORAGE)
 
 AK_EXCEPTION = (
     "DLMS security suite 0 puts the authentication key into the AES-GCM additional data, so the head-end "
@@ -43,6 +46,7 @@ _DLMS_RULES = {
     DLMS_UNICAST: PurposeRule(frozenset({ENCRYPT}), (KeyAlgorithm.AES_128, KeyAlgorithm.AES_256)),
     DLMS_BROADCAST: PurposeRule(frozenset({ENCRYPT}), (KeyAlgorithm.AES_128, KeyAlgorithm.AES_256)),
     DLMS_AUTHENTICATION: PurposeRule(frozenset(), (KeyAlgorithm.AES_128, KeyAlgorithm.AES_256), AK_EXCEPTION),
+    STORAGE: PurposeRule(frozenset({WRAP}), (KeyAlgorithm.AES_256,)),
 }
 
 
@@ -60,7 +64,8 @@ def rule_for(purpose: str, algorithm: KeyAlgorithm) -> PurposeRule:
     dlms = _DLMS_RULES.get(purpose)
     if dlms is not None:
         if algorithm not in dlms.algorithms:
-            raise InvalidKeyRequest(f"a {purpose} key must be AES-128 or AES-256, not {algorithm.value}")
+            allowed = " or ".join(a.value for a in dlms.algorithms)
+            raise InvalidKeyRequest(f"a {purpose} key must be {allowed}, not {algorithm.value}")
         return dlms
     if algorithm.is_signing:
         return PurposeRule(frozenset({SIGN}), (algorithm,))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -47,12 +47,13 @@ from sleutelbos.custody.errors import (
     WrongPurpose,
 )
 from sleutelbos.custody.models import InventoryEntry, KeyAlgorithm, KeyRecord, KeyState, TokenIdentity
-from sleutelbos.custody.purposes import DLMS_PURPOSES, check_purpose_name, require, rule_for
+from sleutelbos.custody.purposes import RESERVED_PURPOSES, check_purpose_name, require, rule_for
 from sleutelbos.custody.store import KeyMetadataStore, run_coroutine_blocking, utcnow
 
 DEFAULT_SIGNING_ALGORITHM = KeyAlgorithm.EC_P256
 GCM_TAG_BYTES = 12  # DLMS security suite 0 (IEC 62056-5-3 §9.2.7.2.4.4): 96-bit authentication tag
 AUDIT_TIMEOUT_S = 30.0
+MAX_LOADED_WRAPPED_KEYS = 4096  # per-meter keys held as session objects at once (least recently used goes)
 
 
 class CustodySigner:
@@ -112,6 +113,11 @@ class KeyCustody:
         self._usage_lock = threading.Lock()
         self._series_lock = threading.RLock()
         self._home_loop: asyncio.AbstractEventLoop | None = None
+        self._loaded: OrderedDict[str, None] = OrderedDict()
+        self._load_lock = threading.Lock()
+        from sleutelbos.custody.meter_keys import MeterKeys
+
+        self.meters = MeterKeys(self)
 
     # --- identity of the store ---------------------------------------------------------------------------
 
@@ -182,6 +188,26 @@ class KeyCustody:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return found
 
+    def load(self, record: KeyRecord) -> None:
+        """Make a wrapped (per-meter) key usable: unwrap its blob under the storage key into a session object
+        with the purpose's attributes (non-extractable, except the DLMS AK). No-op for token objects."""
+        if record.wrapped is None or record.wrapped_by is None or record.state is KeyState.DESTROYED:
+            return
+        with self._load_lock:
+            if record.key_id in self._loaded:
+                self._loaded.move_to_end(record.key_id)
+                return
+            rule = rule_for(record.purpose, record.algorithm)
+            self.backend.unwrap(
+                bytes.fromhex(record.wrapped_by), record.wrapped, bytes.fromhex(record.key_id), record.label,
+                record.algorithm, usage=rule.usage, extractable=rule.extractable_reason is not None,
+                persistent=False,
+            )
+            self._loaded[record.key_id] = None
+            while len(self._loaded) > MAX_LOADED_WRAPPED_KEYS:
+                evicted, _ = self._loaded.popitem(last=False)
+                self.backend.destroy(bytes.fromhex(evicted))
+
     def _remember(self, record: KeyRecord) -> None:
         if record.meter_id is None:
             self._records[record.key_id] = record
@@ -250,8 +276,13 @@ class KeyCustody:
         """Create the first version of a key for ``purpose`` in the token, active. A purpose that already has an
         active key is refused: that is :meth:`rotate`."""
         algorithm = KeyAlgorithm(algorithm)
-        if purpose in DLMS_PURPOSES:
-            raise InvalidKeyRequest("DLMS keys belong to a meter: use the meter key-set operations")
+        if purpose in RESERVED_PURPOSES:
+            raise InvalidKeyRequest(f"{purpose!r} keys are made by custody itself (meter key sets, storage key)")
+        return await self._generate(purpose, algorithm, label=label, actor=actor, reason=reason)
+
+    async def _generate(
+        self, purpose: str, algorithm: KeyAlgorithm, *, label: str | None, actor: Actor, reason: str
+    ) -> KeyRecord:
         with self._series_lock:
             if self._active(purpose) is not None:
                 raise KeyStateError(f"{purpose!r} already has an active key; rotate it instead")
@@ -281,10 +312,13 @@ class KeyCustody:
         if record.state is KeyState.DESTROYED:
             raise KeyStateError(f"key {key_id} is already destroyed")
         await self._record(self._event(actor, "destroy", key_id, reason, purpose=record.purpose,
-                                       version=record.version))
-        self.backend.destroy(bytes.fromhex(key_id))
+                                       version=record.version, storage=record.storage))
+        self.backend.destroy(bytes.fromhex(key_id))  # the token object, or a wrapped key's session copy
+        self._loaded.pop(key_id, None)
         now = utcnow()
-        self.store.set_state(key_id, KeyState.DESTROYED, now)
+        with self.store.transaction():
+            self.store.set_state(key_id, KeyState.DESTROYED, now)
+            self.store.forget_wrapped(key_id)  # the blob is the key: destroying it is destroying the key
         destroyed = replace(record, state=KeyState.DESTROYED, destroyed_at=now)
         self._remember(destroyed)
         self._public.pop(key_id, None)
@@ -319,8 +353,8 @@ class KeyCustody:
         with self._series_lock:
             record = self._active(purpose)
             if record is None:
-                if purpose in DLMS_PURPOSES:
-                    raise WrongPurpose(f"{purpose!r} keys are DLMS AES keys; they cannot sign")
+                if purpose in RESERVED_PURPOSES:
+                    raise WrongPurpose(f"{purpose!r} keys are AES keys; they cannot sign")
                 planned = self._plan(purpose, self.signing_algorithm, None)
                 self._record_blocking(self._event(
                     SYSTEM_ACTOR, "generate", planned.key_id, "first use by a signing consumer",
@@ -416,6 +450,7 @@ class KeyCustody:
         allowed = record.state.may_apply_protection if protect else record.state.may_process
         if not allowed:
             raise KeyStateError(f"key {key_id} is {record.state.value}")
+        self.load(record)
         return record
 
     def encrypt(self, key_id: str, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
@@ -443,6 +478,7 @@ class KeyCustody:
         """RFC 3394 wrap of ``key_id`` under ``kek_id``; refused for non-extractable keys (by the token)."""
         self._usable_secret(kek_id, WRAP, protect=True)
         record = self.record(key_id)
+        self.load(record)
         attributes = self.backend.attributes(bytes.fromhex(key_id))
         if attributes is None:
             raise KeyNotFound(f"key {key_id} is not in the token")
@@ -497,7 +533,7 @@ class KeyCustody:
         """What an attacker holding the PIN would try: ask the token for ``CKA_VALUE``. Every custody key is
         sensitive, so this always raises :class:`SensitiveKeyRead`; it exists so that tests and the truth test
         can show the token's refusal rather than assert it."""
-        self.record(key_id)
+        self.load(self.record(key_id))
         reader: Callable[[bytes], bytes] = self.backend.read_attribute_value  # type: ignore[attr-defined]
         return reader(bytes.fromhex(key_id))
 
@@ -520,6 +556,7 @@ class KeyCustody:
     def inventory_entry(self, record: KeyRecord) -> InventoryEntry:
         attributes = None
         if record.state is not KeyState.DESTROYED:
+            self.load(record)
             attributes = self.backend.attributes(bytes.fromhex(record.key_id))
         return InventoryEntry(
             record=record, token=self.backend.identity(), attributes=attributes, custodian=self.custodian,

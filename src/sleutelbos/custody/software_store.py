@@ -59,6 +59,7 @@ class SoftwareKeyStore:
         self._file_key = self._load_file_key()
         self._keys: dict[str, dict[str, Any]] = self._load()
         self._loaded: dict[str, Any] = {}
+        self._session: dict[str, dict[str, Any]] = {}  # session objects: never written to the file
         serial_file = directory / "keystore.serial"
         if not serial_file.exists():
             serial_file.write_text(secrets.token_hex(8))
@@ -109,7 +110,7 @@ class SoftwareKeyStore:
         self._loaded.clear()
 
     def _entry(self, key_id: bytes) -> dict[str, Any]:
-        entry = self._keys.get(key_id.hex())
+        entry = self._keys.get(key_id.hex()) or self._session.get(key_id.hex())
         if entry is None:
             raise KeyNotFound(f"no key with id {key_id.hex()} in the software key store")
         return entry
@@ -135,22 +136,24 @@ class SoftwareKeyStore:
             raise WrongPurpose(f"key {key_id.hex()} was not created for {usage}")
 
     def exists(self, key_id: bytes) -> bool:
-        return key_id.hex() in self._keys
+        return key_id.hex() in self._keys or key_id.hex() in self._session
 
     def _store(self, key_id: bytes, label: str, algorithm: KeyAlgorithm, value: bytes, *, usage: frozenset[str],
-               extractable: bool, local: bool) -> None:
+               extractable: bool, local: bool, persistent: bool = True) -> None:
         with self._lock:
-            if key_id.hex() in self._keys:
+            if self.exists(key_id):
                 raise InvalidKeyRequest(f"a key with id {key_id.hex()} already exists")
-            self._keys[key_id.hex()] = {
+            (self._keys if persistent else self._session)[key_id.hex()] = {
                 "algorithm": algorithm.value, "label": label, "value": base64.b64encode(value).decode(),
                 "usage": sorted(usage), "extractable": extractable, "never_extractable": not extractable,
                 "local": local,
             }
-            self._save()
+            if persistent:
+                self._save()
 
     def generate(
-        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool
+        self, key_id: bytes, label: str, algorithm: KeyAlgorithm, *, usage: frozenset[str], extractable: bool,
+        persistent: bool = True,
     ) -> None:
         if algorithm is KeyAlgorithm.EC_P256:
             value = ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -162,16 +165,18 @@ class SoftwareKeyStore:
             )
         else:
             value = secrets.token_bytes(algorithm.bits // 8)
-        self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=True)
+        self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=True,
+                    persistent=persistent)
 
     def destroy(self, key_id: bytes) -> None:
         with self._lock:
-            self._keys.pop(key_id.hex(), None)
             self._loaded.pop(key_id.hex(), None)
-            self._save()
+            if self._session.pop(key_id.hex(), None) is None:
+                self._keys.pop(key_id.hex(), None)
+                self._save()
 
     def attributes(self, key_id: bytes) -> TokenAttributes | None:
-        entry = self._keys.get(key_id.hex())
+        entry = self._keys.get(key_id.hex()) or self._session.get(key_id.hex())
         if entry is None:
             return None
         return TokenAttributes(
@@ -220,7 +225,7 @@ class SoftwareKeyStore:
 
     def unwrap(
         self, kek_id: bytes, wrapped: bytes, key_id: bytes, label: str, algorithm: KeyAlgorithm, *,
-        usage: frozenset[str], extractable: bool,
+        usage: frozenset[str], extractable: bool, persistent: bool = True,
     ) -> None:
         self._require(kek_id, WRAP)
         if algorithm.is_signing:
@@ -231,12 +236,14 @@ class SoftwareKeyStore:
             raise InvalidKeyRequest("the wrapped key does not unwrap under this key (RFC 3394 check failed)") from exc
         if len(value) * 8 != algorithm.bits:
             raise InvalidKeyRequest(f"unwrapped key is {len(value) * 8} bits, expected {algorithm.bits}")
-        self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=False)
+        self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=False,
+                    persistent=persistent)
 
     def lock_extractable(self, key_id: bytes) -> None:
         with self._lock:
             self._entry(key_id)["extractable"] = False
-            self._save()
+            if key_id.hex() in self._keys:
+                self._save()
 
     def export_value(self, key_id: bytes) -> bytes:
         if not self._entry(key_id)["extractable"]:

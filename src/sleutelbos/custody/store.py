@@ -40,6 +40,8 @@ CREATE TABLE custody_keys (
     compromised_at {ts},
     destroyed_at {ts},
     details TEXT NOT NULL DEFAULT '{{}}',
+    wrapped {blob},
+    wrapped_by TEXT,
     UNIQUE (series, version)
 );
 CREATE INDEX custody_keys_purpose ON custody_keys (purpose, state);
@@ -80,7 +82,7 @@ CREATE INDEX custody_campaign_meters_state ON custody_campaign_meters (campaign_
 def _migrations(kind: str) -> list[str]:
     ts = "TEXT" if kind == "sqlite" else "TIMESTAMPTZ"
     blob = "BLOB" if kind == "sqlite" else "BYTEA"
-    return [_KEYS.format(ts=ts), _CAMPAIGNS.format(ts=ts, blob=blob)]
+    return [_KEYS.format(ts=ts, blob=blob), _CAMPAIGNS.format(ts=ts, blob=blob)]
 
 
 def utcnow() -> datetime:
@@ -108,7 +110,7 @@ def run_coroutine_blocking(factory: Callable[[], Coroutine[Any, Any, Any]]) -> A
 
 COLUMNS = (
     "key_id, series, purpose, algorithm, version, state, label, meter_id, extractable_reason, created_at, "
-    "activated_at, deactivated_at, compromised_at, destroyed_at, details"
+    "activated_at, deactivated_at, compromised_at, destroyed_at, details, wrapped, wrapped_by"
 )
 
 
@@ -222,16 +224,18 @@ class KeyMetadataStore:
             activated_at=self._parse_ts(row[10]), deactivated_at=self._parse_ts(row[11]),
             compromised_at=self._parse_ts(row[12]), destroyed_at=self._parse_ts(row[13]),
             details=json.loads(row[14] or "{}"),
+            wrapped=bytes(row[15]) if row[15] is not None else None, wrapped_by=row[16],
         )
 
     def insert(self, record: KeyRecord) -> None:
         self.execute(
-            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             (
                 record.key_id, record.series, record.purpose, record.algorithm.value, record.version,
                 record.state.value, record.label, record.meter_id, record.extractable_reason,
                 self._ts(record.created_at), self._ts(record.activated_at), self._ts(record.deactivated_at),
                 self._ts(record.compromised_at), self._ts(record.destroyed_at), json.dumps(record.details),
+                record.wrapped, record.wrapped_by,
             ),
         )
 
@@ -249,6 +253,24 @@ class KeyMetadataStore:
                 f"UPDATE custody_keys SET state = ?, {column} = ? WHERE key_id = ?",  # noqa: S608 - fixed column
                 (state.value, self._ts(at), key_id),
             )
+
+    def forget_wrapped(self, key_id: str) -> None:
+        self.execute("UPDATE custody_keys SET wrapped = NULL WHERE key_id = ?", (key_id,))
+
+    def insert_many(self, records: Sequence[KeyRecord]) -> None:
+        for record in records:
+            self.insert(record)
+
+    def meters_with_keys(self, meter_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(meter_ids), 500):
+            chunk = list(meter_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.execute(
+                f"SELECT DISTINCT meter_id FROM custody_keys WHERE meter_id IN ({marks})", chunk  # noqa: S608
+            )
+            found.update(r[0] for r in rows)
+        return found
 
     def get(self, key_id: str) -> KeyRecord | None:
         rows = self.execute(f"SELECT {COLUMNS} FROM custody_keys WHERE key_id = ?", (key_id,))  # noqa: S608
