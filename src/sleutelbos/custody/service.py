@@ -115,9 +115,12 @@ class KeyCustody:
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
         self._load_lock = threading.Lock()
+        self._closed = False
+        from sleutelbos.custody.campaign import RotationCampaigns
         from sleutelbos.custody.meter_keys import MeterKeys
 
         self.meters = MeterKeys(self)
+        self.campaigns = RotationCampaigns(self)
 
     # --- identity of the store ---------------------------------------------------------------------------
 
@@ -138,6 +141,9 @@ class KeyCustody:
         self._home_loop = loop or asyncio.get_running_loop()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.flush_usage()
         self.backend.close()
         self.store.close()
