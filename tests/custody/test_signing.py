@@ -111,7 +111,7 @@ def test_audit_failure_means_no_key(custody: KeyCustody, audit_sink) -> None:
         custody.signer_for("identity-token")
     with pytest.raises(AuditUnavailable):
         asyncio.run(custody.generate("tuf-root", "ec-p256"))
-    assert custody.keys() == []
+    assert custody.key_records() == []
     audit_sink.fail = False
     assert custody.signer_for("identity-token").sign(b"x")
 

@@ -15,6 +15,7 @@ which still verifies/decrypts (``public_keys_for`` lists it) until it is destroy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 from collections import Counter, OrderedDict
@@ -165,6 +166,13 @@ class KeyCustody:
         except Exception as exc:
             raise AuditUnavailable(f"audit sink failed to record {event.action}: {exc}") from exc
 
+    async def _record_failure(self, event: AuditEvent, exc: Exception) -> None:
+        """After a recorded action failed in the token: say so in the log too (best effort — the action did not
+        happen, so there is nothing to fail closed on)."""
+        failed = replace(event, decision="failed", reason=f"{event.reason} — failed: {exc}".strip(" —"))
+        with contextlib.suppress(Exception):
+            await self.audit.record(failed)
+
     def _record_blocking(self, event: AuditEvent) -> None:
         """Await the audit sink from synchronous code: on the sink's own loop when that runs in another thread,
         else on a helper thread's fresh loop. Raises :class:`AuditUnavailable` — the caller then does nothing."""
@@ -218,7 +226,7 @@ class KeyCustody:
         if record.meter_id is None:
             self._records[record.key_id] = record
 
-    def keys(self, purpose: str | None = None) -> list[KeyRecord]:
+    def key_records(self, purpose: str | None = None) -> list[KeyRecord]:
         records = self.store.all(include_meters=purpose is not None)
         return [r for r in records if purpose is None or r.purpose == purpose]
 
@@ -293,11 +301,16 @@ class KeyCustody:
             if self._active(purpose) is not None:
                 raise KeyStateError(f"{purpose!r} already has an active key; rotate it instead")
             planned = self._plan(purpose, algorithm, label)
-        await self._record(self._event(
+        event = self._event(
             actor, "generate", planned.key_id, reason, purpose=purpose, algorithm=algorithm.value,
             label=planned.label, version=planned.version,
-        ))
-        return self._create_now(planned, activate=True, previous=None)
+        )
+        await self._record(event)
+        try:
+            return self._create_now(planned, activate=True, previous=None)
+        except CustodyError as exc:
+            await self._record_failure(event, exc)
+            raise
 
     async def rotate(self, purpose: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyRecord:
         """New version of ``purpose``'s key, active; the previous one deactivated (still verifies)."""
@@ -306,20 +319,30 @@ class KeyCustody:
             if previous is None:
                 raise KeyNotFound(f"no active key for purpose {purpose!r} to rotate")
             planned = self._plan(purpose, previous.algorithm, None)
-        await self._record(self._event(
+        event = self._event(
             actor, "rotate", planned.key_id, reason, purpose=purpose, algorithm=planned.algorithm.value,
             version=planned.version, previous=previous.key_id,
-        ))
-        return self._create_now(planned, activate=True, previous=previous)
+        )
+        await self._record(event)
+        try:
+            return self._create_now(planned, activate=True, previous=previous)
+        except CustodyError as exc:
+            await self._record_failure(event, exc)
+            raise
 
     async def destroy(self, key_id: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyRecord:
         """Destroy the token object; the metadata stays, in state ``destroyed`` (SP 800-57 §5.3.5)."""
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED:
             raise KeyStateError(f"key {key_id} is already destroyed")
-        await self._record(self._event(actor, "destroy", key_id, reason, purpose=record.purpose,
-                                       version=record.version, storage=record.storage))
-        self.backend.destroy(bytes.fromhex(key_id))  # the token object, or a wrapped key's session copy
+        event = self._event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
+                            storage=record.storage)
+        await self._record(event)
+        try:
+            self.backend.destroy(bytes.fromhex(key_id))  # the token object, or a wrapped key's session copy
+        except CustodyError as exc:
+            await self._record_failure(event, exc)
+            raise
         self._loaded.pop(key_id, None)
         now = utcnow()
         with self.store.transaction():
@@ -362,12 +385,18 @@ class KeyCustody:
                 if purpose in RESERVED_PURPOSES:
                     raise WrongPurpose(f"{purpose!r} keys are AES keys; they cannot sign")
                 planned = self._plan(purpose, self.signing_algorithm, None)
-                self._record_blocking(self._event(
+                event = self._event(
                     SYSTEM_ACTOR, "generate", planned.key_id, "first use by a signing consumer",
                     purpose=purpose, algorithm=planned.algorithm.value, label=planned.label,
                     version=planned.version,
-                ))
-                record = self._create_now(planned, activate=True, previous=None)
+                )
+                self._record_blocking(event)
+                try:
+                    record = self._create_now(planned, activate=True, previous=None)
+                except CustodyError as exc:
+                    with contextlib.suppress(Exception):
+                        self._record_blocking(replace(event, decision="failed", reason=f"failed: {exc}"))
+                    raise
         if not record.algorithm.is_signing:
             raise WrongPurpose(f"the active key for {purpose!r} is {record.algorithm.value}; it cannot sign")
         return CustodySigner(self, record.key_id, record.algorithm)
