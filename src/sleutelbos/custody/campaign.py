@@ -80,7 +80,7 @@ class RotationCampaigns:
         if missing:
             raise KeyNotFound(f"{len(missing)} meter(s) have no keys to rotate (e.g. {sorted(missing)[0]})")
         campaign_id = f"campaign-{secrets.token_hex(8)}"
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "campaign-start", campaign_id, reason, meter_group=meter_group, meters=len(meter_ids),
         ))
         now = self.store._ts(utcnow())
@@ -178,7 +178,7 @@ class RotationCampaigns:
                         "WHERE campaign_id = ? AND meter_id = ?",
                         (_plan_to_json(plans[meter_id]), now, campaign_id, meter_id),
                     )
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "campaign-rekey", campaign_id, "rotation campaign batch",
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in plans.items()}, resumed=resumed,
         ))
@@ -199,7 +199,8 @@ class RotationCampaigns:
                 )
 
     async def _finish(self, campaign_id: str, actor: Actor) -> None:
-        await self.custody._record(self.custody._event(actor, "campaign-finish", campaign_id, "all meters keyed"))
+        event = self.custody.audit_event(actor, "campaign-finish", campaign_id, "all meters keyed")
+        await self.custody.audit_first(event)
         self.store.execute(
             "UPDATE custody_campaigns SET state = 'finished', finished_at = ? WHERE campaign_id = ?",
             (self.store._ts(utcnow()), campaign_id),

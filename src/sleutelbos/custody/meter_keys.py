@@ -81,17 +81,30 @@ class MeterKeys:
 
     def __init__(self, custody: KeyCustody) -> None:
         self.custody = custody
+        self._copied: set[str] = set()
 
     # --- the storage key ---------------------------------------------------------------------------------
 
     async def storage_key(self, *, actor: Actor = SYSTEM_ACTOR) -> KeyRecord:
-        active = self.custody._active(STORAGE)
+        active = self.custody.active_record(STORAGE)
+        if active is None:
+            active = await self.custody.create_key(
+                STORAGE, KeyAlgorithm.AES_256, label=None, actor=actor,
+                reason="storage key for per-meter keys (created on first need)",
+            )
+        self._session_copy(active)
+        return active
+
+    def _storage(self) -> KeyRecord | None:
+        active = self.custody.active_record(STORAGE)
         if active is not None:
-            return active
-        return await self.custody._generate(
-            STORAGE, KeyAlgorithm.AES_256, label=None, actor=actor,
-            reason="storage key for per-meter keys (created on first need)",
-        )
+            self._session_copy(active)
+        return active
+
+    def _session_copy(self, storage: KeyRecord) -> None:
+        if storage.key_id not in self._copied:
+            self.custody.backend.use_session_copy(bytes.fromhex(storage.key_id))
+            self._copied.add(storage.key_id)
 
     # --- key sets ----------------------------------------------------------------------------------------
 
@@ -143,7 +156,7 @@ class MeterKeys:
                                 "change them with a key-change / campaign instead")
         storage = await self.storage_key(actor=actor)
         planned = {m: {p: self._new_record(m, p, algorithm, 1) for p in DLMS_PURPOSES} for m in meter_ids}
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "provision-meters", f"meters:{len(meter_ids)}", reason, algorithm=algorithm.value,
             storage_key=storage.key_id,
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in planned.items()},
@@ -182,7 +195,7 @@ class MeterKeys:
                                                                                    KeyChangePayload]:
         """The effect (after the audit event): generate the planned keys with their planned ids, wrap them for
         storage and under the master key, encode the payload. Nothing is stored here."""
-        storage = self.custody._active(STORAGE)
+        storage = self._storage()
         master = self.key_set(meter_id).get(DLMS_MASTER)
         if storage is None or master is None:
             raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
@@ -203,7 +216,7 @@ class MeterKeys:
     async def key_change(self, meter_id: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyChangePayload:
         """One meter's key change: new pre-active EK, broadcast key and AK, and the payload that carries them."""
         plans = self.plan_key_change(meter_id)
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "key-change", f"meter:{meter_id}", reason, new_keys={p: r.key_id for p, r in plans.items()},
         ))
         records, payload = self.make_key_change(meter_id, plans)
@@ -217,7 +230,7 @@ class MeterKeys:
         if not pending:
             raise KeyStateError(f"meter {meter_id!r} has no key change waiting for confirmation")
         active = self.key_set(meter_id)
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "key-change-confirm", f"meter:{meter_id}", reason,
             activated={p: r.key_id for p, r in pending.items()},
             deactivated={p: active[p].key_id for p in pending if p in active},

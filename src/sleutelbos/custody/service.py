@@ -151,14 +151,14 @@ class KeyCustody:
 
     # --- audit -------------------------------------------------------------------------------------------
 
-    def _event(self, actor: Actor, action: str, target: str, reason: str, **details: Any) -> AuditEvent:
+    def audit_event(self, actor: Actor, action: str, target: str, reason: str, **details: Any) -> AuditEvent:
         return AuditEvent(
             actor=actor, action=f"custody.key.{action}", target=target, reason=reason,
             details={**details, "custodian": self.custodian, "jurisdiction": self.jurisdiction,
                      "hsm": self.backend.identity().label, "sovereign": self.sovereign},
         )
 
-    async def _record(self, event: AuditEvent) -> None:
+    async def audit_first(self, event: AuditEvent) -> None:
         try:
             await self.audit.record(event)
         except AuditUnavailable:
@@ -183,9 +183,9 @@ class KeyCustody:
         home = self._home_loop
         try:
             if home is not None and home.is_running() and current is not home:
-                asyncio.run_coroutine_threadsafe(self._record(event), home).result(AUDIT_TIMEOUT_S)
+                asyncio.run_coroutine_threadsafe(self.audit_first(event), home).result(AUDIT_TIMEOUT_S)
             else:
-                run_coroutine_blocking(lambda: self._record(event))
+                run_coroutine_blocking(lambda: self.audit_first(event))
         except AuditUnavailable:
             raise
         except Exception as exc:
@@ -233,7 +233,7 @@ class KeyCustody:
     def _series_records(self, series: str) -> list[KeyRecord]:
         return self.store.series(series)
 
-    def _active(self, series: str) -> KeyRecord | None:
+    def active_record(self, series: str) -> KeyRecord | None:
         for record in self._records.values():
             if record.series == series and record.state is KeyState.ACTIVE:
                 return record
@@ -292,20 +292,20 @@ class KeyCustody:
         algorithm = KeyAlgorithm(algorithm)
         if purpose in RESERVED_PURPOSES:
             raise InvalidKeyRequest(f"{purpose!r} keys are made by custody itself (meter key sets, storage key)")
-        return await self._generate(purpose, algorithm, label=label, actor=actor, reason=reason)
+        return await self.create_key(purpose, algorithm, label=label, actor=actor, reason=reason)
 
-    async def _generate(
+    async def create_key(
         self, purpose: str, algorithm: KeyAlgorithm, *, label: str | None, actor: Actor, reason: str
     ) -> KeyRecord:
         with self._series_lock:
-            if self._active(purpose) is not None:
+            if self.active_record(purpose) is not None:
                 raise KeyStateError(f"{purpose!r} already has an active key; rotate it instead")
             planned = self._plan(purpose, algorithm, label)
-        event = self._event(
+        event = self.audit_event(
             actor, "generate", planned.key_id, reason, purpose=purpose, algorithm=algorithm.value,
             label=planned.label, version=planned.version,
         )
-        await self._record(event)
+        await self.audit_first(event)
         try:
             return self._create_now(planned, activate=True, previous=None)
         except CustodyError as exc:
@@ -315,15 +315,15 @@ class KeyCustody:
     async def rotate(self, purpose: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyRecord:
         """New version of ``purpose``'s key, active; the previous one deactivated (still verifies)."""
         with self._series_lock:
-            previous = self._active(purpose)
+            previous = self.active_record(purpose)
             if previous is None:
                 raise KeyNotFound(f"no active key for purpose {purpose!r} to rotate")
             planned = self._plan(purpose, previous.algorithm, None)
-        event = self._event(
+        event = self.audit_event(
             actor, "rotate", planned.key_id, reason, purpose=purpose, algorithm=planned.algorithm.value,
             version=planned.version, previous=previous.key_id,
         )
-        await self._record(event)
+        await self.audit_first(event)
         try:
             return self._create_now(planned, activate=True, previous=previous)
         except CustodyError as exc:
@@ -335,9 +335,9 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED:
             raise KeyStateError(f"key {key_id} is already destroyed")
-        event = self._event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
+        event = self.audit_event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
                             storage=record.storage)
-        await self._record(event)
+        await self.audit_first(event)
         try:
             self.backend.destroy(bytes.fromhex(key_id))  # the token object, or a wrapped key's session copy
         except CustodyError as exc:
@@ -365,7 +365,7 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED or record.state is state:
             raise KeyStateError(f"key {key_id} is {record.state.value}; cannot {action}")
-        await self._record(self._event(actor, action, key_id, reason, purpose=record.purpose,
+        await self.audit_first(self.audit_event(actor, action, key_id, reason, purpose=record.purpose,
                                        previous_state=record.state.value))
         now = utcnow()
         self.store.set_state(key_id, state, now)
@@ -380,12 +380,12 @@ class KeyCustody:
         """The active signing key for ``purpose``, generated (audited) on first use."""
         check_purpose_name(purpose)
         with self._series_lock:
-            record = self._active(purpose)
+            record = self.active_record(purpose)
             if record is None:
                 if purpose in RESERVED_PURPOSES:
                     raise WrongPurpose(f"{purpose!r} keys are AES keys; they cannot sign")
                 planned = self._plan(purpose, self.signing_algorithm, None)
-                event = self._event(
+                event = self.audit_event(
                     SYSTEM_ACTOR, "generate", planned.key_id, "first use by a signing consumer",
                     purpose=purpose, algorithm=planned.algorithm.value, label=planned.label,
                     version=planned.version,
@@ -519,7 +519,7 @@ class KeyCustody:
             raise KeyNotFound(f"key {key_id} is not in the token")
         if not attributes.extractable:
             raise SensitiveKeyRead(f"key {key_id} ({record.purpose}) is not extractable; it cannot be wrapped")
-        await self._record(self._event(actor, "wrap", key_id, reason, kek=kek_id, purpose=record.purpose))
+        await self.audit_first(self.audit_event(actor, "wrap", key_id, reason, kek=kek_id, purpose=record.purpose))
         return self.backend.wrap(bytes.fromhex(kek_id), bytes.fromhex(key_id))
 
     async def unwrap(
@@ -535,7 +535,7 @@ class KeyCustody:
         with self._series_lock:
             planned = self._plan(purpose, algorithm, label)
         rule = rule_for(purpose, algorithm)
-        await self._record(self._event(actor, "unwrap", planned.key_id, reason, kek=kek_id, purpose=purpose,
+        await self.audit_first(self.audit_event(actor, "unwrap", planned.key_id, reason, kek=kek_id, purpose=purpose,
                                        algorithm=algorithm.value, version=planned.version))
         self.backend.unwrap(
             bytes.fromhex(kek_id), wrapped, bytes.fromhex(planned.key_id), planned.label, algorithm,
@@ -550,8 +550,8 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is not KeyState.PRE_ACTIVATION:
             raise KeyStateError(f"key {key_id} is {record.state.value}, not pre-active")
-        previous = self._active(record.series)
-        await self._record(self._event(actor, "activate", key_id, reason, purpose=record.purpose,
+        previous = self.active_record(record.series)
+        await self.audit_first(self.audit_event(actor, "activate", key_id, reason, purpose=record.purpose,
                                        previous=previous.key_id if previous else None))
         now = utcnow()
         with self.store.transaction():

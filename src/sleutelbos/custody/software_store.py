@@ -239,6 +239,9 @@ class SoftwareKeyStore:
         self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=False,
                     persistent=persistent)
 
+    def use_session_copy(self, key_id: bytes) -> None:
+        """Nothing to gain in software: keys are already in memory."""
+
     def lock_extractable(self, key_id: bytes) -> None:
         with self._lock:
             self._entry(key_id)["extractable"] = False
