@@ -155,19 +155,16 @@ class MeterKeys:
             raise KeyStateError(f"{len(already)} meter(s) already have keys (e.g. {sorted(already)[0]}); "
                                 "change them with a key-change / campaign instead")
         storage = await self.storage_key(actor=actor)
-        planned = {m: {p: self._new_record(m, p, algorithm, 1) for p in DLMS_PURPOSES} for m in meter_ids}
+        now = utcnow()
+        planned = {m: {p: replace(self._new_record(m, p, algorithm, 1), state=KeyState.ACTIVE, activated_at=now)
+                       for p in DLMS_PURPOSES} for m in meter_ids}
         await self.custody.audit_first(self.custody.audit_event(
             actor, "provision-meters", f"meters:{len(meter_ids)}", reason, algorithm=algorithm.value,
             storage_key=storage.key_id,
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in planned.items()},
         ))
-        now = utcnow()
-        made: dict[str, dict[str, KeyRecord]] = {}
-        for meter_id, keys in planned.items():
-            made[meter_id] = {
-                p: replace(self._make_wrapped(r, storage, None)[0], state=KeyState.ACTIVE, activated_at=now)
-                for p, r in keys.items()
-            }
+        made = {meter_id: {p: self._make_wrapped(r, storage, None)[0] for p, r in keys.items()}
+                for meter_id, keys in planned.items()}
         with self.custody.store.transaction():
             self.custody.store.insert_many([r for keys in made.values() for r in keys.values()])
         return made
