@@ -114,3 +114,16 @@ def test_generate_key_fails_closed_without_an_audit_sink(clean_env, tmp_path: Pa
 def test_bad_algorithm_is_rejected(clean_env, tmp_path: Path) -> None:
     code, out = _run("generate-key", "--purpose", "x", "--algorithm", "rsa-2048", "--data-dir", str(tmp_path))
     assert code == 2 and "rsa-2048" in out
+
+
+def test_auto_without_softhsm_installed_falls_back_to_software(
+    clean_env, audit_component: RecordingAuditSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sleutelbos.custody.softhsm as softhsm
+
+    monkeypatch.setattr(softhsm, "SOFTHSM_MODULE_CANDIDATES", ())  # a machine without Debian's softhsm2
+    code, out = _run("generate-key", "--purpose", "tuf-root", "--algorithm", "ec-p256", "--json",
+                     "--data-dir", str(tmp_path / "data"))
+    assert code == 0, out
+    assert json.loads(out)["sovereign"] is False
+    assert not (tmp_path / "data" / "softhsm").exists()

@@ -241,12 +241,17 @@ class MeterKeys:
                 store.set_state(record.key_id, KeyState.ACTIVE, now)
         return self.key_set(meter_id)
 
-    def authentication_key(self, meter_id: str) -> bytes:
-        """The AK's clear value for the head-end process (the recorded exception; counted as an export)."""
+    async def export_authentication_key(
+        self, meter_id: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = ""
+    ) -> bytes:
+        """The AK's clear value for the one head-end process that needs it in the GCM additional data (the
+        recorded exception). Audited before the value leaves the token: who took which meter's AK, and why."""
         ak = self.key_set(meter_id).get(DLMS_AUTHENTICATION)
         if ak is None:
             raise KeyNotFound(f"meter {meter_id!r} has no active authentication key")
+        await self.custody.audit_first(self.custody.audit_event(
+            actor, "export", ak.key_id, reason, purpose=DLMS_AUTHENTICATION, meter=meter_id,
+            exception=ak.extractable_reason,
+        ))
         self.custody.load(ak)
-        value = self.custody.backend.export_value(bytes.fromhex(ak.key_id))
-        self.custody._count(ak.key_id, "export")
-        return value
+        return self.custody.backend.export_value(bytes.fromhex(ak.key_id))

@@ -369,11 +369,6 @@ class Pkcs11Token:
             )
             self._keep(key_id, persistent, key)
 
-    def lock_extractable(self, key_id: bytes) -> None:
-        key = self._key_object(key_id)
-        with self._lock, _translated("make a key non-extractable"):
-            key[Attribute.EXTRACTABLE] = False
-
     def export_value(self, key_id: bytes) -> bytes:
         """Clear value of an *extractable* secret key, for the one process that must hold it (DLMS AK).
 

@@ -54,6 +54,7 @@ from sleutelbos.custody.store import KeyMetadataStore, run_coroutine_blocking, u
 DEFAULT_SIGNING_ALGORITHM = KeyAlgorithm.EC_P256
 GCM_TAG_BYTES = 12  # DLMS security suite 0 (IEC 62056-5-3 §9.2.7.2.4.4): 96-bit authentication tag
 AUDIT_TIMEOUT_S = 30.0
+USAGE_FLUSH_EVERY = 10_000  # per-message counts are written to the store every this many operations
 MAX_LOADED_WRAPPED_KEYS = 4096  # per-meter keys held as session objects at once (least recently used goes)
 
 
@@ -112,6 +113,7 @@ class KeyCustody:
         self._public: dict[str, bytes] = {}
         self._usage: Counter[tuple[str, str]] = Counter()
         self._usage_lock = threading.Lock()
+        self._pending_counts = 0
         self._series_lock = threading.RLock()
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
@@ -432,6 +434,10 @@ class KeyCustody:
     def _count(self, key_id: str, operation: str) -> None:
         with self._usage_lock:
             self._usage[(key_id, operation)] += 1
+            self._pending_counts += 1
+            flush = self._pending_counts >= USAGE_FLUSH_EVERY
+        if flush:
+            self.flush_usage()
 
     def sign(self, key_id: str, message: bytes, *, purpose: str, encoding: SignatureEncoding = "raw") -> bytes:
         return self.signer(key_id, purpose).sign(message, encoding)
@@ -577,6 +583,7 @@ class KeyCustody:
     def flush_usage(self) -> None:
         with self._usage_lock:
             pending, self._usage = dict(self._usage), Counter()
+            self._pending_counts = 0
         if pending:
             self.store.add_usage(pending)
 

@@ -242,12 +242,6 @@ class SoftwareKeyStore:
     def use_session_copy(self, key_id: bytes) -> None:
         """Nothing to gain in software: keys are already in memory."""
 
-    def lock_extractable(self, key_id: bytes) -> None:
-        with self._lock:
-            self._entry(key_id)["extractable"] = False
-            if key_id.hex() in self._keys:
-                self._save()
-
     def export_value(self, key_id: bytes) -> bytes:
         if not self._entry(key_id)["extractable"]:
             raise SensitiveKeyRead(f"key {key_id.hex()} is not extractable; its value is not handed out")
