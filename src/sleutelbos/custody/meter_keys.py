@@ -173,19 +173,19 @@ class MeterKeys:
 
     def plan_key_change(self, meter_id: str) -> dict[str, KeyRecord]:
         """New pre-active versions of the three transferred keys (not yet generated)."""
-        active = self.key_set(meter_id)
+        records = self.custody.store.by_meter(meter_id)
+        active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
-        pending = self.key_set(meter_id, KeyState.PRE_ACTIVATION)
-        if pending:
+        if any(r.state is KeyState.PRE_ACTIVATION for r in records):
             raise KeyStateError(f"meter {meter_id!r} has an unconfirmed key change; confirm or abandon it first")
         plans: dict[str, KeyRecord] = {}
         for purpose in TRANSFERRED:
             current = active.get(purpose)
             if current is None:
                 raise KeyNotFound(f"meter {meter_id!r} has no active {purpose} key")
-            versions = [r.version for r in self.custody.store.series(meter_series(meter_id, purpose))]
-            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, max(versions) + 1)
+            version = max(r.version for r in records if r.purpose == purpose) + 1
+            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
         return plans
 
     def make_key_change(self, meter_id: str, plans: dict[str, KeyRecord]) -> tuple[list[KeyRecord],
@@ -193,7 +193,7 @@ class MeterKeys:
         """The effect (after the audit event): generate the planned keys with their planned ids, wrap them for
         storage and under the master key, encode the payload. Nothing is stored here."""
         storage = self._storage()
-        master = self.key_set(meter_id).get(DLMS_MASTER)
+        master = self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
         if storage is None or master is None:
             raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
         self.custody.load(master)

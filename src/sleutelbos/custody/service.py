@@ -236,9 +236,11 @@ class KeyCustody:
         return self.store.series(series)
 
     def active_record(self, series: str) -> KeyRecord | None:
-        for record in self._records.values():
-            if record.series == series and record.state is KeyState.ACTIVE:
-                return record
+        """The active version of a rotation series (a purpose, or ``meter:<id>/<purpose>``)."""
+        if not series.startswith("meter:"):
+            for record in self._records.values():
+                if record.series == series and record.state is KeyState.ACTIVE:
+                    return record
         return next((r for r in self._series_records(series) if r.state is KeyState.ACTIVE), None)
 
     # --- generate ----------------------------------------------------------------------------------------
