@@ -122,3 +122,24 @@ def test_usage_is_counted_not_audited(custody: KeyCustody, audit_sink) -> None:
         signer.sign(b"m%d" % i)
     assert custody.usage()[signer.key_id]["sign"] == 5
     assert audit_sink.actions() == ["custody.key.generate"]
+
+
+def test_a_rotation_by_another_process_is_seen_at_the_next_signer_for(
+    softhsm_token, tmp_path, audit_sink
+) -> None:
+    """Two custody instances on one token and one metadata store, as the CLI and a running stack are."""
+    from sleutelbos.custody import custody_for_tests
+
+    running = custody_for_tests(tmp_path / "data", audit_sink)
+    try:
+        old = running.signer_for("identity-token")
+        other = custody_for_tests(tmp_path / "data", audit_sink)
+        rotated = asyncio.run(other.rotate("identity-token", reason="operator rotated from the CLI"))
+        other.close()
+        current = running.signer_for("identity-token")
+        assert current.key_id == rotated.key_id
+        with pytest.raises(KeyStateError):
+            old.sign(b"after rotation")
+        assert running.verify(old.key_id, b"m", b"\x00" * 64) is False
+    finally:
+        running.close()

@@ -111,6 +111,13 @@ def open_token_session(module: str, token_label: str, pin: str) -> tuple[Any, An
         raise WrongPin(f"token {token_label!r} refused the user PIN ({type(exc).__name__})") from exc
     except p11e.UserPinNotInitialized as exc:
         raise WrongPin(f"token {token_label!r} has no user PIN set") from exc
+    except p11e.UserAlreadyLoggedIn:
+        # Login state belongs to the application (PKCS#11 v2.40 §5.6): another custody in this process is
+        # logged in already, and a new session shares that state.
+        try:
+            session = token.open(rw=True)
+        except p11e.PKCS11Error as exc:
+            raise HsmUnavailable(f"could not open a session on token {token_label!r} ({type(exc).__name__})") from exc
     except p11e.PKCS11Error as exc:
         raise HsmUnavailable(f"could not open a session on token {token_label!r} ({type(exc).__name__})") from exc
     return token, session

@@ -24,11 +24,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-
 from sleutelbos.core.protocols import (
     SYSTEM_ACTOR,
     Actor,
@@ -38,6 +33,7 @@ from sleutelbos.core.protocols import (
     PublicKeyInfo,
     SignatureEncoding,
 )
+from sleutelbos.custody.audit_bridge import record_blocking
 from sleutelbos.custody.backend import ENCRYPT, SIGN, WRAP, KeyBackend
 from sleutelbos.custody.errors import (
     CustodyError,
@@ -49,45 +45,13 @@ from sleutelbos.custody.errors import (
 )
 from sleutelbos.custody.models import InventoryEntry, KeyAlgorithm, KeyRecord, KeyState, TokenIdentity
 from sleutelbos.custody.purposes import RESERVED_PURPOSES, check_purpose_name, require, rule_for
-from sleutelbos.custody.store import KeyMetadataStore, run_coroutine_blocking, utcnow
+from sleutelbos.custody.signatures import CustodySigner, check_encoding, raw_to_der, verify_signature
+from sleutelbos.custody.store import KeyMetadataStore, utcnow
 
 DEFAULT_SIGNING_ALGORITHM = KeyAlgorithm.EC_P256
 GCM_TAG_BYTES = 12  # DLMS security suite 0 (IEC 62056-5-3 §9.2.7.2.4.4): 96-bit authentication tag
-AUDIT_TIMEOUT_S = 30.0
 USAGE_FLUSH_EVERY = 10_000  # per-message counts are written to the store every this many operations
 MAX_LOADED_WRAPPED_KEYS = 4096  # per-meter keys held as session objects at once (least recently used goes)
-
-
-class CustodySigner:
-    """One key version as a :class:`~sleutelbos.core.protocols.Signer`. It holds no key material: each
-    ``sign`` goes to the token, and refuses once the version is no longer active."""
-
-    def __init__(self, custody: KeyCustody, key_id: str, algorithm: KeyAlgorithm) -> None:
-        self._custody = custody
-        self._key_id = key_id
-        self._algorithm = algorithm
-        self._cka_id = bytes.fromhex(key_id)
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id
-
-    @property
-    def algorithm(self) -> str:
-        return self._algorithm.jose or ""
-
-    @property
-    def sovereign(self) -> bool:
-        return self._custody.sovereign
-
-    def sign(self, message: bytes, encoding: SignatureEncoding = "raw") -> bytes:
-        return self._custody._sign_checked(self._key_id, self._cka_id, self._algorithm, message, encoding)
-
-    def public_key(self) -> PublicKeyInfo:
-        return self._custody.public_key(self._key_id)
-
-    def __repr__(self) -> str:
-        return f"CustodySigner(key_id={self._key_id!r}, algorithm={self.algorithm!r})"
 
 
 class KeyCustody:
@@ -176,22 +140,8 @@ class KeyCustody:
             await self.audit.record(failed)
 
     def _record_blocking(self, event: AuditEvent) -> None:
-        """Await the audit sink from synchronous code: on the sink's own loop when that runs in another thread,
-        else on a helper thread's fresh loop. Raises :class:`AuditUnavailable` — the caller then does nothing."""
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        home = self._home_loop
-        try:
-            if home is not None and home.is_running() and current is not home:
-                asyncio.run_coroutine_threadsafe(self.audit_first(event), home).result(AUDIT_TIMEOUT_S)
-            else:
-                run_coroutine_blocking(lambda: self.audit_first(event))
-        except AuditUnavailable:
-            raise
-        except Exception as exc:
-            raise AuditUnavailable(f"audit sink failed to record {event.action}: {exc}") from exc
+        """Write-ahead audit from synchronous code (first-use key creation); see :mod:`.audit_bridge`."""
+        record_blocking(self.audit_first, event, self._home_loop)
 
     # --- records -----------------------------------------------------------------------------------------
 
@@ -236,12 +186,13 @@ class KeyCustody:
         return self.store.series(series)
 
     def active_record(self, series: str) -> KeyRecord | None:
-        """The active version of a rotation series (a purpose, or ``meter:<id>/<purpose>``)."""
-        if not series.startswith("meter:"):
-            for record in self._records.values():
-                if record.series == series and record.state is KeyState.ACTIVE:
-                    return record
-        return next((r for r in self._series_records(series) if r.state is KeyState.ACTIVE), None)
+        """The active version of a rotation series (a purpose, or ``meter:<id>/<purpose>``), read from the store
+        — the truth when several processes share it (a rotation made by the CLI or another worker is seen at the
+        next ``signer_for``) — and remembered for the per-message state checks."""
+        records = self._series_records(series)
+        for record in records:
+            self._remember(record)
+        return next((r for r in records if r.state is KeyState.ACTIVE), None)
 
     # --- generate ----------------------------------------------------------------------------------------
 
@@ -450,42 +401,20 @@ class KeyCustody:
         record = self._records.get(key_id) or self.record(key_id)
         if not record.state.may_apply_protection:
             raise KeyStateError(f"key {key_id} is {record.state.value}; it no longer signs")
+        if encoding != "raw":
+            check_encoding(algorithm, encoding)
         raw = self.backend.sign(cka_id, algorithm, message)
         self._count(key_id, "sign")
-        if encoding == "raw":
-            return raw
-        if encoding == "der":
-            if algorithm is KeyAlgorithm.ED25519:
-                raise InvalidKeyRequest("Ed25519 signatures have only the raw form")
-            return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        raise InvalidKeyRequest(f"unknown signature encoding {encoding!r}: raw or der")
+        return raw if encoding == "raw" else raw_to_der(raw)
 
     def verify(self, key_id: str, message: bytes, signature: bytes, encoding: SignatureEncoding = "raw") -> bool:
         """Verify with the public half (in software: verification needs no secret). Deactivated keys verify."""
         record = self.record(key_id)
         if not record.state.may_process:
             raise KeyStateError(f"key {key_id} is {record.state.value}; its signatures are not accepted")
-        public = serialization.load_der_public_key(self.public_key(key_id).spki_der)
+        spki = self.public_key(key_id).spki_der
         self._count(key_id, "verify")
-        try:
-            if isinstance(public, ed25519.Ed25519PublicKey):
-                public.verify(signature, message)
-            elif isinstance(public, ec.EllipticCurvePublicKey):
-                der = signature
-                if encoding == "raw":
-                    if len(signature) != 64:
-                        return False
-                    der = encode_dss_signature(
-                        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                    )
-                else:
-                    decode_dss_signature(der)
-                public.verify(der, message, ec.ECDSA(hashes.SHA256()))
-            else:
-                return False
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return verify_signature(spki, message, signature, encoding)
 
     def _usable_secret(self, key_id: str, operation: str, *, protect: bool) -> KeyRecord:
         record = self.record(key_id)

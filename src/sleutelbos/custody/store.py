@@ -9,16 +9,16 @@ through :func:`sleutelbos.core.database.migrate_sqlite` / ``migrate_postgres`` l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sleutelbos.core.database import DatabaseUrl, migrate_postgres, migrate_sqlite, parse_database_url
+from sleutelbos.custody.audit_bridge import run_coroutine_blocking
 from sleutelbos.custody.models import KeyAlgorithm, KeyRecord, KeyState
 
 COMPONENT = "custody"
@@ -87,25 +87,6 @@ def _migrations(kind: str) -> list[str]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def run_coroutine_blocking(factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a coroutine to completion from synchronous code, whether or not this thread runs an event loop
-    (in a helper thread with its own loop; the calling thread waits)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(factory())
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="sleutelbos-custody-bridge", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 COLUMNS = (
