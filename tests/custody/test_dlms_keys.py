@@ -114,6 +114,20 @@ def test_ak_cannot_sign_firmware_and_master_key_cannot_be_read(custody: KeyCusto
         custody.read_value(ak.key_id)  # even the AK is sensitive: it leaves only wrapped, to the head-end
 
 
+def test_the_storage_key_cannot_be_destroyed_while_it_holds_meter_keys(custody: KeyCustody) -> None:
+    keys = asyncio.run(custody.meters.provision(["E0035"]))["E0035"]
+    storage = keys["dlms-master"].wrapped_by
+    assert storage is not None
+    with pytest.raises(KeyStateError):
+        asyncio.run(custody.destroy(storage))
+    for record in keys.values():
+        asyncio.run(custody.destroy(record.key_id, reason="meter scrapped"))
+        assert custody.record(record.key_id).wrapped is None  # the blob is gone: crypto-shredded
+    asyncio.run(custody.destroy(storage, reason="no keys left under it"))
+    with pytest.raises(InvalidKeyRequest):
+        asyncio.run(custody.unwrap(storage, b"\x00" * 24, "dlms-master", "aes-128"))
+
+
 def test_provisioning_twice_is_refused(custody: KeyCustody) -> None:
     asyncio.run(custody.meters.provision(["E0033"]))
     with pytest.raises(KeyStateError):

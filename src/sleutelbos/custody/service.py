@@ -290,6 +290,9 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED:
             raise KeyStateError(f"key {key_id} is already destroyed")
+        dependants = self.store.wrapped_by_count(key_id)
+        if dependants:
+            raise KeyStateError(f"key {key_id} still wraps {dependants} stored key(s); destroy or re-wrap them first")
         event = self.audit_event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
                             storage=record.storage)
         await self.audit_first(event)
@@ -468,6 +471,8 @@ class KeyCustody:
         algorithm = KeyAlgorithm(algorithm)
         if algorithm.is_signing:
             raise InvalidKeyRequest("only AES keys can be unwrapped into custody")
+        if purpose in RESERVED_PURPOSES:
+            raise InvalidKeyRequest(f"{purpose!r} keys are made by custody itself, not imported")
         self._usable_secret(kek_id, WRAP, protect=False)
         with self._series_lock:
             planned = self._plan(purpose, algorithm, label)

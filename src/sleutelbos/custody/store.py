@@ -235,6 +235,13 @@ class KeyMetadataStore:
                 (state.value, self._ts(at), key_id),
             )
 
+    def wrapped_by_count(self, key_id: str) -> int:
+        """How many stored (not destroyed) keys exist only as blobs under ``key_id``."""
+        rows = self.execute(
+            "SELECT COUNT(*) FROM custody_keys WHERE wrapped_by = ? AND wrapped IS NOT NULL", (key_id,)
+        )
+        return int(rows[0][0])
+
     def forget_wrapped(self, key_id: str) -> None:
         self.execute("UPDATE custody_keys SET wrapped = NULL WHERE key_id = ?", (key_id,))
 
