@@ -146,6 +146,7 @@ class KeyCustody:
     # --- records -----------------------------------------------------------------------------------------
 
     def record(self, key_id: str) -> KeyRecord:
+        """Custody's metadata for a key id (CKA_ID hex); per-meter keys are read from the store each time."""
         cached = self._records.get(key_id)
         if cached is not None:
             return cached
@@ -179,6 +180,7 @@ class KeyCustody:
             self._records[record.key_id] = record
 
     def key_records(self, purpose: str | None = None) -> list[KeyRecord]:
+        """Every key's record (without ``purpose``: the keys that do not belong to a meter)."""
         records = self.store.all(include_meters=purpose is not None)
         return [r for r in records if purpose is None or r.purpose == purpose]
 
