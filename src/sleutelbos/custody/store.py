@@ -179,6 +179,16 @@ class KeyMetadataStore:
             rows = cur.fetchall() if cur.description else []
             return [tuple(r) for r in rows]
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            if self.kind == "sqlite":
+                self._conn.executemany(sql, rows)
+            else:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit (``BEGIN IMMEDIATE`` on SQLite so concurrent writers queue instead of failing)."""
@@ -208,17 +218,17 @@ class KeyMetadataStore:
             wrapped=bytes(row[15]) if row[15] is not None else None, wrapped_by=row[16],
         )
 
-    def insert(self, record: KeyRecord) -> None:
-        self.execute(
-            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-            (
-                record.key_id, record.series, record.purpose, record.algorithm.value, record.version,
-                record.state.value, record.label, record.meter_id, record.extractable_reason,
-                self._ts(record.created_at), self._ts(record.activated_at), self._ts(record.deactivated_at),
-                self._ts(record.compromised_at), self._ts(record.destroyed_at), json.dumps(record.details),
-                record.wrapped, record.wrapped_by,
-            ),
+    def _row(self, record: KeyRecord) -> tuple[Any, ...]:
+        return (
+            record.key_id, record.series, record.purpose, record.algorithm.value, record.version,
+            record.state.value, record.label, record.meter_id, record.extractable_reason,
+            self._ts(record.created_at), self._ts(record.activated_at), self._ts(record.deactivated_at),
+            self._ts(record.compromised_at), self._ts(record.destroyed_at), json.dumps(record.details),
+            record.wrapped, record.wrapped_by,
         )
+
+    def insert(self, record: KeyRecord) -> None:
+        self.insert_many([record])
 
     def set_state(self, key_id: str, state: KeyState, at: datetime) -> None:
         column = {
@@ -246,8 +256,10 @@ class KeyMetadataStore:
         self.execute("UPDATE custody_keys SET wrapped = NULL WHERE key_id = ?", (key_id,))
 
     def insert_many(self, records: Sequence[KeyRecord]) -> None:
-        for record in records:
-            self.insert(record)
+        self.execute_many(
+            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            [self._row(r) for r in records],
+        )
 
     def meters_with_keys(self, meter_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
