@@ -83,11 +83,11 @@ def test_key_change_payload_unwraps_under_the_master_key_to_the_new_keys(custody
         assert not _same_key(custody, session_id, keys[purposes[item.key_id]].key_id)  # not the old key
         custody.backend.destroy(session_id)
 
-    # The AK (the exception) can be exported for the head-end; compare it with the payload directly.
-    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap  # noqa: F401 - documents the algorithm
-
-    ak_value = meters.authentication_key("E0031")
+    # The AK (the exception) can be exported for the head-end, audited first.
+    ak_value = asyncio.run(meters.export_authentication_key("E0031", reason="head-end start"))
     assert len(ak_value) == 16
+    assert audit_sink.events[-1].action == "custody.key.export"
+    assert audit_sink.events[-1].target == payload.new_keys["dlms-authentication"]
     after = meters.key_set("E0031")
     assert after["dlms-unicast"].key_id == payload.new_keys["dlms-unicast"]
     assert custody.record(old_ek.key_id).state is KeyState.DEACTIVATED
@@ -95,7 +95,8 @@ def test_key_change_payload_unwraps_under_the_master_key_to_the_new_keys(custody
     with pytest.raises(KeyStateError):
         custody.encrypt(old_ek.key_id, NONCE, b"new frame")
     actions = audit_sink.actions()
-    assert actions[-3:] == ["custody.key.provision-meters", "custody.key.key-change", "custody.key.key-change-confirm"]
+    assert actions[-4:] == ["custody.key.provision-meters", "custody.key.key-change",
+                            "custody.key.key-change-confirm", "custody.key.export"]
 
 
 def test_ak_cannot_sign_firmware_and_master_key_cannot_be_read(custody: KeyCustody) -> None:
@@ -111,6 +112,20 @@ def test_ak_cannot_sign_firmware_and_master_key_cannot_be_read(custody: KeyCusto
         custody.read_value(keys["dlms-master"].key_id)
     with pytest.raises(SensitiveKeyRead):
         custody.read_value(ak.key_id)  # even the AK is sensitive: it leaves only wrapped, to the head-end
+
+
+def test_the_storage_key_cannot_be_destroyed_while_it_holds_meter_keys(custody: KeyCustody) -> None:
+    keys = asyncio.run(custody.meters.provision(["E0035"]))["E0035"]
+    storage = keys["dlms-master"].wrapped_by
+    assert storage is not None
+    with pytest.raises(KeyStateError):
+        asyncio.run(custody.destroy(storage))
+    for record in keys.values():
+        asyncio.run(custody.destroy(record.key_id, reason="meter scrapped"))
+        assert custody.record(record.key_id).wrapped is None  # the blob is gone: crypto-shredded
+    asyncio.run(custody.destroy(storage, reason="no keys left under it"))
+    with pytest.raises(InvalidKeyRequest):
+        asyncio.run(custody.unwrap(storage, b"\x00" * 24, "dlms-master", "aes-128"))
 
 
 def test_provisioning_twice_is_refused(custody: KeyCustody) -> None:

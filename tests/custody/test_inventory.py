@@ -35,6 +35,8 @@ def raw_session(softhsm_token, hsm_custody: KeyCustody) -> Iterator[tuple[Any, A
 def _key(session: Any, key_id: str) -> Any:
     objects = [o for o in session.get_objects({Attribute.ID: bytes.fromhex(key_id)})
                if o.object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.SECRET_KEY)]
+    if len(objects) > 1:  # the storage key has a session copy (same attributes); the token object is the truth
+        objects = [o for o in objects if o[Attribute.TOKEN]]
     assert len(objects) == 1
     return objects[0]
 

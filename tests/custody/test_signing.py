@@ -132,3 +132,24 @@ async def test_prepare_signer_creates_the_key_once_with_its_audit_record(hsm_cus
     generated = [e for e in audit_sink.events if e.action.endswith("generate")]
     assert [e.target for e in generated] == [first.key_id]
     assert hsm_custody.verify(first.key_id, b"note", first.sign(b"note"))
+
+
+def test_a_rotation_by_another_process_is_seen_at_the_next_signer_for(
+    softhsm_token, tmp_path, audit_sink
+) -> None:
+    """Two custody instances on one token and one metadata store, as the CLI and a running stack are."""
+    from sleutelbos.custody import custody_for_tests
+
+    running = custody_for_tests(tmp_path / "data", audit_sink)
+    try:
+        old = running.signer_for("identity-token")
+        other = custody_for_tests(tmp_path / "data", audit_sink)
+        rotated = asyncio.run(other.rotate("identity-token", reason="operator rotated from the CLI"))
+        other.close()
+        current = running.signer_for("identity-token")
+        assert current.key_id == rotated.key_id
+        with pytest.raises(KeyStateError):
+            old.sign(b"after rotation")
+        assert running.verify(old.key_id, b"m", b"\x00" * 64) is False
+    finally:
+        running.close()

@@ -51,8 +51,8 @@ class KeyBackend(Protocol):
         usage: frozenset[str], extractable: bool, persistent: bool = True,
     ) -> None: ...
 
-    def lock_extractable(self, key_id: bytes) -> None:
-        """CKA_EXTRACTABLE true → false (one way, PKCS#11 v2.40 §4.9): after a key was delivered wrapped."""
+    def use_session_copy(self, key_id: bytes) -> None:
+        """Use a session copy of a token key for speed (same attributes); the software store ignores this."""
 
     def export_value(self, key_id: bytes) -> bytes:
         """The clear value of a secret key; raises ``SensitiveKeyRead`` unless the token allows it."""

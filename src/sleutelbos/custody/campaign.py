@@ -80,7 +80,7 @@ class RotationCampaigns:
         if missing:
             raise KeyNotFound(f"{len(missing)} meter(s) have no keys to rotate (e.g. {sorted(missing)[0]})")
         campaign_id = f"campaign-{secrets.token_hex(8)}"
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "campaign-start", campaign_id, reason, meter_group=meter_group, meters=len(meter_ids),
         ))
         now = self.store._ts(utcnow())
@@ -90,12 +90,11 @@ class RotationCampaigns:
                 "VALUES (?, ?, 'running', ?, ?, ?, ?)",
                 (campaign_id, meter_group, reason, json.dumps(actor.as_dict()), len(meter_ids), now),
             )
-            for position, meter_id in enumerate(meter_ids):
-                self.store.execute(
-                    "INSERT INTO custody_campaign_meters (campaign_id, meter_id, position, state, updated_at) "
-                    "VALUES (?, ?, ?, 'pending', ?)",
-                    (campaign_id, meter_id, position, now),
-                )
+            self.store.execute_many(
+                "INSERT INTO custody_campaign_meters (campaign_id, meter_id, position, state, updated_at) "
+                "VALUES (?, ?, ?, 'pending', ?)",
+                [(campaign_id, meter_id, position, now) for position, meter_id in enumerate(meter_ids)],
+            )
         return campaign_id
 
     def progress(self, campaign_id: str) -> CampaignProgress:
@@ -166,19 +165,21 @@ class RotationCampaigns:
         plans: dict[str, dict[str, KeyRecord]] = {}
         resumed: list[str] = []
         now = self.store._ts(utcnow())
+        planned_rows: list[tuple[str, str, str, str]] = []
+        for meter_id, state, planned in batch:
+            if state == PLANNED and planned:
+                plans[meter_id] = self._restore_plans(meter_id, planned)
+                resumed.append(meter_id)
+            else:
+                plans[meter_id] = meters.plan_key_change(meter_id)
+                planned_rows.append((_plan_to_json(plans[meter_id]), now, campaign_id, meter_id))
         with self.store.transaction():
-            for meter_id, state, planned in batch:
-                if state == PLANNED and planned:
-                    plans[meter_id] = self._restore_plans(meter_id, planned)
-                    resumed.append(meter_id)
-                else:
-                    plans[meter_id] = meters.plan_key_change(meter_id)
-                    self.store.execute(
-                        "UPDATE custody_campaign_meters SET state = 'planned', planned = ?, updated_at = ? "
-                        "WHERE campaign_id = ? AND meter_id = ?",
-                        (_plan_to_json(plans[meter_id]), now, campaign_id, meter_id),
-                    )
-        await self.custody._record(self.custody._event(
+            self.store.execute_many(
+                "UPDATE custody_campaign_meters SET state = 'planned', planned = ?, updated_at = ? "
+                "WHERE campaign_id = ? AND meter_id = ?",
+                planned_rows,
+            )
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "campaign-rekey", campaign_id, "rotation campaign batch",
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in plans.items()}, resumed=resumed,
         ))
@@ -191,15 +192,15 @@ class RotationCampaigns:
         done = self.store._ts(utcnow())
         with self.store.transaction():
             self.store.insert_many(records)
-            for meter_id, data in payloads.items():
-                self.store.execute(
-                    "UPDATE custody_campaign_meters SET state = 'keyed', payload = ?, updated_at = ? "
-                    "WHERE campaign_id = ? AND meter_id = ?",
-                    (data, done, campaign_id, meter_id),
-                )
+            self.store.execute_many(
+                "UPDATE custody_campaign_meters SET state = 'keyed', payload = ?, updated_at = ? "
+                "WHERE campaign_id = ? AND meter_id = ?",
+                [(data, done, campaign_id, meter_id) for meter_id, data in payloads.items()],
+            )
 
     async def _finish(self, campaign_id: str, actor: Actor) -> None:
-        await self.custody._record(self.custody._event(actor, "campaign-finish", campaign_id, "all meters keyed"))
+        event = self.custody.audit_event(actor, "campaign-finish", campaign_id, "all meters keyed")
+        await self.custody.audit_first(event)
         self.store.execute(
             "UPDATE custody_campaigns SET state = 'finished', finished_at = ? WHERE campaign_id = ?",
             (self.store._ts(utcnow()), campaign_id),

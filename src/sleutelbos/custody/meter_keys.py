@@ -81,17 +81,30 @@ class MeterKeys:
 
     def __init__(self, custody: KeyCustody) -> None:
         self.custody = custody
+        self._copied: set[str] = set()
 
     # --- the storage key ---------------------------------------------------------------------------------
 
     async def storage_key(self, *, actor: Actor = SYSTEM_ACTOR) -> KeyRecord:
-        active = self.custody._active(STORAGE)
+        active = self.custody.active_record(STORAGE)
+        if active is None:
+            active = await self.custody.create_key(
+                STORAGE, KeyAlgorithm.AES_256, label=None, actor=actor,
+                reason="storage key for per-meter keys (created on first need)",
+            )
+        self._session_copy(active)
+        return active
+
+    def _storage(self) -> KeyRecord | None:
+        active = self.custody.active_record(STORAGE)
         if active is not None:
-            return active
-        return await self.custody._generate(
-            STORAGE, KeyAlgorithm.AES_256, label=None, actor=actor,
-            reason="storage key for per-meter keys (created on first need)",
-        )
+            self._session_copy(active)
+        return active
+
+    def _session_copy(self, storage: KeyRecord) -> None:
+        if storage.key_id not in self._copied:
+            self.custody.backend.use_session_copy(bytes.fromhex(storage.key_id))
+            self._copied.add(storage.key_id)
 
     # --- key sets ----------------------------------------------------------------------------------------
 
@@ -142,19 +155,16 @@ class MeterKeys:
             raise KeyStateError(f"{len(already)} meter(s) already have keys (e.g. {sorted(already)[0]}); "
                                 "change them with a key-change / campaign instead")
         storage = await self.storage_key(actor=actor)
-        planned = {m: {p: self._new_record(m, p, algorithm, 1) for p in DLMS_PURPOSES} for m in meter_ids}
-        await self.custody._record(self.custody._event(
+        now = utcnow()
+        planned = {m: {p: replace(self._new_record(m, p, algorithm, 1), state=KeyState.ACTIVE, activated_at=now)
+                       for p in DLMS_PURPOSES} for m in meter_ids}
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "provision-meters", f"meters:{len(meter_ids)}", reason, algorithm=algorithm.value,
             storage_key=storage.key_id,
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in planned.items()},
         ))
-        now = utcnow()
-        made: dict[str, dict[str, KeyRecord]] = {}
-        for meter_id, keys in planned.items():
-            made[meter_id] = {
-                p: replace(self._make_wrapped(r, storage, None)[0], state=KeyState.ACTIVE, activated_at=now)
-                for p, r in keys.items()
-            }
+        made = {meter_id: {p: self._make_wrapped(r, storage, None)[0] for p, r in keys.items()}
+                for meter_id, keys in planned.items()}
         with self.custody.store.transaction():
             self.custody.store.insert_many([r for keys in made.values() for r in keys.values()])
         return made
@@ -163,27 +173,27 @@ class MeterKeys:
 
     def plan_key_change(self, meter_id: str) -> dict[str, KeyRecord]:
         """New pre-active versions of the three transferred keys (not yet generated)."""
-        active = self.key_set(meter_id)
+        records = self.custody.store.by_meter(meter_id)
+        active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
-        pending = self.key_set(meter_id, KeyState.PRE_ACTIVATION)
-        if pending:
+        if any(r.state is KeyState.PRE_ACTIVATION for r in records):
             raise KeyStateError(f"meter {meter_id!r} has an unconfirmed key change; confirm or abandon it first")
         plans: dict[str, KeyRecord] = {}
         for purpose in TRANSFERRED:
             current = active.get(purpose)
             if current is None:
                 raise KeyNotFound(f"meter {meter_id!r} has no active {purpose} key")
-            versions = [r.version for r in self.custody.store.series(meter_series(meter_id, purpose))]
-            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, max(versions) + 1)
+            version = max(r.version for r in records if r.purpose == purpose) + 1
+            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
         return plans
 
     def make_key_change(self, meter_id: str, plans: dict[str, KeyRecord]) -> tuple[list[KeyRecord],
                                                                                    KeyChangePayload]:
         """The effect (after the audit event): generate the planned keys with their planned ids, wrap them for
         storage and under the master key, encode the payload. Nothing is stored here."""
-        storage = self.custody._active(STORAGE)
-        master = self.key_set(meter_id).get(DLMS_MASTER)
+        storage = self._storage()
+        master = self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
         if storage is None or master is None:
             raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
         self.custody.load(master)
@@ -203,7 +213,7 @@ class MeterKeys:
     async def key_change(self, meter_id: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyChangePayload:
         """One meter's key change: new pre-active EK, broadcast key and AK, and the payload that carries them."""
         plans = self.plan_key_change(meter_id)
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "key-change", f"meter:{meter_id}", reason, new_keys={p: r.key_id for p, r in plans.items()},
         ))
         records, payload = self.make_key_change(meter_id, plans)
@@ -217,7 +227,7 @@ class MeterKeys:
         if not pending:
             raise KeyStateError(f"meter {meter_id!r} has no key change waiting for confirmation")
         active = self.key_set(meter_id)
-        await self.custody._record(self.custody._event(
+        await self.custody.audit_first(self.custody.audit_event(
             actor, "key-change-confirm", f"meter:{meter_id}", reason,
             activated={p: r.key_id for p, r in pending.items()},
             deactivated={p: active[p].key_id for p in pending if p in active},
@@ -231,12 +241,17 @@ class MeterKeys:
                 store.set_state(record.key_id, KeyState.ACTIVE, now)
         return self.key_set(meter_id)
 
-    def authentication_key(self, meter_id: str) -> bytes:
-        """The AK's clear value for the head-end process (the recorded exception; counted as an export)."""
+    async def export_authentication_key(
+        self, meter_id: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = ""
+    ) -> bytes:
+        """The AK's clear value for the one head-end process that needs it in the GCM additional data (the
+        recorded exception). Audited before the value leaves the token: who took which meter's AK, and why."""
         ak = self.key_set(meter_id).get(DLMS_AUTHENTICATION)
         if ak is None:
             raise KeyNotFound(f"meter {meter_id!r} has no active authentication key")
+        await self.custody.audit_first(self.custody.audit_event(
+            actor, "export", ak.key_id, reason, purpose=DLMS_AUTHENTICATION, meter=meter_id,
+            exception=ak.extractable_reason,
+        ))
         self.custody.load(ak)
-        value = self.custody.backend.export_value(bytes.fromhex(ak.key_id))
-        self.custody._count(ak.key_id, "export")
-        return value
+        return self.custody.backend.export_value(bytes.fromhex(ak.key_id))

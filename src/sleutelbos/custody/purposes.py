@@ -10,6 +10,7 @@ and is therefore created extractable — the recorded exception.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ def check_purpose_name(purpose: str) -> str:
     return purpose
 
 
+@functools.lru_cache(maxsize=1024)
 def rule_for(purpose: str, algorithm: KeyAlgorithm) -> PurposeRule:
     """The usage a new key for ``purpose`` gets; raises when the algorithm does not fit the purpose."""
     check_purpose_name(purpose)

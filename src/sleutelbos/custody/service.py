@@ -24,11 +24,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-
 from sleutelbos.core.protocols import (
     SYSTEM_ACTOR,
     Actor,
@@ -38,6 +33,7 @@ from sleutelbos.core.protocols import (
     PublicKeyInfo,
     SignatureEncoding,
 )
+from sleutelbos.custody.audit_bridge import record_blocking
 from sleutelbos.custody.backend import ENCRYPT, SIGN, WRAP, KeyBackend
 from sleutelbos.custody.errors import (
     CustodyError,
@@ -49,44 +45,13 @@ from sleutelbos.custody.errors import (
 )
 from sleutelbos.custody.models import InventoryEntry, KeyAlgorithm, KeyRecord, KeyState, TokenIdentity
 from sleutelbos.custody.purposes import RESERVED_PURPOSES, check_purpose_name, require, rule_for
-from sleutelbos.custody.store import KeyMetadataStore, run_coroutine_blocking, utcnow
+from sleutelbos.custody.signatures import CustodySigner, check_encoding, raw_to_der, verify_signature
+from sleutelbos.custody.store import KeyMetadataStore, utcnow
 
 DEFAULT_SIGNING_ALGORITHM = KeyAlgorithm.EC_P256
 GCM_TAG_BYTES = 12  # DLMS security suite 0 (IEC 62056-5-3 §9.2.7.2.4.4): 96-bit authentication tag
-AUDIT_TIMEOUT_S = 30.0
+USAGE_FLUSH_EVERY = 10_000  # per-message counts are written to the store every this many operations
 MAX_LOADED_WRAPPED_KEYS = 4096  # per-meter keys held as session objects at once (least recently used goes)
-
-
-class CustodySigner:
-    """One key version as a :class:`~sleutelbos.core.protocols.Signer`. It holds no key material: each
-    ``sign`` goes to the token, and refuses once the version is no longer active."""
-
-    def __init__(self, custody: KeyCustody, key_id: str, algorithm: KeyAlgorithm) -> None:
-        self._custody = custody
-        self._key_id = key_id
-        self._algorithm = algorithm
-        self._cka_id = bytes.fromhex(key_id)
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id
-
-    @property
-    def algorithm(self) -> str:
-        return self._algorithm.jose or ""
-
-    @property
-    def sovereign(self) -> bool:
-        return self._custody.sovereign
-
-    def sign(self, message: bytes, encoding: SignatureEncoding = "raw") -> bytes:
-        return self._custody._sign_checked(self._key_id, self._cka_id, self._algorithm, message, encoding)
-
-    def public_key(self) -> PublicKeyInfo:
-        return self._custody.public_key(self._key_id)
-
-    def __repr__(self) -> str:
-        return f"CustodySigner(key_id={self._key_id!r}, algorithm={self.algorithm!r})"
 
 
 class KeyCustody:
@@ -112,6 +77,7 @@ class KeyCustody:
         self._public: dict[str, bytes] = {}
         self._usage: Counter[tuple[str, str]] = Counter()
         self._usage_lock = threading.Lock()
+        self._pending_counts = 0
         self._series_lock = threading.RLock()
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
@@ -151,14 +117,14 @@ class KeyCustody:
 
     # --- audit -------------------------------------------------------------------------------------------
 
-    def _event(self, actor: Actor, action: str, target: str, reason: str, **details: Any) -> AuditEvent:
+    def audit_event(self, actor: Actor, action: str, target: str, reason: str, **details: Any) -> AuditEvent:
         return AuditEvent(
             actor=actor, action=f"custody.key.{action}", target=target, reason=reason,
             details={**details, "custodian": self.custodian, "jurisdiction": self.jurisdiction,
                      "hsm": self.backend.identity().label, "sovereign": self.sovereign},
         )
 
-    async def _record(self, event: AuditEvent) -> None:
+    async def audit_first(self, event: AuditEvent) -> None:
         try:
             await self.audit.record(event)
         except AuditUnavailable:
@@ -174,26 +140,13 @@ class KeyCustody:
             await self.audit.record(failed)
 
     def _record_blocking(self, event: AuditEvent) -> None:
-        """Await the audit sink from synchronous code: on the sink's own loop when that runs in another thread,
-        else on a helper thread's fresh loop. Raises :class:`AuditUnavailable` — the caller then does nothing."""
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        home = self._home_loop
-        try:
-            if home is not None and home.is_running() and current is not home:
-                asyncio.run_coroutine_threadsafe(self._record(event), home).result(AUDIT_TIMEOUT_S)
-            else:
-                run_coroutine_blocking(lambda: self._record(event))
-        except AuditUnavailable:
-            raise
-        except Exception as exc:
-            raise AuditUnavailable(f"audit sink failed to record {event.action}: {exc}") from exc
+        """Write-ahead audit from synchronous code (first-use key creation); see :mod:`.audit_bridge`."""
+        record_blocking(self.audit_first, event, self._home_loop)
 
     # --- records -----------------------------------------------------------------------------------------
 
     def record(self, key_id: str) -> KeyRecord:
+        """Custody's metadata for a key id (CKA_ID hex); per-meter keys are read from the store each time."""
         cached = self._records.get(key_id)
         if cached is not None:
             return cached
@@ -227,17 +180,21 @@ class KeyCustody:
             self._records[record.key_id] = record
 
     def key_records(self, purpose: str | None = None) -> list[KeyRecord]:
+        """Every key's record (without ``purpose``: the keys that do not belong to a meter)."""
         records = self.store.all(include_meters=purpose is not None)
         return [r for r in records if purpose is None or r.purpose == purpose]
 
     def _series_records(self, series: str) -> list[KeyRecord]:
         return self.store.series(series)
 
-    def _active(self, series: str) -> KeyRecord | None:
-        for record in self._records.values():
-            if record.series == series and record.state is KeyState.ACTIVE:
-                return record
-        return next((r for r in self._series_records(series) if r.state is KeyState.ACTIVE), None)
+    def active_record(self, series: str) -> KeyRecord | None:
+        """The active version of a rotation series (a purpose, or ``meter:<id>/<purpose>``), read from the store
+        — the truth when several processes share it (a rotation made by the CLI or another worker is seen at the
+        next ``signer_for``) — and remembered for the per-message state checks."""
+        records = self._series_records(series)
+        for record in records:
+            self._remember(record)
+        return next((r for r in records if r.state is KeyState.ACTIVE), None)
 
     # --- generate ----------------------------------------------------------------------------------------
 
@@ -292,20 +249,20 @@ class KeyCustody:
         algorithm = KeyAlgorithm(algorithm)
         if purpose in RESERVED_PURPOSES:
             raise InvalidKeyRequest(f"{purpose!r} keys are made by custody itself (meter key sets, storage key)")
-        return await self._generate(purpose, algorithm, label=label, actor=actor, reason=reason)
+        return await self.create_key(purpose, algorithm, label=label, actor=actor, reason=reason)
 
-    async def _generate(
+    async def create_key(
         self, purpose: str, algorithm: KeyAlgorithm, *, label: str | None, actor: Actor, reason: str
     ) -> KeyRecord:
         with self._series_lock:
-            if self._active(purpose) is not None:
+            if self.active_record(purpose) is not None:
                 raise KeyStateError(f"{purpose!r} already has an active key; rotate it instead")
             planned = self._plan(purpose, algorithm, label)
-        event = self._event(
+        event = self.audit_event(
             actor, "generate", planned.key_id, reason, purpose=purpose, algorithm=algorithm.value,
             label=planned.label, version=planned.version,
         )
-        await self._record(event)
+        await self.audit_first(event)
         try:
             return self._create_now(planned, activate=True, previous=None)
         except CustodyError as exc:
@@ -315,15 +272,15 @@ class KeyCustody:
     async def rotate(self, purpose: str, *, actor: Actor = SYSTEM_ACTOR, reason: str = "") -> KeyRecord:
         """New version of ``purpose``'s key, active; the previous one deactivated (still verifies)."""
         with self._series_lock:
-            previous = self._active(purpose)
+            previous = self.active_record(purpose)
             if previous is None:
                 raise KeyNotFound(f"no active key for purpose {purpose!r} to rotate")
             planned = self._plan(purpose, previous.algorithm, None)
-        event = self._event(
+        event = self.audit_event(
             actor, "rotate", planned.key_id, reason, purpose=purpose, algorithm=planned.algorithm.value,
             version=planned.version, previous=previous.key_id,
         )
-        await self._record(event)
+        await self.audit_first(event)
         try:
             return self._create_now(planned, activate=True, previous=previous)
         except CustodyError as exc:
@@ -335,9 +292,12 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED:
             raise KeyStateError(f"key {key_id} is already destroyed")
-        event = self._event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
+        dependants = self.store.wrapped_by_count(key_id)
+        if dependants:
+            raise KeyStateError(f"key {key_id} still wraps {dependants} stored key(s); destroy or re-wrap them first")
+        event = self.audit_event(actor, "destroy", key_id, reason, purpose=record.purpose, version=record.version,
                             storage=record.storage)
-        await self._record(event)
+        await self.audit_first(event)
         try:
             self.backend.destroy(bytes.fromhex(key_id))  # the token object, or a wrapped key's session copy
         except CustodyError as exc:
@@ -365,7 +325,7 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is KeyState.DESTROYED or record.state is state:
             raise KeyStateError(f"key {key_id} is {record.state.value}; cannot {action}")
-        await self._record(self._event(actor, action, key_id, reason, purpose=record.purpose,
+        await self.audit_first(self.audit_event(actor, action, key_id, reason, purpose=record.purpose,
                                        previous_state=record.state.value))
         now = utcnow()
         self.store.set_state(key_id, state, now)
@@ -380,12 +340,12 @@ class KeyCustody:
         """The active signing key for ``purpose``, generated (audited) on first use."""
         check_purpose_name(purpose)
         with self._series_lock:
-            record = self._active(purpose)
+            record = self.active_record(purpose)
             if record is None:
                 if purpose in RESERVED_PURPOSES:
                     raise WrongPurpose(f"{purpose!r} keys are AES keys; they cannot sign")
                 planned = self._plan(purpose, self.signing_algorithm, None)
-                event = self._event(
+                event = self.audit_event(
                     SYSTEM_ACTOR, "generate", planned.key_id, "first use by a signing consumer",
                     purpose=purpose, algorithm=planned.algorithm.value, label=planned.label,
                     version=planned.version,
@@ -405,7 +365,7 @@ class KeyCustody:
         """The active signing key for ``purpose``; a missing one is generated here, its audit record awaited on
         the running loop (see :class:`~sleutelbos.core.protocols.SignerProvider`)."""
         check_purpose_name(purpose)
-        if self._active(purpose) is None:
+        if self.active_record(purpose) is None:
             await self.generate(purpose, self.signing_algorithm, reason="first use by a signing consumer")
         return self.signer_for(purpose)
 
@@ -440,6 +400,10 @@ class KeyCustody:
     def _count(self, key_id: str, operation: str) -> None:
         with self._usage_lock:
             self._usage[(key_id, operation)] += 1
+            self._pending_counts += 1
+            flush = self._pending_counts >= USAGE_FLUSH_EVERY
+        if flush:
+            self.flush_usage()
 
     def sign(self, key_id: str, message: bytes, *, purpose: str, encoding: SignatureEncoding = "raw") -> bytes:
         return self.signer(key_id, purpose).sign(message, encoding)
@@ -450,42 +414,20 @@ class KeyCustody:
         record = self._records.get(key_id) or self.record(key_id)
         if not record.state.may_apply_protection:
             raise KeyStateError(f"key {key_id} is {record.state.value}; it no longer signs")
+        if encoding != "raw":
+            check_encoding(algorithm, encoding)
         raw = self.backend.sign(cka_id, algorithm, message)
         self._count(key_id, "sign")
-        if encoding == "raw":
-            return raw
-        if encoding == "der":
-            if algorithm is KeyAlgorithm.ED25519:
-                raise InvalidKeyRequest("Ed25519 signatures have only the raw form")
-            return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        raise InvalidKeyRequest(f"unknown signature encoding {encoding!r}: raw or der")
+        return raw if encoding == "raw" else raw_to_der(raw)
 
     def verify(self, key_id: str, message: bytes, signature: bytes, encoding: SignatureEncoding = "raw") -> bool:
         """Verify with the public half (in software: verification needs no secret). Deactivated keys verify."""
         record = self.record(key_id)
         if not record.state.may_process:
             raise KeyStateError(f"key {key_id} is {record.state.value}; its signatures are not accepted")
-        public = serialization.load_der_public_key(self.public_key(key_id).spki_der)
+        spki = self.public_key(key_id).spki_der
         self._count(key_id, "verify")
-        try:
-            if isinstance(public, ed25519.Ed25519PublicKey):
-                public.verify(signature, message)
-            elif isinstance(public, ec.EllipticCurvePublicKey):
-                der = signature
-                if encoding == "raw":
-                    if len(signature) != 64:
-                        return False
-                    der = encode_dss_signature(
-                        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                    )
-                else:
-                    decode_dss_signature(der)
-                public.verify(der, message, ec.ECDSA(hashes.SHA256()))
-            else:
-                return False
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return verify_signature(spki, message, signature, encoding)
 
     def _usable_secret(self, key_id: str, operation: str, *, protect: bool) -> KeyRecord:
         record = self.record(key_id)
@@ -527,7 +469,7 @@ class KeyCustody:
             raise KeyNotFound(f"key {key_id} is not in the token")
         if not attributes.extractable:
             raise SensitiveKeyRead(f"key {key_id} ({record.purpose}) is not extractable; it cannot be wrapped")
-        await self._record(self._event(actor, "wrap", key_id, reason, kek=kek_id, purpose=record.purpose))
+        await self.audit_first(self.audit_event(actor, "wrap", key_id, reason, kek=kek_id, purpose=record.purpose))
         return self.backend.wrap(bytes.fromhex(kek_id), bytes.fromhex(key_id))
 
     async def unwrap(
@@ -539,11 +481,13 @@ class KeyCustody:
         algorithm = KeyAlgorithm(algorithm)
         if algorithm.is_signing:
             raise InvalidKeyRequest("only AES keys can be unwrapped into custody")
+        if purpose in RESERVED_PURPOSES:
+            raise InvalidKeyRequest(f"{purpose!r} keys are made by custody itself, not imported")
         self._usable_secret(kek_id, WRAP, protect=False)
         with self._series_lock:
             planned = self._plan(purpose, algorithm, label)
         rule = rule_for(purpose, algorithm)
-        await self._record(self._event(actor, "unwrap", planned.key_id, reason, kek=kek_id, purpose=purpose,
+        await self.audit_first(self.audit_event(actor, "unwrap", planned.key_id, reason, kek=kek_id, purpose=purpose,
                                        algorithm=algorithm.value, version=planned.version))
         self.backend.unwrap(
             bytes.fromhex(kek_id), wrapped, bytes.fromhex(planned.key_id), planned.label, algorithm,
@@ -558,8 +502,8 @@ class KeyCustody:
         record = self.record(key_id)
         if record.state is not KeyState.PRE_ACTIVATION:
             raise KeyStateError(f"key {key_id} is {record.state.value}, not pre-active")
-        previous = self._active(record.series)
-        await self._record(self._event(actor, "activate", key_id, reason, purpose=record.purpose,
+        previous = self.active_record(record.series)
+        await self.audit_first(self.audit_event(actor, "activate", key_id, reason, purpose=record.purpose,
                                        previous=previous.key_id if previous else None))
         now = utcnow()
         with self.store.transaction():
@@ -585,6 +529,7 @@ class KeyCustody:
     def flush_usage(self) -> None:
         with self._usage_lock:
             pending, self._usage = dict(self._usage), Counter()
+            self._pending_counts = 0
         if pending:
             self.store.add_usage(pending)
 

@@ -239,11 +239,8 @@ class SoftwareKeyStore:
         self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=False,
                     persistent=persistent)
 
-    def lock_extractable(self, key_id: bytes) -> None:
-        with self._lock:
-            self._entry(key_id)["extractable"] = False
-            if key_id.hex() in self._keys:
-                self._save()
+    def use_session_copy(self, key_id: bytes) -> None:
+        """Nothing to gain in software: keys are already in memory."""
 
     def export_value(self, key_id: bytes) -> bytes:
         if not self._entry(key_id)["extractable"]:

@@ -9,16 +9,16 @@ through :func:`sleutelbos.core.database.migrate_sqlite` / ``migrate_postgres`` l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sleutelbos.core.database import DatabaseUrl, migrate_postgres, migrate_sqlite, parse_database_url
+from sleutelbos.custody.audit_bridge import run_coroutine_blocking
 from sleutelbos.custody.models import KeyAlgorithm, KeyRecord, KeyState
 
 COMPONENT = "custody"
@@ -87,25 +87,6 @@ def _migrations(kind: str) -> list[str]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def run_coroutine_blocking(factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a coroutine to completion from synchronous code, whether or not this thread runs an event loop
-    (in a helper thread with its own loop; the calling thread waits)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(factory())
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="sleutelbos-custody-bridge", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 COLUMNS = (
@@ -198,6 +179,16 @@ class KeyMetadataStore:
             rows = cur.fetchall() if cur.description else []
             return [tuple(r) for r in rows]
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            if self.kind == "sqlite":
+                self._conn.executemany(sql, rows)
+            else:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit (``BEGIN IMMEDIATE`` on SQLite so concurrent writers queue instead of failing)."""
@@ -227,17 +218,17 @@ class KeyMetadataStore:
             wrapped=bytes(row[15]) if row[15] is not None else None, wrapped_by=row[16],
         )
 
-    def insert(self, record: KeyRecord) -> None:
-        self.execute(
-            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-            (
-                record.key_id, record.series, record.purpose, record.algorithm.value, record.version,
-                record.state.value, record.label, record.meter_id, record.extractable_reason,
-                self._ts(record.created_at), self._ts(record.activated_at), self._ts(record.deactivated_at),
-                self._ts(record.compromised_at), self._ts(record.destroyed_at), json.dumps(record.details),
-                record.wrapped, record.wrapped_by,
-            ),
+    def _row(self, record: KeyRecord) -> tuple[Any, ...]:
+        return (
+            record.key_id, record.series, record.purpose, record.algorithm.value, record.version,
+            record.state.value, record.label, record.meter_id, record.extractable_reason,
+            self._ts(record.created_at), self._ts(record.activated_at), self._ts(record.deactivated_at),
+            self._ts(record.compromised_at), self._ts(record.destroyed_at), json.dumps(record.details),
+            record.wrapped, record.wrapped_by,
         )
+
+    def insert(self, record: KeyRecord) -> None:
+        self.insert_many([record])
 
     def set_state(self, key_id: str, state: KeyState, at: datetime) -> None:
         column = {
@@ -254,12 +245,21 @@ class KeyMetadataStore:
                 (state.value, self._ts(at), key_id),
             )
 
+    def wrapped_by_count(self, key_id: str) -> int:
+        """How many stored (not destroyed) keys exist only as blobs under ``key_id``."""
+        rows = self.execute(
+            "SELECT COUNT(*) FROM custody_keys WHERE wrapped_by = ? AND wrapped IS NOT NULL", (key_id,)
+        )
+        return int(rows[0][0])
+
     def forget_wrapped(self, key_id: str) -> None:
         self.execute("UPDATE custody_keys SET wrapped = NULL WHERE key_id = ?", (key_id,))
 
     def insert_many(self, records: Sequence[KeyRecord]) -> None:
-        for record in records:
-            self.insert(record)
+        self.execute_many(
+            f"INSERT INTO custody_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            [self._row(r) for r in records],
+        )
 
     def meters_with_keys(self, meter_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
