@@ -1,0 +1,695 @@
+"""Compile a validated policy tree into closures, once, so that deciding a request is calling functions.
+
+This is where the semantics of XACML 3.0 §7 live:
+
+- expressions (§7.3-7.5): every ``Apply`` becomes a closure over its argument closures and the function's
+  implementation; constant sub-expressions are evaluated at load time (an error there rejects the policy, as in
+  conformance test IIC332); designators are one dict lookup on :class:`.context.EvaluationContext`;
+- targets (§7.6-7.7, tables 1-4): ``Match``/``AllOf``/``AnyOf``/``Target`` give ``True`` (match), ``False``
+  (no match) or the :class:`.decision.Status` of an Indeterminate;
+- rules, policies and policy sets (§7.11-7.14, tables 5-7) with extended Indeterminate, obligations and advice
+  (§7.18) and the identifiers for ``ReturnPolicyIdList``;
+- a target index: among siblings whose targets require an attribute to equal one of a few constants (resource type,
+  ``action-id``, ``sub-resource-id`` …), only those whose constants contain the request's value are evaluated. The
+  others would be NotApplicable, which no combining algorithm takes into account, so the decision is unchanged.
+
+Type checking happens here too (§5.27, Appendix A): every function id must be known, take the number and types of
+arguments given, and a ``Condition`` must be a single boolean; any violation raises :class:`.errors.InvalidPolicy`
+naming the element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .combining import POLICY_COMBINING, RULE_COMBINING, Combiner
+from .context import CURRENT_ATTRIBUTES, EvaluationContext, missing
+from .decision import (
+    DENY,
+    INDETERMINATE_D,
+    INDETERMINATE_DP,
+    INDETERMINATE_P,
+    NOT_APPLICABLE,
+    NOT_APPLICABLE_RESULT,
+    PERMIT,
+    STATUS_PROCESSING_ERROR,
+    AttributeAssignment,
+    Evaluation,
+    IndeterminateError,
+    Obligation,
+    PolicyIdentifier,
+    Status,
+)
+from .errors import InvalidPolicy
+from .model import (
+    AdviceExpression,
+    Apply,
+    AttributeDesignator,
+    AttributeSelector,
+    Expression,
+    Function,
+    IdReference,
+    Literal_,
+    Match,
+    ObligationExpression,
+    Policy,
+    PolicySet,
+    Rule,
+    Target,
+    VariableReference,
+)
+from .function_spec import check_arguments
+from .status import FunctionSignatureError, UnknownFunction, XacmlError
+from .values import Bag
+
+StaticType = tuple[str, bool]
+BOOLEAN: StaticType = ("http://www.w3.org/2001/XMLSchema#boolean", False)
+Evaluator = Callable[[EvaluationContext], Any]
+TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
+
+#: Equality functions whose XACML semantics is Python ``==`` on ``AttributeValue`` of one data type.
+EQUALITY_MATCHES = frozenset(
+    "urn:oasis:names:tc:xacml:1.0:function:" + name
+    for name in ("string-equal", "anyURI-equal", "integer-equal", "boolean-equal", "x500Name-equal",
+                 "rfc822Name-equal", "hexBinary-equal", "base64Binary-equal", "date-equal", "time-equal",
+                 "dateTime-equal")
+)
+
+INDEX_MIN_SIBLINGS = 4
+
+
+def status_of(exc: Exception) -> Status:
+    """The status of an error raised while evaluating an expression (unexpected errors are processing errors)."""
+    if isinstance(exc, IndeterminateError):
+        return exc.status
+    if isinstance(exc, XacmlError):
+        return Status(exc.status_code, exc.detail)
+    return Status(STATUS_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A compiled expression: its closure, its static type and, when it does not depend on the request, its
+    value (``constant`` is then ``True``)."""
+
+    evaluate: Evaluator
+    type: StaticType
+    constant: bool = False
+    value: Any = None
+    function: Any = None
+
+
+class Node:
+    """A compiled rule, policy or policy set, as combining algorithms see it."""
+
+    __slots__ = ("evaluate", "evaluate_body", "identifier", "match_target")
+
+    def __init__(self, evaluate: Callable[[EvaluationContext], Evaluation],
+                 match_target: TargetEvaluator | None = None,
+                 evaluate_body: Callable[[EvaluationContext], Evaluation] | None = None,
+                 identifier: PolicyIdentifier | None = None) -> None:
+        self.evaluate = evaluate
+        self.match_target = match_target
+        self.evaluate_body = evaluate_body
+        self.identifier = identifier
+
+
+def _always(_: EvaluationContext) -> bool:
+    return True
+
+
+Resolver = Callable[[IdReference, str], Node]
+
+
+class Compiler:
+    """Compiles one document; ``resolve`` compiles a ``Policy(Set)IdReference`` (the PDP supplies it). Without a
+    resolver references compile to a placeholder that is never evaluated (used to validate a document alone)."""
+
+    def __init__(self, resolve: Resolver | None = None, functions: Callable[[str], Any] | None = None) -> None:
+        from .functions import get_function
+
+        self._resolve = resolve
+        self._get_function = functions or get_function
+
+    # --- policy sets and policies
+
+    def policy_set(self, node: PolicySet) -> Node:
+        where = f"<PolicySet PolicySetId={node.policy_set_id!r}>"
+        combine = POLICY_COMBINING.get(node.policy_combining_alg_id)
+        if combine is None:
+            raise InvalidPolicy(f"{where}: unknown PolicyCombiningAlgId {node.policy_combining_alg_id!r}")
+        children: list[Node] = []
+        targets: list[Target | None] = []
+        for child in node.children:
+            if isinstance(child, Policy):
+                children.append(self.policy(child))
+                targets.append(child.target)
+            elif isinstance(child, PolicySet):
+                children.append(self.policy_set(child))
+                targets.append(child.target)
+            else:
+                children.append(self.reference(child, where))
+                targets.append(None)
+        identifier = PolicyIdentifier("PolicySet", node.policy_set_id, node.version)
+        return self._combined(where, identifier, node.target, combine, children, targets, {},
+                              node.obligation_expressions, node.advice_expressions)
+
+    def policy(self, node: Policy) -> Node:
+        where = f"<Policy PolicyId={node.policy_id!r}>"
+        combine = RULE_COMBINING.get(node.rule_combining_alg_id)
+        if combine is None:
+            raise InvalidPolicy(f"{where}: unknown RuleCombiningAlgId {node.rule_combining_alg_id!r}")
+        variables = _Variables(self, node, where)
+        rules = [self.rule(rule, where, variables) for rule in node.rules]
+        variables.compile_all()
+        identifier = PolicyIdentifier("Policy", node.policy_id, node.version)
+        return self._combined(where, identifier, node.target, combine, rules, [r.target for r in node.rules],
+                              variables, node.obligation_expressions, node.advice_expressions)
+
+    def reference(self, reference: IdReference, where: str) -> Node:
+        if self._resolve is None:
+            def unresolved(_: EvaluationContext) -> Evaluation:
+                return Evaluation(INDETERMINATE_DP, Status(STATUS_PROCESSING_ERROR,
+                                                           f"unresolved {reference.describe()}"))
+
+            return Node(unresolved, lambda _: Status(STATUS_PROCESSING_ERROR, "unresolved reference"), unresolved)
+        return self._resolve(reference, where)
+
+    def _combined(self, where: str, identifier: PolicyIdentifier, target: Target, combine: Combiner,
+                  children: list[Node], child_targets: Sequence[Target | None], variables: Any,
+                  obligation_expressions: tuple[ObligationExpression, ...],
+                  advice_expressions: tuple[AdviceExpression, ...]) -> Node:
+        match_target = self.target(target, where, variables)
+        select = _candidate_selector(children, child_targets)
+        pep = {
+            PERMIT: self.pep_actions(obligation_expressions, advice_expressions, "Permit", where, variables),
+            DENY: self.pep_actions(obligation_expressions, advice_expressions, "Deny", where, variables),
+        }
+
+        def finish(result: Evaluation, ctx: EvaluationContext) -> Evaluation:
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                return result
+            if decision <= DENY:
+                actions = pep[decision]
+                if actions is not None:
+                    try:
+                        obligations, advice = actions(ctx)
+                    except Exception as exc:  # noqa: BLE001 - any failure makes the policy Indeterminate (§7.18)
+                        return Evaluation(INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D, status_of(exc),
+                                          policies=result.policies)
+                    result = Evaluation(decision, None, result.obligations + obligations, result.advice + advice,
+                                        result.policies)
+            if ctx.return_policy_ids:
+                result = Evaluation(decision, result.status, result.obligations, result.advice,
+                                    (*result.policies, identifier))
+            return result
+
+        def evaluate_body(ctx: EvaluationContext) -> Evaluation:
+            return finish(combine(select(ctx), ctx), ctx)
+
+        if match_target is None:
+            return Node(evaluate_body, _always, evaluate_body, identifier)
+
+        def evaluate(ctx: EvaluationContext) -> Evaluation:
+            matched = match_target(ctx)
+            if matched is True:
+                return finish(combine(select(ctx), ctx), ctx)
+            if matched is False:
+                return NOT_APPLICABLE_RESULT
+            # §7.12/7.13 table 7: an Indeterminate target keeps what the children could have decided.
+            result = combine(select(ctx), ctx)
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                return NOT_APPLICABLE_RESULT
+            extended = INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D if decision == DENY else decision
+            policies = (*result.policies, identifier) if ctx.return_policy_ids else ()
+            return Evaluation(extended, matched, policies=policies)
+
+        return Node(evaluate, match_target, evaluate_body, identifier)
+
+    # --- rules (§7.11)
+
+    def rule(self, rule: Rule, parent: str, variables: Any) -> Node:
+        where = f"{parent} <Rule RuleId={rule.rule_id!r}>"
+        decision = PERMIT if rule.effect == "Permit" else DENY
+        indeterminate = INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D
+        match_target = self.target(rule.target, where, variables)
+        condition = None
+        if rule.condition is not None:
+            compiled = self.expression(rule.condition.expression, f"{where} <Condition>", variables)
+            if compiled.type != BOOLEAN:
+                raise InvalidPolicy(f"{where} <Condition>: must evaluate to a single boolean, not {compiled.type}")
+            if compiled.constant:
+                if compiled.value.value is False:
+                    condition = _never_true
+                # a constant true condition is no condition at all
+            else:
+                condition = compiled.evaluate
+        actions = self.pep_actions(rule.obligation_expressions, rule.advice_expressions, rule.effect, where,
+                                   variables)
+        constant = Evaluation(decision)
+
+        def evaluate(ctx: EvaluationContext) -> Evaluation:
+            if match_target is not None:
+                matched = match_target(ctx)
+                if matched is False:
+                    return NOT_APPLICABLE_RESULT
+                if matched is not True:
+                    return Evaluation(indeterminate, matched)
+            if condition is not None:
+                try:
+                    holds = condition(ctx).value
+                except Exception as exc:  # noqa: BLE001 - §7.11: an error in the condition is Indeterminate
+                    return Evaluation(indeterminate, status_of(exc))
+                if holds is not True:
+                    return NOT_APPLICABLE_RESULT
+            if actions is None:
+                return constant
+            try:
+                obligations, advice = actions(ctx)
+            except Exception as exc:  # noqa: BLE001 - §7.18
+                return Evaluation(indeterminate, status_of(exc))
+            return Evaluation(decision, None, obligations, advice)
+
+        return Node(evaluate, match_target)
+
+    # --- obligations and advice (§7.18)
+
+    def pep_actions(self, obligations: tuple[ObligationExpression, ...], advice: tuple[AdviceExpression, ...],
+                    effect: str, where: str, variables: Any
+                    ) -> Callable[[EvaluationContext], tuple[tuple[Obligation, ...], tuple[Obligation, ...]]] | None:
+        """The obligations and advice to return with ``effect``; ``None`` when there are none."""
+        chosen_o = [self._action(o.obligation_id, o.assignments, f"{where} <ObligationExpression "
+                                 f"ObligationId={o.obligation_id!r}>", variables)
+                    for o in obligations if o.fulfill_on == effect]
+        chosen_a = [self._action(a.advice_id, a.assignments, f"{where} <AdviceExpression AdviceId={a.advice_id!r}>",
+                                 variables)
+                    for a in advice if a.applies_to == effect]
+        if not chosen_o and not chosen_a:
+            return None
+        if all(isinstance(x, Obligation) for x in chosen_o + chosen_a):
+            constant = (tuple(chosen_o), tuple(chosen_a))
+            return lambda _ctx: constant
+
+        def evaluate(ctx: EvaluationContext) -> tuple[tuple[Obligation, ...], tuple[Obligation, ...]]:
+            return (tuple(x if isinstance(x, Obligation) else x(ctx) for x in chosen_o),
+                    tuple(x if isinstance(x, Obligation) else x(ctx) for x in chosen_a))
+
+        return evaluate
+
+    def _action(self, action_id: str, assignments: Any, where: str, variables: Any) -> Any:
+        compiled = []
+        for assignment in assignments:
+            expr = self.expression(assignment.expression,
+                                   f"{where} <AttributeAssignmentExpression AttributeId={assignment.attribute_id!r}>",
+                                   variables)
+            compiled.append((assignment, expr))
+        if all(expr.constant for _, expr in compiled):
+            return Obligation(action_id, tuple(a for assignment, expr in compiled
+                                                 for a in _assign(assignment, expr.value)))
+
+        def evaluate(ctx: EvaluationContext) -> Obligation:
+            out: list[AttributeAssignment] = []
+            for assignment, expr in compiled:
+                out.extend(_assign(assignment, expr.value if expr.constant else expr.evaluate(ctx)))
+            return Obligation(action_id, tuple(out))
+
+        return evaluate
+
+    # --- targets (§7.6, §7.7)
+
+    def target(self, target: Target, where: str, variables: Any) -> TargetEvaluator | None:
+        """``None`` for an empty target (it matches everything)."""
+        if not target.any_ofs:
+            return None
+        any_ofs = [self._any_of([self._all_of([self.match(m, f"{where} <Target>", variables) for m in all_of.matches])
+                                 for all_of in any_of.all_ofs]) for any_of in target.any_ofs]
+        if len(any_ofs) == 1:
+            return any_ofs[0]
+
+        def evaluate(ctx: EvaluationContext) -> bool | Status:
+            status = None
+            for any_of in any_ofs:
+                result = any_of(ctx)
+                if result is False:
+                    return False
+                if result is not True:
+                    status = status or result
+            return True if status is None else status
+
+        return evaluate
+
+    @staticmethod
+    def _any_of(all_ofs: list[TargetEvaluator]) -> TargetEvaluator:
+        if len(all_ofs) == 1:
+            return all_ofs[0]
+
+        def evaluate(ctx: EvaluationContext) -> bool | Status:
+            status = None
+            for all_of in all_ofs:
+                result = all_of(ctx)
+                if result is True:
+                    return True
+                if result is not False:
+                    status = status or result
+            return False if status is None else status
+
+        return evaluate
+
+    @staticmethod
+    def _all_of(matches: list[Evaluator]) -> TargetEvaluator:
+        if len(matches) == 1:
+            match = matches[0]
+
+            def single(ctx: EvaluationContext) -> bool | Status:
+                try:
+                    return match(ctx)  # type: ignore[no-any-return]
+                except Exception as exc:  # noqa: BLE001 - §7.7 table 1: an error is Indeterminate
+                    return status_of(exc)
+
+            return single
+
+        def evaluate(ctx: EvaluationContext) -> bool | Status:
+            status = None
+            for match in matches:
+                try:
+                    if not match(ctx):
+                        return False
+                except Exception as exc:  # noqa: BLE001
+                    status = status or status_of(exc)
+            return True if status is None else status
+
+        return evaluate
+
+    def match(self, match: Match, where: str, variables: Any) -> Evaluator:
+        where = f"{where} <Match MatchId={match.match_id!r}>"
+        try:
+            spec = self._get_function(match.match_id)
+        except UnknownFunction as exc:
+            raise InvalidPolicy(f"{where}: unknown function {match.match_id!r}") from exc
+        literal = match.value.value
+        source = self.expression(match.source, where, variables)
+        check_match(spec, literal.datatype, source.type[0], where)
+        fetch = source.evaluate
+        if match.match_id in EQUALITY_MATCHES and literal.datatype == source.type[0]:
+            def equal(ctx: EvaluationContext) -> bool:
+                return literal in fetch(ctx).values
+
+            return equal
+        impl = spec.impl
+
+        def evaluate(ctx: EvaluationContext) -> bool:
+            error = None
+            for value in fetch(ctx).values:
+                try:
+                    if impl(literal, value).value is True:
+                        return True
+                except Exception as exc:  # noqa: BLE001 - §7.6: an error only counts if nothing matched
+                    error = error or exc
+            if error is not None:
+                raise error
+            return False
+
+        return evaluate
+
+    # --- expressions (§7.3-7.5)
+
+    def expression(self, expr: Expression, where: str, variables: Any) -> Compiled:
+        if isinstance(expr, Literal_):
+            value = expr.value
+            return Compiled(lambda _ctx: value, (value.datatype, False), True, value)
+        if isinstance(expr, AttributeDesignator):
+            return self._designator(expr)
+        if isinstance(expr, AttributeSelector):
+            return self._selector(expr, where)
+        if isinstance(expr, Apply):
+            return self._apply(expr, where, variables)
+        if isinstance(expr, VariableReference):
+            if not isinstance(variables, _Variables):
+                raise InvalidPolicy(f"{where}: <VariableReference VariableId={expr.variable_id!r}> outside a Policy")
+            return variables.reference(expr.variable_id, where)
+        if isinstance(expr, Function):
+            raise InvalidPolicy(f"{where}: <Function FunctionId={expr.function_id!r}> is only allowed as the first "
+                                "argument of a higher-order function")
+        raise InvalidPolicy(f"{where}: unsupported expression {type(expr).__name__}")
+
+    def _designator(self, d: AttributeDesignator) -> Compiled:
+        data_type = d.data_type
+        empty = Bag(data_type, ())
+        if d.issuer is None:
+            key = (d.category, d.attribute_id, data_type)
+            if key in CURRENT_ATTRIBUTES:
+                attribute_id = d.attribute_id
+
+                def current(ctx: EvaluationContext) -> Bag:
+                    bag = ctx.bags.get(key)
+                    return bag if bag is not None else ctx.current(attribute_id, data_type)
+
+                return Compiled(current, (data_type, True))
+            if d.must_be_present:
+                status = missing(d.category, d.attribute_id, data_type, None)
+
+                def present(ctx: EvaluationContext) -> Bag:
+                    bag = ctx.bags.get(key)
+                    if bag is None:
+                        raise IndeterminateError(status)
+                    return bag
+
+                return Compiled(present, (data_type, True))
+
+            def optional(ctx: EvaluationContext) -> Bag:
+                return ctx.bags.get(key, empty)
+
+            return Compiled(optional, (data_type, True))
+        issued_key = (d.category, d.attribute_id, data_type, d.issuer)
+        must = d.must_be_present
+        status = missing(d.category, d.attribute_id, data_type, d.issuer)
+
+        def issued(ctx: EvaluationContext) -> Bag:
+            bag = ctx.issued.get(issued_key)
+            if bag is None:
+                if must:
+                    raise IndeterminateError(status)
+                return empty
+            return bag
+
+        return Compiled(issued, (data_type, True))
+
+    def _selector(self, s: AttributeSelector, where: str) -> Compiled:
+        from .selector import compile_selector
+
+        return Compiled(compile_selector(s, where), (s.data_type, True))
+
+    def _apply(self, apply: Apply, where: str, variables: Any) -> Compiled:
+        where = f"{where} <Apply FunctionId={apply.function_id!r}>"
+        try:
+            spec = self._get_function(apply.function_id)
+        except UnknownFunction as exc:
+            raise InvalidPolicy(f"{where}: unknown function {apply.function_id!r}") from exc
+        args: list[Compiled] = []
+        for position, argument in enumerate(apply.arguments):
+            if isinstance(argument, Function):
+                if position != 0:
+                    raise InvalidPolicy(f"{where}: <Function> may only be the first argument")
+                try:
+                    inner = self._get_function(argument.function_id)
+                except UnknownFunction as exc:
+                    raise InvalidPolicy(f"{where}: unknown function {argument.function_id!r}") from exc
+                args.append(Compiled(lambda _ctx, inner=inner: inner, ("function", False), True, inner, inner))
+            else:
+                args.append(self.expression(argument, where, variables))
+        result_type = check_call(spec, [a.type for a in args], [a.function for a in args], where)
+        impl = spec.impl
+        if getattr(spec, "lazy", False):
+            thunks = [a.evaluate for a in args]
+
+            def lazy(ctx: EvaluationContext) -> Any:
+                return impl(*[_thunk(t, ctx) for t in thunks])
+
+            evaluate: Evaluator = lazy
+        else:
+            evaluate = _strict(impl, args)
+        if all(a.constant for a in args):
+            try:
+                value = evaluate(None)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - a constant expression that fails can never succeed
+                raise InvalidPolicy(f"{where}: this constant expression always fails: {status_of(exc).message}"
+                                    ) from exc
+            return Compiled(lambda _ctx: value, result_type, True, value)
+        return Compiled(evaluate, result_type)
+
+
+def check_call(spec: Any, types: Sequence[StaticType], functions: Sequence[Any], where: str) -> StaticType:
+    """The type an application returns (``function_spec.check_arguments``), or :class:`InvalidPolicy`."""
+    args = [function if function is not None else static for static, function in zip(types, functions, strict=True)]
+    try:
+        return check_arguments(spec, args)
+    except FunctionSignatureError as exc:
+        raise InvalidPolicy(f"{where}: {exc.detail}") from exc
+
+
+def check_match(spec: Any, literal_type: str, source_type: str, where: str) -> None:
+    """§5.9: ``MatchId`` takes the literal and one value of the designator's type and returns a boolean."""
+    if check_call(spec, [(literal_type, False), (source_type, False)], [None, None], where) != BOOLEAN:
+        raise InvalidPolicy(f"{where}: a MatchId function must return a boolean")
+
+
+def _thunk(evaluate: Evaluator, ctx: EvaluationContext) -> Callable[[], Any]:
+    return lambda: evaluate(ctx)
+
+
+def _strict(impl: Callable[..., Any], args: list[Compiled]) -> Evaluator:
+    """A closure specialised on the arity, constants inlined (the hot path of every condition)."""
+    getters = [a.evaluate for a in args]
+    if len(args) == 1:
+        (a0,) = getters
+        return lambda ctx: impl(a0(ctx))
+    if len(args) == 2:
+        if args[1].constant:
+            a0, c1 = getters[0], args[1].value
+            return lambda ctx: impl(a0(ctx), c1)
+        if args[0].constant:
+            c0, a1 = args[0].value, getters[1]
+            return lambda ctx: impl(c0, a1(ctx))
+        a0, a1 = getters
+        return lambda ctx: impl(a0(ctx), a1(ctx))
+    if len(args) == 3:
+        a0, a1, a2 = getters
+        return lambda ctx: impl(a0(ctx), a1(ctx), a2(ctx))
+    return lambda ctx: impl(*[g(ctx) for g in getters])
+
+
+def _never_true(_: EvaluationContext) -> Any:
+    from .values import FALSE
+
+    return FALSE
+
+
+def _assign(assignment: Any, value: Any) -> list[AttributeAssignment]:
+    values = value.values if isinstance(value, Bag) else (value,)
+    return [AttributeAssignment(assignment.attribute_id, v, assignment.category, assignment.issuer) for v in values]
+
+
+class _Variables:
+    """The ``VariableDefinition`` of one policy, compiled on first reference; detects undefined and circular
+    references (§5.25-5.26)."""
+
+    def __init__(self, compiler: Compiler, policy: Policy, where: str) -> None:
+        self._compiler = compiler
+        self._where = where
+        self._definitions = {v.variable_id: v for v in policy.variable_definitions}
+        self._compiled: dict[str, Compiled] = {}
+        self._compiling: list[str] = []
+
+    def reference(self, variable_id: str, where: str) -> Compiled:
+        compiled = self._compiled.get(variable_id)
+        if compiled is not None:
+            return compiled
+        definition = self._definitions.get(variable_id)
+        if definition is None:
+            raise InvalidPolicy(f"{where}: <VariableReference VariableId={variable_id!r}> has no VariableDefinition "
+                                f"in {self._where}")
+        if variable_id in self._compiling:
+            cycle = " -> ".join([*self._compiling[self._compiling.index(variable_id):], variable_id])
+            raise InvalidPolicy(f"{self._where}: circular VariableReference {cycle}")
+        self._compiling.append(variable_id)
+        try:
+            compiled = self._compiler.expression(
+                definition.expression, f"{self._where} <VariableDefinition VariableId={variable_id!r}>", self)
+        finally:
+            self._compiling.pop()
+        self._compiled[variable_id] = compiled
+        return compiled
+
+    def compile_all(self) -> None:
+        """Unreferenced definitions are type-checked too."""
+        for variable_id in self._definitions:
+            self.reference(variable_id, self._where)
+
+
+def _target_index_key(target: Target | None) -> tuple[tuple[str, str, str], frozenset[Any], bool] | None:
+    """An attribute and a set of constants such that the target cannot match unless the attribute has one of them.
+
+    Found when some ``AnyOf`` has, in each of its ``AllOf``, an equality match on the same designator (no issuer):
+    a value outside the constants makes every such match False, hence every AllOf, the AnyOf and the target.
+    """
+    if target is None:
+        return None
+    for any_of in target.any_ofs:
+        key = None
+        constants: set[Any] = set()
+        must_be_present = False
+        usable = True
+        for all_of in any_of.all_ofs:
+            found = False
+            for match in all_of.matches:
+                source = match.source
+                literal = match.value.value
+                if (match.match_id in EQUALITY_MATCHES and isinstance(source, AttributeDesignator)
+                        and source.issuer is None and literal.datatype == source.data_type):
+                    candidate = (source.category, source.attribute_id, source.data_type)
+                    if candidate in CURRENT_ATTRIBUTES:
+                        continue
+                    if key is None:
+                        key = candidate
+                    if candidate == key:
+                        constants.add(literal)
+                        must_be_present = must_be_present or source.must_be_present
+                        found = True
+            if not found:
+                usable = False
+                break
+        if usable and key is not None:
+            return key, frozenset(constants), must_be_present
+    return None
+
+
+def _candidate_selector(children: list[Node], targets: Sequence[Target | None]
+                        ) -> Callable[[EvaluationContext], Sequence[Node]]:
+    """All children, or — when enough siblings share an indexable attribute — only those that can apply."""
+    if len(children) < INDEX_MIN_SIBLINGS:
+        return lambda _ctx: children
+    keys = [_target_index_key(t) for t in targets]
+    counts: dict[tuple[str, str, str], int] = {}
+    for found in keys:
+        if found is not None:
+            counts[found[0]] = counts.get(found[0], 0) + 1
+    if not counts:
+        return lambda _ctx: children
+    attribute, count = max(counts.items(), key=lambda kv: kv[1])
+    if count < INDEX_MIN_SIBLINGS // 2:
+        return lambda _ctx: children
+    always: list[int] = []
+    when_absent: list[int] = []
+    by_value: dict[Any, list[int]] = {}
+    for position, found in enumerate(keys):
+        if found is None or found[0] != attribute:
+            always.append(position)
+            when_absent.append(position)
+            continue
+        if found[2]:
+            when_absent.append(position)  # MustBePresent: an absent attribute is Indeterminate, not NoMatch
+        for constant in found[1]:
+            by_value.setdefault(constant, []).append(position)
+    absent = [children[i] for i in sorted(when_absent)]
+    single = {value: [children[i] for i in sorted(set(always) | set(positions))]
+              for value, positions in by_value.items()}
+    only_always = [children[i] for i in always]
+
+    def select(ctx: EvaluationContext) -> Sequence[Node]:
+        bag = ctx.bags.get(attribute)
+        if bag is None:
+            return absent
+        values = bag.values
+        if len(values) == 1:
+            return single.get(values[0], only_always)
+        positions = set(always)
+        for value in values:
+            for node in single.get(value, ()):
+                positions.add(children.index(node))
+        return [children[i] for i in sorted(positions)]
+
+    return select

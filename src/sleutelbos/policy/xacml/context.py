@@ -1,0 +1,152 @@
+"""The XACML request and response contexts (XACML 3.0 §5.42-5.58) and the per-decision evaluation context.
+
+:class:`Request` and :class:`Response` are the format-neutral shapes that :mod:`.request_xml` and
+:mod:`.json_profile` read and write. :class:`EvaluationContext` is what compiled policies read while deciding one
+individual request: the attribute bags keyed by ``(category, attribute id, data type)`` (and with the issuer, for
+designators that name one), built once per request so that every designator is a single dict lookup.
+
+The Multiple Decision Profile (§2 of the profile) is supported for *repeated categories*: when a request has several
+``<Attributes>`` of the same category, each combination is an individual request and gets its own ``<Result>``;
+``MultiRequests`` (explicit references) is supported too. ``CombinedDecision="true"`` combines the individual
+decisions into one result when they agree and carry no obligations/advice, and gives Indeterminate otherwise
+(profile §3). ``RequestDefaults`` is only used for its XPath version.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .decision import MissingAttributeDetail, Obligation, PolicyIdentifier, Status
+from .values import AttributeValue, Bag, current_environment
+
+ENVIRONMENT = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment"
+CURRENT_TIME = "urn:oasis:names:tc:xacml:1.0:environment:current-time"
+CURRENT_DATE = "urn:oasis:names:tc:xacml:1.0:environment:current-date"
+CURRENT_DATETIME = "urn:oasis:names:tc:xacml:1.0:environment:current-dateTime"
+XS = "http://www.w3.org/2001/XMLSchema#"
+CURRENT_ATTRIBUTES = {
+    (ENVIRONMENT, CURRENT_TIME, XS + "time"),
+    (ENVIRONMENT, CURRENT_DATE, XS + "date"),
+    (ENVIRONMENT, CURRENT_DATETIME, XS + "dateTime"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """§5.46: one attribute of a category; ``values`` are ``AttributeValue`` objects."""
+
+    attribute_id: str
+    values: tuple[Any, ...]
+    issuer: str | None = None
+    include_in_result: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """§5.44: the attributes of one category (subject, resource, action, environment, or any other URI).
+
+    ``content`` is the parsed ``<Content>`` element (an lxml element) when there is one, for ``AttributeSelector``.
+    """
+
+    category: str
+    attributes: tuple[Attribute, ...] = ()
+    content: Any = None
+    xml_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """§5.42: a request context (possibly several individual requests, see the Multiple Decision Profile)."""
+
+    attributes: tuple[Attributes, ...]
+    return_policy_id_list: bool = False
+    combined_decision: bool = False
+    multi_requests: tuple[tuple[str, ...], ...] = ()
+    xpath_version: str | None = None
+
+    def individual_requests(self) -> list[tuple[Attributes, ...]]:
+        """The individual requests (Multiple Decision Profile §2.2, §2.3)."""
+        if self.multi_requests:
+            by_id = {a.xml_id: a for a in self.attributes if a.xml_id is not None}
+            return [tuple(by_id[ref] for ref in refs) for refs in self.multi_requests]
+        categories: dict[str, list[Attributes]] = {}
+        for attributes in self.attributes:
+            categories.setdefault(attributes.category, []).append(attributes)
+        if all(len(group) == 1 for group in categories.values()):
+            return [self.attributes]
+        return [tuple(combo) for combo in itertools.product(*categories.values())]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """§5.48: the decision for one individual request and what travels with it."""
+
+    decision: str
+    status: Status | None = None
+    obligations: tuple[Obligation, ...] = ()
+    advice: tuple[Obligation, ...] = ()
+    attributes: tuple[Attributes, ...] = ()
+    policy_identifiers: tuple[PolicyIdentifier, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """§5.47: one result per individual request."""
+
+    results: tuple[Result, ...] = field(default_factory=tuple)
+
+
+class EvaluationContext:
+    """The attribute bags of one individual request, as compiled designators and selectors look them up.
+
+    ``bags`` maps ``(category, attribute_id, data_type)`` to a ``Bag`` of every value of that attribute whatever its
+    issuer (a designator without ``Issuer`` matches any issuer, §5.29); ``issued`` maps the same key plus the
+    issuer. The current date/time attributes are supplied by the PDP when the request lacks them (§10.2.6),
+    computed once per request.
+    """
+
+    __slots__ = ("_now", "bags", "contents", "issued", "return_policy_ids")
+
+    def __init__(self, attributes: tuple[Attributes, ...], return_policy_ids: bool = False) -> None:
+        values: dict[tuple[str, str, str], list[Any]] = {}
+        issued: dict[tuple[str, str, str, str], list[Any]] = {}
+        contents: dict[str, Any] = {}
+        for group in attributes:
+            category = group.category
+            if group.content is not None:
+                contents[category] = group.content
+            for attribute in group.attributes:
+                for value in attribute.values:
+                    key = (category, attribute.attribute_id, value.datatype)
+                    found = values.get(key)
+                    if found is None:
+                        values[key] = [value]
+                    else:
+                        found.append(value)
+                    if attribute.issuer is not None:
+                        issued.setdefault(key + (attribute.issuer,), []).append(value)
+        self.bags = {key: Bag(key[2], tuple(found)) for key, found in values.items()}
+        self.issued = {key: Bag(key[2], tuple(found)) for key, found in issued.items()}
+        self.contents = contents
+        self.return_policy_ids = return_policy_ids
+        self._now: dict[str, AttributeValue] | None = None
+
+    def current(self, attribute_id: str, data_type: str) -> Bag:
+        """The PDP-supplied current time/date/dateTime, the same instant for the whole request (§10.2.6)."""
+        if self._now is None:
+            self._now = current_environment(datetime.now(timezone.utc))
+        value = self._now[attribute_id]
+        bag = Bag(data_type, (value,)) if value.datatype == data_type else Bag(data_type, ())
+        self.bags[(ENVIRONMENT, attribute_id, data_type)] = bag
+        return bag
+
+
+def missing(category: str, attribute_id: str, data_type: str, issuer: str | None) -> Status:
+    """The status of a ``MustBePresent`` designator whose bag is empty (§7.3.5)."""
+    from .decision import STATUS_MISSING_ATTRIBUTE
+
+    return Status(STATUS_MISSING_ATTRIBUTE, f"missing attribute {attribute_id} in category {category}",
+                  (MissingAttributeDetail(category, attribute_id, data_type, issuer),))

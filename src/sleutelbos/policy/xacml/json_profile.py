@@ -1,0 +1,228 @@
+"""Requests and responses in the JSON Profile of XACML 3.0 (v1.1; media type ``application/xacml+json``).
+
+Reading (§4.2): ``{"Request": {...}}`` with ``Category`` objects (``CategoryId``, ``Id``, ``Content``, ``Attribute``)
+or the category shorthands (``AccessSubject``, ``Action``, ``Resource``, ``Environment``, ``RecipientSubject``,
+``IntermediarySubject``, ``Codebase``, ``RequestingMachine``), each an object or an array; ``Value`` a single
+value or an array; ``DataType`` a URI, a shorthand, or inferred from the JSON type (§3.3.2); ``MultiRequests``.
+``Content`` (XML as a string) is parsed for ``AttributeSelector``; base64 content is not supported.
+
+Writing (§4.2.2): ``{"Response": [result, ...]}`` with ``Decision``, ``Status``, ``Obligations``,
+``AssociatedAdvice``, ``Category`` and ``PolicyIdentifierList``.
+
+Anything that does not fit is an :class:`.errors.InvalidRequest` — the request is not evaluated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from lxml import etree
+
+from .context import Attribute, Attributes, Request, Response
+from .decision import STATUS_OK, Obligation
+from .errors import InvalidRequest
+from .status import UnknownDataType, XacmlSyntaxError
+from .values import datatype_from_json, infer_json_datatype, parse_json_value, to_json_value
+
+CATEGORY_SHORTHANDS = {
+    "AccessSubject": "urn:oasis:names:tc:xacml:1.0:subject-category:access-subject",
+    "Action": "urn:oasis:names:tc:xacml:3.0:attribute-category:action",
+    "Resource": "urn:oasis:names:tc:xacml:3.0:attribute-category:resource",
+    "Environment": "urn:oasis:names:tc:xacml:3.0:attribute-category:environment",
+    "RecipientSubject": "urn:oasis:names:tc:xacml:1.0:subject-category:recipient-subject",
+    "IntermediarySubject": "urn:oasis:names:tc:xacml:1.0:subject-category:intermediary-subject",
+    "Codebase": "urn:oasis:names:tc:xacml:1.0:subject-category:codebase",
+    "RequestingMachine": "urn:oasis:names:tc:xacml:1.0:subject-category:requesting-machine",
+}
+_REQUEST_MEMBERS = {"ReturnPolicyIdList", "CombinedDecision", "XPathVersion", "Category", "MultiRequests",
+                    *CATEGORY_SHORTHANDS}
+_CONTENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{where} must be a JSON boolean")
+    return value
+
+
+def parse_request_json(body: bytes | str) -> Request:
+    """A JSON Profile request → :class:`.context.Request`, or :class:`.errors.InvalidRequest`."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request: not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"Request"} or not isinstance(document["Request"], dict):
+        raise InvalidRequest('request: the JSON document must be {"Request": {...}}')
+    request = document["Request"]
+    unknown = set(request) - _REQUEST_MEMBERS
+    if unknown:
+        raise InvalidRequest(f"Request: unknown member(s) {sorted(unknown)}")
+    groups: list[Attributes] = []
+    categories = request.get("Category", [])
+    for name, category in CATEGORY_SHORTHANDS.items():
+        if name in request:
+            shorthand = request[name]
+            for item in shorthand if isinstance(shorthand, list) else [shorthand]:
+                groups.append(_category(item, category, f"Request.{name}"))
+    if not isinstance(categories, list):
+        categories = [categories]
+    for position, item in enumerate(categories):
+        groups.append(_category(item, None, f"Request.Category[{position}]"))
+    if not groups:
+        raise InvalidRequest("Request: at least one category is required")
+    multi: list[tuple[str, ...]] = []
+    if "MultiRequests" in request:
+        multi_requests = request["MultiRequests"]
+        references = multi_requests.get("RequestReference") if isinstance(multi_requests, dict) else None
+        if not isinstance(references, list) or not references:
+            raise InvalidRequest("Request.MultiRequests: RequestReference must be a non-empty array")
+        ids = {g.xml_id for g in groups if g.xml_id is not None}
+        for reference in references:
+            refs = reference.get("ReferenceId") if isinstance(reference, dict) else None
+            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r in ids for r in refs):
+                raise InvalidRequest("Request.MultiRequests: each ReferenceId must list category Ids of the request")
+            multi.append(tuple(refs))
+    return Request(
+        tuple(groups),
+        _bool(request.get("ReturnPolicyIdList", False), "Request.ReturnPolicyIdList"),
+        _bool(request.get("CombinedDecision", False), "Request.CombinedDecision"),
+        tuple(multi),
+        request.get("XPathVersion"),
+    )
+
+
+def _category(item: Any, category: str | None, where: str) -> Attributes:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be an object")
+    unknown = set(item) - {"CategoryId", "Id", "Content", "Attribute"}
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown member(s) {sorted(unknown)}")
+    category = item.get("CategoryId", category)
+    if not isinstance(category, str) or not category:
+        raise InvalidRequest(f"{where}: CategoryId is required")
+    category = CATEGORY_SHORTHANDS.get(category, category)
+    content = None
+    if "Content" in item:
+        if not isinstance(item["Content"], str):
+            raise InvalidRequest(f"{where}.Content must be a string of XML")
+        try:
+            content = etree.fromstring(item["Content"].encode(), _CONTENT_PARSER)
+        except etree.XMLSyntaxError as exc:
+            raise InvalidRequest(f"{where}.Content: not well-formed XML: {exc}") from exc
+    attributes = item.get("Attribute", [])
+    if not isinstance(attributes, list):
+        attributes = [attributes]
+    xml_id = item.get("Id")
+    if xml_id is not None and not isinstance(xml_id, str):
+        raise InvalidRequest(f"{where}.Id must be a string")
+    return Attributes(category, tuple(_attribute(a, f"{where}.Attribute[{i}]") for i, a in enumerate(attributes)),
+                      content, xml_id)
+
+
+def _attribute(item: Any, where: str) -> Attribute:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be an object")
+    unknown = set(item) - {"AttributeId", "Value", "Issuer", "DataType", "IncludeInResult"}
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown member(s) {sorted(unknown)}")
+    attribute_id = item.get("AttributeId")
+    if not isinstance(attribute_id, str) or not attribute_id:
+        raise InvalidRequest(f"{where}: AttributeId is required")
+    if "Value" not in item:
+        raise InvalidRequest(f"{where}: Value is required")
+    raw = item["Value"]
+    issuer = item.get("Issuer")
+    if issuer is not None and not isinstance(issuer, str):
+        raise InvalidRequest(f"{where}.Issuer must be a string")
+    try:
+        if "DataType" in item:
+            if not isinstance(item["DataType"], str):
+                raise InvalidRequest(f"{where}.DataType must be a string")
+            data_type = datatype_from_json(item["DataType"])
+        else:
+            data_type = infer_json_datatype(raw)
+        raw_values = raw if isinstance(raw, list) else [raw]
+        if not raw_values:
+            raise InvalidRequest(f"{where}: Value must not be an empty array")
+        values = tuple(parse_json_value(data_type, v) for v in raw_values)
+    except (XacmlSyntaxError, UnknownDataType) as exc:
+        raise InvalidRequest(f"{where} (AttributeId {attribute_id!r}): {exc}") from exc
+    return Attribute(attribute_id, values, issuer,
+                     _bool(item.get("IncludeInResult", False), f"{where}.IncludeInResult"))
+
+
+# --- responses
+
+
+def _json_actions(actions: tuple[Obligation, ...]) -> list[dict[str, Any]]:
+    out = []
+    for action in actions:
+        entry: dict[str, Any] = {"Id": action.obligation_id}
+        if action.assignments:
+            assignments = []
+            for assignment in action.assignments:
+                item: dict[str, Any] = {"AttributeId": assignment.attribute_id,
+                                        "Value": to_json_value(assignment.value),
+                                        "DataType": assignment.value.datatype}
+                if assignment.category is not None:
+                    item["Category"] = assignment.category
+                if assignment.issuer is not None:
+                    item["Issuer"] = assignment.issuer
+                assignments.append(item)
+            entry["AttributeAssignment"] = assignments
+        out.append(entry)
+    return out
+
+
+def response_to_json(response: Response) -> dict[str, Any]:
+    """:class:`.context.Response` → the JSON Profile object (before serialisation)."""
+    results = []
+    for result in response.results:
+        entry: dict[str, Any] = {"Decision": result.decision}
+        status = result.status
+        status_entry: dict[str, Any] = {"StatusCode": {"Value": status.code if status else STATUS_OK}}
+        if status is not None and status.message:
+            status_entry["StatusMessage"] = status.message
+        if status is not None and status.missing_attributes:
+            status_entry["StatusDetail"] = {"MissingAttributeDetail": [
+                {k: v for k, v in (("Category", m.category), ("AttributeId", m.attribute_id),
+                                   ("DataType", m.data_type), ("Issuer", m.issuer)) if v is not None}
+                for m in status.missing_attributes
+            ]}
+        entry["Status"] = status_entry
+        if result.obligations:
+            entry["Obligations"] = _json_actions(result.obligations)
+        if result.advice:
+            entry["AssociatedAdvice"] = _json_actions(result.advice)
+        if result.attributes:
+            categories = []
+            for group in result.attributes:
+                category: dict[str, Any] = {"CategoryId": group.category}
+                if group.xml_id is not None:
+                    category["Id"] = group.xml_id
+                category["Attribute"] = [
+                    {k: v for k, v in (
+                        ("AttributeId", a.attribute_id),
+                        ("Value", [to_json_value(v) for v in a.values]),
+                        ("DataType", a.values[0].datatype),
+                        ("Issuer", a.issuer),
+                        ("IncludeInResult", True),
+                    ) if v is not None}
+                    for a in group.attributes
+                ]
+                categories.append(category)
+            entry["Category"] = categories
+        if result.policy_identifiers is not None:
+            lists: dict[str, list[dict[str, str]]] = {}
+            for identifier in result.policy_identifiers:
+                lists.setdefault(f"{identifier.kind}IdReference", []).append(
+                    {"Id": identifier.policy_id, "Version": identifier.version})
+            entry["PolicyIdentifierList"] = lists
+        results.append(entry)
+    return {"Response": results}
+
+
+def render_response_json(response: Response) -> bytes:
+    """:class:`.context.Response` → ``application/xacml+json`` bytes."""
+    return orjson.dumps(response_to_json(response))
