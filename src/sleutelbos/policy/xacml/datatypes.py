@@ -65,17 +65,17 @@ _MAX_TZ_MINUTES = 14 * 60
 
 # --- lexical helpers -------------------------------------------------------------------------------------------
 
-_TZ = r"(?P<tz>Z|[+-]\d{2}:\d{2})?"
+_TZ = r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?"
 _DATETIME_RE = re.compile(
-    r"(?P<year>-?\d{4,})-(?P<month>\d{2})-(?P<day>\d{2})"
-    r"T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?P<frac>\.\d+)?" + _TZ
+    r"(?P<year>-?[0-9]{4,})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
+    r"T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?P<frac>\.[0-9]+)?" + _TZ
 )
-_DATE_RE = re.compile(r"(?P<year>-?\d{4,})-(?P<month>\d{2})-(?P<day>\d{2})" + _TZ)
-_TIME_RE = re.compile(r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?P<frac>\.\d+)?" + _TZ)
+_DATE_RE = re.compile(r"(?P<year>-?[0-9]{4,})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})" + _TZ)
+_TIME_RE = re.compile(r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?P<frac>\.[0-9]+)?" + _TZ)
 _DAYTIME_RE = re.compile(
-    r"(?P<sign>-)?P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d*)?|\.\d+)S)?)?"
+    r"(?P<sign>-)?P(?:(?P<d>[0-9]+)D)?(?:T(?:(?P<h>[0-9]+)H)?(?:(?P<m>[0-9]+)M)?(?:(?P<s>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)S)?)?"
 )
-_YEARMONTH_RE = re.compile(r"(?P<sign>-)?P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?")
+_YEARMONTH_RE = re.compile(r"(?P<sign>-)?P(?:(?P<y>[0-9]+)Y)?(?:(?P<m>[0-9]+)M)?")
 
 
 def _syntax(datatype: str, text: str, why: str = "") -> XacmlSyntaxError:
@@ -376,7 +376,7 @@ _X500_TYPES = {
     "dc": "0.9.2342.19200300.100.1.25", "domaincomponent": "0.9.2342.19200300.100.1.25",
     "emailaddress": "1.2.840.113549.1.9.1", "email": "1.2.840.113549.1.9.1",
 }
-_OID_RE = re.compile(r"(?:oid\.)?(\d+(?:\.\d+)+)", re.IGNORECASE)
+_OID_RE = re.compile(r"(?:oid\.)?([0-9]+(?:\.[0-9]+)+)", re.IGNORECASE)
 _KEYWORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _SPACES = re.compile(r"\s+")
 
@@ -522,7 +522,7 @@ class PortRange:
 
     @classmethod
     def parse(cls, text: str, datatype: str, whole: str) -> PortRange:
-        m = re.fullmatch(r"(\d*)(-?)(\d*)", text)
+        m = re.fullmatch(r"([0-9]*)(-?)([0-9]*)", text)
         if m is None or (not m.group(1) and not m.group(3)):
             raise _syntax(datatype, whole, f"bad port range {text!r}")
         low = int(m.group(1)) if m.group(1) else None
@@ -611,8 +611,8 @@ class XPathExpression:
 
 # --- the simple types ------------------------------------------------------------------------------------------
 
-_INTEGER_RE = re.compile(r"[+-]?\d+")
-_DOUBLE_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?INF|NaN")
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+")
+_DOUBLE_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?INF|NaN")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/= ]*")
 _HEX_RE = re.compile(r"[0-9A-Fa-f]*")
 
