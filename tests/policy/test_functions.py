@@ -136,7 +136,14 @@ def test_equality_per_type() -> None:
     assert run(V1 + "string-equal", v("string", "a"), v("string", "A")) is False
     assert run(V3 + "string-equal-ignore-case", v("string", "Straße"), v("string", "STRASSE")) is False
     assert run(V3 + "string-equal-ignore-case", v("string", "AbC"), v("string", "aBc")) is True
-    assert run(V1 + "double-equal", v("double", "NaN"), v("double", "NaN")) is False
+    # conformance IIC350/IIC358: NaN equals NaN, also when computed; INF is not -INF (IIC355)
+    assert run(V1 + "double-equal", v("double", "NaN"), v("double", "NaN")) is True
+    nan_plus_one = f(V1 + "double-add").impl(v("double", "NaN"), v("double", "1.0"))
+    assert run(V1 + "double-equal", nan_plus_one, v("double", "NaN")) is True
+    inf_minus_inf = f(V1 + "double-subtract").impl(v("double", "INF"), v("double", "INF"))
+    assert run(V1 + "double-equal", inf_minus_inf, v("double", "NaN")) is True
+    assert run(V1 + "double-equal", v("double", "NaN"), v("double", "-INF")) is False
+    assert run(V1 + "double-equal", v("double", "INF"), v("double", "-INF")) is False
     assert run(V1 + "dateTime-equal", v("dateTime", "2002-03-22T08:23:47-05:00"),
                v("dateTime", "2002-03-22T13:23:47Z")) is True
     assert run(V1 + "rfc822Name-equal", v("rfc822", "Anderson@SUN.COM"), v("rfc822", "Anderson@sun.com")) is True
@@ -152,7 +159,8 @@ def test_bag_functions() -> None:
     processing_error(V1 + "string-one-and-only", bag("string", "x", "y"))
     assert run(V1 + "integer-bag-size", bag("integer", "1", "1", "2")) == 3
     assert run(V1 + "rfc822Name-is-in", v("rfc822", "a@SUN.com"), bag("rfc822", "b@sun.com", "a@sun.com")) is True
-    assert run(V1 + "double-is-in", v("double", "NaN"), bag("double", "NaN")) is False
+    assert run(V1 + "double-is-in", v("double", "NaN"), bag("double", "1", "NaN")) is True
+    assert run(V1 + "double-is-in", v("double", "NaN"), bag("double", "1", "INF")) is False
     made = run(V1 + "string-bag", v("string", "a"), v("string", "b"))
     assert made == bag("string", "a", "b") and run(V1 + "string-bag") == bag("string")
 

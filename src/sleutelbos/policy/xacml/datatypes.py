@@ -4,7 +4,10 @@ Each data type maps to one Python representation, chosen so that Python equality
 XACML equality of that type — the bag and set functions, and ``AttributeValue.__eq__``, rely on it:
 
 - ``string``, ``anyURI`` → ``str`` (code-point equality); ``boolean`` → ``bool``; ``integer`` → ``int``;
-  ``double`` → ``float`` (IEEE 754: ``NaN`` equals nothing, ``-0 = 0``).
+  ``double`` → ``float`` (IEEE 754, ``-0 = 0``) — except that ``NaN`` equals ``NaN``: the conformance suite
+  requires it (IIC350, IIC358: ``double-equal(NaN + 1, NaN)`` is true, as Java's ``Double.equals`` has it), so
+  every NaN is the one object :data:`NAN`, which Python's containers and tuple equality then treat as equal to
+  itself. Ordering stays IEEE (``NaN`` is neither less nor greater than anything).
 - ``dateTime`` → :class:`XsDateTime`, ``date`` → :class:`XsDate`, ``time`` → :class:`XsTime`. XML Schema keeps
   whether a value carried a time zone; XACML (§A.3.1, citing XQuery F&O §10.4) compares values without one as if
   they had the *implicit time zone* of the PDP. sleutelbos fixes that to UTC (decision 0300), so the result never
@@ -631,9 +634,20 @@ def parse_integer(text: str) -> int:
     return int(text)
 
 
+NAN = math.nan
+"""The one NaN object every ``double`` NaN is represented by (see the module docstring)."""
+
+
+def canonical_double(value: float) -> float:
+    """``value``, with any NaN replaced by :data:`NAN`."""
+    return NAN if value != value else value
+
+
 def parse_double(text: str) -> float:
     if not _DOUBLE_RE.fullmatch(text):
         raise _syntax(DOUBLE, text)
+    if text == "NaN":
+        return NAN
     if text.endswith("INF"):
         return -math.inf if text.startswith("-") else math.inf
     return float(text)

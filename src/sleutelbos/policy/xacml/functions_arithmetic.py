@@ -27,7 +27,7 @@ def _int(value: int) -> AttributeValue:
 
 
 def _dbl(value: float) -> AttributeValue:
-    return AttributeValue(dt.DOUBLE, value)
+    return AttributeValue(dt.DOUBLE, dt.NAN if value != value else value)
 
 
 def integer_add(*args: AttributeValue) -> AttributeValue:

@@ -1,8 +1,9 @@
 """Equality predicates (§A.3.1), bag functions (§A.3.10) and set functions (§A.3.11), for every data type.
 
 The value classes of :mod:`~.datatypes` make Python ``==`` the XACML equality of each type, so one generic
-implementation serves all types; ``double`` keeps IEEE 754 (``NaN`` is never equal, not even to itself, so it is
-never "in" a bag). The set functions treat bags as sets: duplicates (by the type's equality) are dropped.
+implementation serves all types. ``double`` is IEEE 754 except that ``NaN`` equals ``NaN`` (what the conformance
+suite requires, see :mod:`~.datatypes`): all NaNs are one object, and comparisons here test identity first.
+The set functions treat bags as sets: duplicates (by the type's equality) are dropped.
 
 Identifiers follow the XACML version that introduced each type: ``1.0`` for most, ``3.0`` for the XML Schema
 duration types, ``2.0`` for ``ipAddress`` and ``dnsName``. The deprecated ``1.0`` duration identifiers over the
@@ -46,7 +47,8 @@ TYPES: tuple[tuple[str, str, str, bool], ...] = (
 
 
 def _equal(a: AttributeValue, b: AttributeValue) -> AttributeValue:
-    return boolean(a.value == b.value)
+    x, y = a.value, b.value
+    return boolean(x is y or x == y)
 
 
 def _one_and_only(bag: Bag) -> AttributeValue:
@@ -62,7 +64,8 @@ def _bag_size(bag: Bag) -> AttributeValue:
 def _is_in(value: AttributeValue, bag: Bag) -> AttributeValue:
     v = value.value
     for member in bag.values:
-        if member.value == v:
+        m = member.value
+        if m is v or m == v:
             return boolean(True)
     return boolean(False)
 

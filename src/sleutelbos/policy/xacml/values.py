@@ -248,7 +248,7 @@ def parse_json_value(datatype_uri: str, json_value: Any) -> AttributeValue:
         raise XacmlSyntaxError(f"JSON number {json_value} given for {datatype}")
     if isinstance(json_value, float):
         if datatype == dt.DOUBLE:
-            return AttributeValue(dt.DOUBLE, json_value)
+            return AttributeValue(dt.DOUBLE, dt.canonical_double(json_value))
         if datatype == dt.INTEGER and json_value.is_integer():
             return AttributeValue(dt.INTEGER, int(Decimal(repr(json_value))))
         raise XacmlSyntaxError(f"JSON number {json_value} given for {datatype}")
