@@ -119,7 +119,7 @@ def _canonical(data_type: str, value: Any, from_json: bool) -> str:
     try:
         parsed = parse_json_value(data_type, value) if from_json else parse_value(data_type, value)
         return lexical(parsed)
-    except Exception:  # noqa: BLE001 - an unparsable expected value is compared as text
+    except Exception:  # an unparsable expected value is compared as text
         return str(value)
 
 
@@ -259,9 +259,16 @@ def run(case: Case) -> None:
 
     def build() -> Pdp:
         root = load_policy(case.root_policy.read_bytes())
-        return Pdp(root, [load_policy(p.read_bytes()) for p in case.repository])
+        provider = None
+        if (case.directory / "AttributeProvider.xml").exists():
+            from sleutelbos.policy.xacml.context import StaticAttributeProvider
+            from sleutelbos.policy.xacml.request_xml import parse_attributes_xml
 
-    if case.request is None or case.request.name.endswith(".ignore") and not case.invalid_request:
+            provider = StaticAttributeProvider(parse_attributes_xml(
+                (case.directory / "AttributeProvider.xml").read_bytes()))
+        return Pdp(root, [load_policy(p.read_bytes()) for p in case.repository], provider)
+
+    if case.request is None or (case.request.name.endswith(".ignore") and not case.invalid_request):
         try:
             build()
         except InvalidPolicy:
@@ -305,7 +312,7 @@ def main() -> int:
         total[key] += 1
         try:
             run(case)
-        except Exception as exc:  # noqa: BLE001 - a report lists every failure, whatever its kind
+        except Exception as exc:  # a report lists every failure, whatever its kind
             failures.append((case.id, f"{type(exc).__name__}: {exc}"))
         else:
             passed[key] += 1

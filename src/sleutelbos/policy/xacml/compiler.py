@@ -43,6 +43,7 @@ from .decision import (
     Status,
 )
 from .errors import InvalidPolicy
+from .function_spec import check_arguments
 from .model import (
     AdviceExpression,
     Apply,
@@ -60,12 +61,13 @@ from .model import (
     Target,
     VariableReference,
 )
-from .function_spec import check_arguments
+from .selector import XPATH_EXPRESSION, XPATH_FUNCTIONS, compile_selector, xpath_function
 from .status import FunctionSignatureError, UnknownFunction, XacmlError
 from .values import Bag
 
 StaticType = tuple[str, bool]
 BOOLEAN: StaticType = ("http://www.w3.org/2001/XMLSchema#boolean", False)
+INTEGER = "http://www.w3.org/2001/XMLSchema#integer"
 Evaluator = Callable[[EvaluationContext], Any]
 TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
 
@@ -197,7 +199,7 @@ class Compiler:
                 if actions is not None:
                     try:
                         obligations, advice = actions(ctx)
-                    except Exception as exc:  # noqa: BLE001 - any failure makes the policy Indeterminate (§7.18)
+                    except Exception as exc:  # any failure makes the policy Indeterminate (§7.18)
                         return Evaluation(INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D, status_of(exc),
                                           policies=result.policies)
                     result = Evaluation(decision, None, result.obligations + obligations, result.advice + advice,
@@ -262,7 +264,7 @@ class Compiler:
             if condition is not None:
                 try:
                     holds = condition(ctx).value
-                except Exception as exc:  # noqa: BLE001 - §7.11: an error in the condition is Indeterminate
+                except Exception as exc:  # §7.11: an error in the condition is Indeterminate
                     return Evaluation(indeterminate, status_of(exc))
                 if holds is not True:
                     return NOT_APPLICABLE_RESULT
@@ -270,7 +272,7 @@ class Compiler:
                 return constant
             try:
                 obligations, advice = actions(ctx)
-            except Exception as exc:  # noqa: BLE001 - §7.18
+            except Exception as exc:  # §7.18
                 return Evaluation(indeterminate, status_of(exc))
             return Evaluation(decision, None, obligations, advice)
 
@@ -367,7 +369,7 @@ class Compiler:
             def single(ctx: EvaluationContext) -> bool | Status:
                 try:
                     return match(ctx)  # type: ignore[no-any-return]
-                except Exception as exc:  # noqa: BLE001 - §7.7 table 1: an error is Indeterminate
+                except Exception as exc:  # §7.7 table 1: an error is Indeterminate
                     return status_of(exc)
 
             return single
@@ -378,7 +380,7 @@ class Compiler:
                 try:
                     if not match(ctx):
                         return False
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     status = status or status_of(exc)
             return True if status is None else status
 
@@ -407,7 +409,7 @@ class Compiler:
                 try:
                     if impl(literal, value).value is True:
                         return True
-                except Exception as exc:  # noqa: BLE001 - §7.6: an error only counts if nothing matched
+                except Exception as exc:  # §7.6: an error only counts if nothing matched
                     error = error or exc
             if error is not None:
                 raise error
@@ -455,22 +457,35 @@ class Compiler:
                 def present(ctx: EvaluationContext) -> Bag:
                     bag = ctx.bags.get(key)
                     if bag is None:
+                        if ctx.provider is not None:
+                            bag = ctx.provide(key, None)
+                            if bag.values:
+                                return bag
                         raise IndeterminateError(status)
                     return bag
 
                 return Compiled(present, (data_type, True))
 
             def optional(ctx: EvaluationContext) -> Bag:
-                return ctx.bags.get(key, empty)
+                bag = ctx.bags.get(key)
+                if bag is None:
+                    return empty if ctx.provider is None else ctx.provide(key, None)
+                return bag
 
             return Compiled(optional, (data_type, True))
         issued_key = (d.category, d.attribute_id, data_type, d.issuer)
+        plain_key = issued_key[:3]
+        issuer = d.issuer
         must = d.must_be_present
         status = missing(d.category, d.attribute_id, data_type, d.issuer)
 
         def issued(ctx: EvaluationContext) -> Bag:
             bag = ctx.issued.get(issued_key)
             if bag is None:
+                if ctx.provider is not None:
+                    bag = ctx.provide(plain_key, issuer)
+                    if bag.values:
+                        return bag
                 if must:
                     raise IndeterminateError(status)
                 return empty
@@ -479,12 +494,19 @@ class Compiler:
         return Compiled(issued, (data_type, True))
 
     def _selector(self, s: AttributeSelector, where: str) -> Compiled:
-        from .selector import compile_selector
-
         return Compiled(compile_selector(s, where), (s.data_type, True))
+
+    def _xpath_apply(self, apply: Apply, where: str, variables: Any) -> Compiled:
+        """§A.3.15: the XPath functions read the request's content, so they are compiled here, not in
+        :mod:`.functions`."""
+        args = [self.expression(a, where, variables) for a in apply.arguments]
+        result_type = _xpath_apply_types(apply.function_id, [a.type for a in args], where)
+        return Compiled(xpath_function(apply.function_id, [a.evaluate for a in args]), result_type)
 
     def _apply(self, apply: Apply, where: str, variables: Any) -> Compiled:
         where = f"{where} <Apply FunctionId={apply.function_id!r}>"
+        if apply.function_id in XPATH_FUNCTIONS:
+            return self._xpath_apply(apply, where, variables)
         try:
             spec = self._get_function(apply.function_id)
         except UnknownFunction as exc:
@@ -515,7 +537,7 @@ class Compiler:
         if all(a.constant for a in args):
             try:
                 value = evaluate(None)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - a constant expression that fails can never succeed
+            except Exception as exc:  # a constant expression that fails can never succeed
                 raise InvalidPolicy(f"{where}: this constant expression always fails: {status_of(exc).message}"
                                     ) from exc
             return Compiled(lambda _ctx: value, result_type, True, value)
@@ -535,6 +557,13 @@ def check_match(spec: Any, literal_type: str, source_type: str, where: str) -> N
     """§5.9: ``MatchId`` takes the literal and one value of the designator's type and returns a boolean."""
     if check_call(spec, [(literal_type, False), (source_type, False)], [None, None], where) != BOOLEAN:
         raise InvalidPolicy(f"{where}: a MatchId function must return a boolean")
+
+
+def _xpath_apply_types(function_id: str, types: list[StaticType], where: str) -> StaticType:
+    expected = 1 if function_id.endswith("count") else 2
+    if types != [(XPATH_EXPRESSION, False)] * expected:
+        raise InvalidPolicy(f"{where}: takes {expected} xpathExpression argument(s), got {types}")
+    return (INTEGER, False) if expected == 1 else BOOLEAN
 
 
 def _thunk(evaluate: Evaluator, ctx: EvaluationContext) -> Callable[[], Any]:
@@ -681,7 +710,9 @@ def _candidate_selector(children: list[Node], targets: Sequence[Target | None]
 
     def select(ctx: EvaluationContext) -> Sequence[Node]:
         bag = ctx.bags.get(attribute)
-        if bag is None:
+        if bag is None and ctx.provider is not None:
+            bag = ctx.provide(attribute, None)
+        if not bag:
             return absent
         values = bag.values
         if len(values) == 1:

@@ -15,8 +15,9 @@ decisions into one result when they agree and carry no obligations/advice, and g
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .decision import MissingAttributeDetail, Obligation, PolicyIdentifier, Status
@@ -48,7 +49,8 @@ class Attribute:
 class Attributes:
     """§5.44: the attributes of one category (subject, resource, action, environment, or any other URI).
 
-    ``content`` is the parsed ``<Content>`` element (an lxml element) when there is one, for ``AttributeSelector``.
+    ``content`` is the ``<Content>``'s element (an lxml element; from JSON, the XML text, parsed on first use by
+    an ``AttributeSelector``), or ``None``.
     """
 
     category: str
@@ -108,9 +110,10 @@ class EvaluationContext:
     computed once per request.
     """
 
-    __slots__ = ("_now", "bags", "contents", "issued", "return_policy_ids")
+    __slots__ = ("_now", "bags", "contents", "issued", "provider", "return_policy_ids")
 
-    def __init__(self, attributes: tuple[Attributes, ...], return_policy_ids: bool = False) -> None:
+    def __init__(self, attributes: tuple[Attributes, ...], return_policy_ids: bool = False,
+                 provider: AttributeProvider | None = None) -> None:
         values: dict[tuple[str, str, str], list[Any]] = {}
         issued: dict[tuple[str, str, str, str], list[Any]] = {}
         contents: dict[str, Any] = {}
@@ -127,21 +130,52 @@ class EvaluationContext:
                     else:
                         found.append(value)
                     if attribute.issuer is not None:
-                        issued.setdefault(key + (attribute.issuer,), []).append(value)
+                        issued.setdefault((*key, attribute.issuer), []).append(value)
         self.bags = {key: Bag(key[2], tuple(found)) for key, found in values.items()}
         self.issued = {key: Bag(key[2], tuple(found)) for key, found in issued.items()}
         self.contents = contents
         self.return_policy_ids = return_policy_ids
+        self.provider = provider
         self._now: dict[str, AttributeValue] | None = None
 
     def current(self, attribute_id: str, data_type: str) -> Bag:
         """The PDP-supplied current time/date/dateTime, the same instant for the whole request (§10.2.6)."""
         if self._now is None:
-            self._now = current_environment(datetime.now(timezone.utc))
+            self._now = current_environment(datetime.now(UTC))
         value = self._now[attribute_id]
         bag = Bag(data_type, (value,)) if value.datatype == data_type else Bag(data_type, ())
         self.bags[(ENVIRONMENT, attribute_id, data_type)] = bag
         return bag
+
+
+    def provide(self, key: tuple[str, str, str], issuer: str | None) -> Bag:
+        """Ask the PDP's attribute provider for an attribute the request lacks; remembered for the request."""
+        assert self.provider is not None
+        bag = self.provider(key[0], key[1], key[2], issuer)
+        if bag is None:
+            bag = Bag(key[2], ())
+        if issuer is None:
+            self.bags[key] = bag
+        else:
+            self.issued[(*key, issuer)] = bag
+        return bag
+
+
+AttributeProvider = Callable[[str, str, str, "str | None"], "Bag | None"]
+"""A Policy Information Point (§7.3.3): ``(category, attribute_id, data_type, issuer)`` → a bag, or ``None``."""
+
+
+class StaticAttributeProvider:
+    """Attributes the context handler adds to every request that lacks them (e.g. a role directory snapshot)."""
+
+    def __init__(self, groups: tuple[Attributes, ...]) -> None:
+        self._context = EvaluationContext(groups)
+
+    def __call__(self, category: str, attribute_id: str, data_type: str, issuer: str | None) -> Bag | None:
+        key = (category, attribute_id, data_type)
+        if issuer is None:
+            return self._context.bags.get(key)
+        return self._context.issued.get((*key, issuer))
 
 
 def missing(category: str, attribute_id: str, data_type: str, issuer: str | None) -> Status:

@@ -4,7 +4,8 @@ Reading (§4.2): ``{"Request": {...}}`` with ``Category`` objects (``CategoryId`
 or the category shorthands (``AccessSubject``, ``Action``, ``Resource``, ``Environment``, ``RecipientSubject``,
 ``IntermediarySubject``, ``Codebase``, ``RequestingMachine``), each an object or an array; ``Value`` a single
 value or an array; ``DataType`` a URI, a shorthand, or inferred from the JSON type (§3.3.2); ``MultiRequests``.
-``Content`` (XML as a string) is parsed for ``AttributeSelector``; base64 content is not supported.
+``Content`` (XML as a string) is kept as text and parsed only when an ``AttributeSelector`` reads it (a
+malformed one then makes that selector Indeterminate, as the XML would never have been needed otherwise).
 
 Writing (§4.2.2): ``{"Response": [result, ...]}`` with ``Decision``, ``Status``, ``Obligations``,
 ``AssociatedAdvice``, ``Category`` and ``PolicyIdentifierList``.
@@ -17,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from lxml import etree
 
 from .context import Attribute, Attributes, Request, Response
 from .decision import STATUS_OK, Obligation
@@ -37,7 +37,6 @@ CATEGORY_SHORTHANDS = {
 }
 _REQUEST_MEMBERS = {"ReturnPolicyIdList", "CombinedDecision", "XPathVersion", "Category", "MultiRequests",
                     *CATEGORY_SHORTHANDS}
-_CONTENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True)
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -102,14 +101,9 @@ def _category(item: Any, category: str | None, where: str) -> Attributes:
     if not isinstance(category, str) or not category:
         raise InvalidRequest(f"{where}: CategoryId is required")
     category = CATEGORY_SHORTHANDS.get(category, category)
-    content = None
-    if "Content" in item:
-        if not isinstance(item["Content"], str):
-            raise InvalidRequest(f"{where}.Content must be a string of XML")
-        try:
-            content = etree.fromstring(item["Content"].encode(), _CONTENT_PARSER)
-        except etree.XMLSyntaxError as exc:
-            raise InvalidRequest(f"{where}.Content: not well-formed XML: {exc}") from exc
+    content = item.get("Content")
+    if content is not None and not isinstance(content, str):
+        raise InvalidRequest(f"{where}.Content must be a string of XML")
     attributes = item.get("Attribute", [])
     if not isinstance(attributes, list):
         attributes = [attributes]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .compiler import Compiler, Node
-from .context import Attributes, EvaluationContext, Request, Response, Result
+from .context import AttributeProvider, Attributes, EvaluationContext, Request, Response, Result
 from .decision import (
     DECISION_NAMES,
     DENY,
@@ -67,11 +67,14 @@ class Pdp:
     """Decides requests against ``root``; ``repository`` holds the documents ``root`` may reference.
 
     ``repository`` is a sequence of documents or a mapping whose values are documents (keys are ignored); the
-    root may be in it too.
+    root may be in it too. ``attribute_provider`` is asked for attributes a request lacks (see
+    :class:`.context.StaticAttributeProvider`).
     """
 
     def __init__(self, root: PolicyDocument,
-                 repository: Mapping[Any, PolicyDocument] | Iterable[PolicyDocument] = ()) -> None:
+                 repository: Mapping[Any, PolicyDocument] | Iterable[PolicyDocument] = (),
+                 attribute_provider: AttributeProvider | None = None) -> None:
+        self._provider = attribute_provider
         documents = list(repository.values()) if isinstance(repository, Mapping) else list(repository)
         self.root = root
         self._by_id: dict[tuple[str, str], list[PolicyDocument]] = {}
@@ -116,10 +119,10 @@ class Pdp:
 
     def evaluate(self, attributes: tuple[Attributes, ...], return_policy_ids: bool = False) -> Evaluation:
         """The root's extended decision for one individual request (for tests and the benchmark)."""
-        ctx = EvaluationContext(attributes, return_policy_ids)
+        ctx = EvaluationContext(attributes, return_policy_ids, self._provider)
         try:
             return self._root.evaluate(ctx)
-        except Exception as exc:  # noqa: BLE001 - fail closed: any failure is Indeterminate, never Permit
+        except Exception as exc:  # fail closed: any failure is Indeterminate, never Permit
             return Evaluation(INDETERMINATE_DP, Status(STATUS_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
 
     def decide(self, request: Request) -> Response:
@@ -152,7 +155,7 @@ def _result(evaluation: Evaluation, individual: tuple[Attributes, ...], with_pol
         for group in individual if any(a.include_in_result for a in group.attributes)
     )
     policies = evaluation.policies if with_policies else None
-    if decision == PERMIT or decision == DENY:
+    if decision in (PERMIT, DENY):
         return Result(DECISION_NAMES[decision], None, evaluation.obligations, evaluation.advice, included, policies)
     if decision == NOT_APPLICABLE:
         return Result("NotApplicable", None, (), (), included, policies)

@@ -43,7 +43,7 @@ from .model import (
     VariableReference,
 )
 from .status import UnknownDataType, XacmlSyntaxError
-from .values import parse_value
+from .values import parse_value, xpath_expression_value
 
 _NS = "{" + XACML3_NS + "}"
 _VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -141,6 +141,9 @@ def parse_literal(element: etree._Element, where: str) -> Literal_:
     if data_type != STRING:
         text = text.strip()
     try:
+        if data_type == XPATH_EXPRESSION:
+            namespaces = {prefix: uri for prefix, uri in element.nsmap.items() if prefix}
+            return Literal_(xpath_expression_value(text, element.get("XPathCategory", ""), namespaces))
         return Literal_(parse_value(data_type, text))
     except (XacmlSyntaxError, UnknownDataType) as exc:
         raise InvalidPolicy(f"{where}: <AttributeValue DataType={data_type!r}> {text!r}: {exc}") from exc

@@ -8,6 +8,7 @@ child element) for ``AttributeSelector``. :func:`render_response_xml` writes a s
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from lxml import etree
@@ -102,6 +103,15 @@ def parse_request_xml(body: bytes) -> Request:
     return Request(tuple(groups), return_policy_id_list, combined_decision, tuple(multi), xpath_version)
 
 
+def parse_attributes_xml(body: bytes) -> tuple[Attributes, ...]:
+    """Every XACML ``<Attributes>`` element of a document (e.g. the attributes a static attribute provider adds)."""
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise InvalidRequest(f"attributes: not well-formed XML: {exc}") from exc
+    return tuple(_attributes(element) for element in root.iter(_NS + "Attributes"))
+
+
 def _attributes(element: etree._Element) -> Attributes:
     category = element.get("Category")
     if not category:
@@ -115,7 +125,7 @@ def _attributes(element: etree._Element) -> Attributes:
             inner = _elements(child)
             if len(inner) != 1 or content is not None:
                 raise InvalidRequest(f"{where} <Content>: exactly one element is required")
-            content = inner[0]
+            content = etree.ElementTree(copy.deepcopy(inner[0]))  # its own document: '//' stays inside it
         elif local == "Attribute":
             attributes.append(_attribute(child, where))
         else:
