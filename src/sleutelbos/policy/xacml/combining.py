@@ -30,6 +30,8 @@ from .decision import (
 
 Combiner = Callable[[Sequence[Any], Any], Evaluation]
 
+_PLAIN = tuple(Evaluation(decision) for decision in range(6))
+
 _R3 = "urn:oasis:names:tc:xacml:3.0:rule-combining-algorithm:"
 _P3 = "urn:oasis:names:tc:xacml:3.0:policy-combining-algorithm:"
 _R1 = "urn:oasis:names:tc:xacml:1.0:rule-combining-algorithm:"
@@ -45,7 +47,7 @@ def _merge(decision: int, sources: list[Evaluation], seen: list[Evaluation] | No
         if len(sources) == 1 and sources[0].decision == decision:
             return sources[0]
         if not sources:
-            return Evaluation(decision, status)
+            return Evaluation(decision, status) if status is not None else _PLAIN[decision]
         obligations: tuple[Any, ...] = ()
         advice: tuple[Any, ...] = ()
         for source in sources:
@@ -331,6 +333,5 @@ POLICY_COMBINING: dict[str, Combiner] = {
     _P11 + "ordered-permit-overrides": legacy_permit_overrides_policies,
 }
 
-#: Algorithms whose result does not depend on children that are NotApplicable, so a target index may skip them.
-#: (All of them: NotApplicable children never change a combined decision.)
-INDEXABLE = frozenset(RULE_COMBINING) | frozenset(POLICY_COMBINING)
+#: Algorithms whose result over a single child is that child's result (the compiler then skips the loop).
+IDENTITY_ON_ONE = frozenset({deny_overrides, permit_overrides, first_applicable})

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .combining import POLICY_COMBINING, RULE_COMBINING, Combiner
+from .combining import IDENTITY_ON_ONE, POLICY_COMBINING, RULE_COMBINING, Combiner
 from .context import CURRENT_ATTRIBUTES, EvaluationContext, missing
 from .decision import (
     DENY,
@@ -185,6 +185,11 @@ class Compiler:
                   advice_expressions: tuple[AdviceExpression, ...]) -> Node:
         match_target = self.target(target, where, variables)
         select = _candidate_selector(children, child_targets)
+        if len(children) == 1 and combine in IDENTITY_ON_ONE:
+            only = children[0].evaluate
+
+            def combine(_children: Sequence[Any], ctx: Any) -> Evaluation:
+                return only(ctx)
         pep = {
             PERMIT: self.pep_actions(obligation_expressions, advice_expressions, "Permit", where, variables),
             DENY: self.pep_actions(obligation_expressions, advice_expressions, "Deny", where, variables),
@@ -362,31 +367,25 @@ class Compiler:
         return evaluate
 
     @staticmethod
-    def _all_of(matches: list[Evaluator]) -> TargetEvaluator:
+    def _all_of(matches: list[TargetEvaluator]) -> TargetEvaluator:
         if len(matches) == 1:
-            match = matches[0]
-
-            def single(ctx: EvaluationContext) -> bool | Status:
-                try:
-                    return match(ctx)  # type: ignore[no-any-return]
-                except Exception as exc:  # §7.7 table 1: an error is Indeterminate
-                    return status_of(exc)
-
-            return single
+            return matches[0]
 
         def evaluate(ctx: EvaluationContext) -> bool | Status:
             status = None
             for match in matches:
-                try:
-                    if not match(ctx):
-                        return False
-                except Exception as exc:
-                    status = status or status_of(exc)
+                result = match(ctx)
+                if result is False:
+                    return False
+                if result is not True:
+                    status = status or result
             return True if status is None else status
 
         return evaluate
 
-    def match(self, match: Match, where: str, variables: Any) -> Evaluator:
+    def match(self, match: Match, where: str, variables: Any) -> TargetEvaluator:
+        """§7.6: ``True`` if the function holds for the literal and any value of the bag, ``False`` if it holds for
+        none, the status of the first error if it holds for none and some evaluation failed."""
         where = f"{where} <Match MatchId={match.match_id!r}>"
         try:
             spec = self._get_function(match.match_id)
@@ -396,23 +395,48 @@ class Compiler:
         source = self.expression(match.source, where, variables)
         check_match(spec, literal.datatype, source.type[0], where)
         fetch = source.evaluate
+        designator = match.source
         if match.match_id in EQUALITY_MATCHES and literal.datatype == source.type[0]:
-            def equal(ctx: EvaluationContext) -> bool:
-                return literal in fetch(ctx).values
+            if (isinstance(designator, AttributeDesignator) and designator.issuer is None
+                    and (designator.category, designator.attribute_id, designator.data_type)
+                    not in CURRENT_ATTRIBUTES):
+                # The hot path of every target: one dict lookup and a tuple membership test, no Bag.
+                key = (designator.category, designator.attribute_id, designator.data_type)
+
+                def equal_values(ctx: EvaluationContext) -> bool | Status:
+                    found = ctx.values.get(key)
+                    if found is not None:
+                        return literal in found
+                    try:
+                        return literal in fetch(ctx).values
+                    except Exception as exc:
+                        return status_of(exc)
+
+                return equal_values
+
+            def equal(ctx: EvaluationContext) -> bool | Status:
+                try:
+                    return literal in fetch(ctx).values
+                except Exception as exc:
+                    return status_of(exc)
 
             return equal
         impl = spec.impl
 
-        def evaluate(ctx: EvaluationContext) -> bool:
+        def evaluate(ctx: EvaluationContext) -> bool | Status:
             error = None
-            for value in fetch(ctx).values:
+            try:
+                values = fetch(ctx).values
+            except Exception as exc:
+                return status_of(exc)
+            for value in values:
                 try:
                     if impl(literal, value).value is True:
                         return True
                 except Exception as exc:  # §7.6: an error only counts if nothing matched
                     error = error or exc
             if error is not None:
-                raise error
+                return status_of(error)
             return False
 
         return evaluate
@@ -447,40 +471,38 @@ class Compiler:
                 attribute_id = d.attribute_id
 
                 def current(ctx: EvaluationContext) -> Bag:
-                    bag = ctx.bags.get(key)
+                    bag = ctx.bag(key)
                     return bag if bag is not None else ctx.current(attribute_id, data_type)
 
                 return Compiled(current, (data_type, True))
-            if d.must_be_present:
-                status = missing(d.category, d.attribute_id, data_type, None)
+            must = d.must_be_present
+            status = missing(d.category, d.attribute_id, data_type, None)
 
-                def present(ctx: EvaluationContext) -> Bag:
-                    bag = ctx.bags.get(key)
-                    if bag is None:
-                        if ctx.provider is not None:
-                            bag = ctx.provide(key, None)
-                            if bag.values:
-                                return bag
-                        raise IndeterminateError(status)
-                    return bag
-
-                return Compiled(present, (data_type, True))
-
-            def optional(ctx: EvaluationContext) -> Bag:
+            def designate(ctx: EvaluationContext) -> Bag:
                 bag = ctx.bags.get(key)
-                if bag is None:
-                    return empty if ctx.provider is None else ctx.provide(key, None)
-                return bag
+                if bag is not None:
+                    return bag
+                found = ctx.values.get(key)
+                if found is not None:
+                    bag = ctx.bags[key] = Bag(data_type, found)
+                    return bag
+                if ctx.provider is not None:
+                    bag = ctx.provide(key, None)
+                    if bag.values:
+                        return bag
+                if must:
+                    raise IndeterminateError(status)
+                return empty
 
-            return Compiled(optional, (data_type, True))
+            return Compiled(designate, (data_type, True))
         issued_key = (d.category, d.attribute_id, data_type, d.issuer)
-        plain_key = issued_key[:3]
+        plain_key = (d.category, d.attribute_id, data_type)
         issuer = d.issuer
         must = d.must_be_present
         status = missing(d.category, d.attribute_id, data_type, d.issuer)
 
         def issued(ctx: EvaluationContext) -> Bag:
-            bag = ctx.issued.get(issued_key)
+            bag = ctx.issued_bag(issued_key)
             if bag is None:
                 if ctx.provider is not None:
                     bag = ctx.provide(plain_key, issuer)
@@ -709,12 +731,11 @@ def _candidate_selector(children: list[Node], targets: Sequence[Target | None]
     only_always = [children[i] for i in always]
 
     def select(ctx: EvaluationContext) -> Sequence[Node]:
-        bag = ctx.bags.get(attribute)
-        if bag is None and ctx.provider is not None:
-            bag = ctx.provide(attribute, None)
-        if not bag:
+        values = ctx.values.get(attribute)
+        if values is None and ctx.provider is not None:
+            values = ctx.provide(attribute, None).values
+        if not values:
             return absent
-        values = bag.values
         if len(values) == 1:
             return single.get(values[0], only_always)
         positions = set(always)

@@ -74,17 +74,19 @@ class Request:
         if self.multi_requests:
             by_id = {a.xml_id: a for a in self.attributes if a.xml_id is not None}
             return [tuple(by_id[ref] for ref in refs) for refs in self.multi_requests]
+        groups = self.attributes
+        if len({group.category for group in groups}) == len(groups):
+            return [groups]
         categories: dict[str, list[Attributes]] = {}
-        for attributes in self.attributes:
-            categories.setdefault(attributes.category, []).append(attributes)
-        if all(len(group) == 1 for group in categories.values()):
-            return [self.attributes]
+        for group in groups:
+            categories.setdefault(group.category, []).append(group)
         return [tuple(combo) for combo in itertools.product(*categories.values())]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
-    """§5.48: the decision for one individual request and what travels with it."""
+    """§5.48: the decision for one individual request and what travels with it (not frozen only because frozen
+    dataclasses are slower to build, and one is built per decision; treat it as immutable)."""
 
     decision: str
     status: Status | None = None
@@ -94,7 +96,7 @@ class Result:
     policy_identifiers: tuple[PolicyIdentifier, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     """§5.47: one result per individual request."""
 
@@ -102,51 +104,76 @@ class Response:
 
 
 class EvaluationContext:
-    """The attribute bags of one individual request, as compiled designators and selectors look them up.
+    """The attribute values of one individual request, as compiled designators and selectors look them up.
 
-    ``bags`` maps ``(category, attribute_id, data_type)`` to a ``Bag`` of every value of that attribute whatever its
-    issuer (a designator without ``Issuer`` matches any issuer, §5.29); ``issued`` maps the same key plus the
-    issuer. The current date/time attributes are supplied by the PDP when the request lacks them (§10.2.6),
-    computed once per request.
+    ``values`` maps ``(category, attribute_id, data_type)`` to the tuple of every value of that attribute whatever
+    its issuer (a designator without ``Issuer`` matches any issuer, §5.29); ``issued`` maps the same key plus the
+    issuer. ``bags`` caches the ``Bag`` a designator built from ``values`` (built on first use, so attributes no
+    policy reads cost one dict entry). The current date/time attributes are supplied by the PDP when the request
+    lacks them (§10.2.6), computed once per request.
     """
 
-    __slots__ = ("_now", "bags", "contents", "issued", "provider", "return_policy_ids")
+    __slots__ = ("_now", "bags", "contents", "issued", "provider", "return_policy_ids", "values")
 
     def __init__(self, attributes: tuple[Attributes, ...], return_policy_ids: bool = False,
                  provider: AttributeProvider | None = None) -> None:
-        values: dict[tuple[str, str, str], list[Any]] = {}
-        issued: dict[tuple[str, str, str, str], list[Any]] = {}
+        values: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        issued: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
         contents: dict[str, Any] = {}
         for group in attributes:
             category = group.category
             if group.content is not None:
                 contents[category] = group.content
             for attribute in group.attributes:
-                for value in attribute.values:
-                    key = (category, attribute.attribute_id, value.datatype)
-                    found = values.get(key)
-                    if found is None:
-                        values[key] = [value]
-                    else:
-                        found.append(value)
-                    if attribute.issuer is not None:
-                        issued.setdefault((*key, attribute.issuer), []).append(value)
-        self.bags = {key: Bag(key[2], tuple(found)) for key, found in values.items()}
-        self.issued = {key: Bag(key[2], tuple(found)) for key, found in issued.items()}
+                found = attribute.values
+                datatype = found[0].datatype
+                if len(found) > 1 and any(v.datatype != datatype for v in found):
+                    for value in found:  # an attribute with values of several types: one key per type
+                        key = (category, attribute.attribute_id, value.datatype)
+                        values[key] = (*values.get(key, ()), value)
+                        if attribute.issuer is not None:
+                            issued_key = (*key, attribute.issuer)
+                            issued[issued_key] = (*issued.get(issued_key, ()), value)
+                    continue
+                key = (category, attribute.attribute_id, datatype)
+                previous = values.get(key)
+                values[key] = found if previous is None else previous + found
+                if attribute.issuer is not None:
+                    issued_key = (*key, attribute.issuer)
+                    issued[issued_key] = issued.get(issued_key, ()) + found
+        self.values = values
+        self.issued = issued
+        self.bags: dict[tuple[str, str, str], Bag] = {}
         self.contents = contents
         self.return_policy_ids = return_policy_ids
         self.provider = provider
         self._now: dict[str, AttributeValue] | None = None
+
+    def bag(self, key: tuple[str, str, str]) -> Bag | None:
+        """The bag of an attribute (no issuer), or ``None`` when the request has no value for it."""
+        bag = self.bags.get(key)
+        if bag is None:
+            found = self.values.get(key)
+            if found is None:
+                return None
+            bag = self.bags[key] = Bag(key[2], found)
+        return bag
+
+    def issued_bag(self, key: tuple[str, str, str, str]) -> Bag | None:
+        """The bag of an attribute from one issuer, or ``None``."""
+        found = self.issued.get(key)
+        return None if found is None else Bag(key[2], found)
 
     def current(self, attribute_id: str, data_type: str) -> Bag:
         """The PDP-supplied current time/date/dateTime, the same instant for the whole request (§10.2.6)."""
         if self._now is None:
             self._now = current_environment(datetime.now(UTC))
         value = self._now[attribute_id]
-        bag = Bag(data_type, (value,)) if value.datatype == data_type else Bag(data_type, ())
-        self.bags[(ENVIRONMENT, attribute_id, data_type)] = bag
+        found = (value,) if value.datatype == data_type else ()
+        key = (ENVIRONMENT, attribute_id, data_type)
+        self.values[key] = found
+        bag = self.bags[key] = Bag(data_type, found)
         return bag
-
 
     def provide(self, key: tuple[str, str, str], issuer: str | None) -> Bag:
         """Ask the PDP's attribute provider for an attribute the request lacks; remembered for the request."""
@@ -155,9 +182,10 @@ class EvaluationContext:
         if bag is None:
             bag = Bag(key[2], ())
         if issuer is None:
+            self.values[key] = bag.values
             self.bags[key] = bag
         else:
-            self.issued[(*key, issuer)] = bag
+            self.issued[(*key, issuer)] = bag.values
         return bag
 
 
@@ -174,8 +202,8 @@ class StaticAttributeProvider:
     def __call__(self, category: str, attribute_id: str, data_type: str, issuer: str | None) -> Bag | None:
         key = (category, attribute_id, data_type)
         if issuer is None:
-            return self._context.bags.get(key)
-        return self._context.issued.get((*key, issuer))
+            return self._context.bag(key)
+        return self._context.issued_bag((*key, issuer))
 
 
 def missing(category: str, attribute_id: str, data_type: str, issuer: str | None) -> Status:

@@ -150,10 +150,13 @@ class Pdp:
 
 def _result(evaluation: Evaluation, individual: tuple[Attributes, ...], with_policies: bool) -> Result:
     decision = evaluation.decision
-    included = tuple(
-        Attributes(group.category, tuple(a for a in group.attributes if a.include_in_result), None, group.xml_id)
-        for group in individual if any(a.include_in_result for a in group.attributes)
-    )
+    included: tuple[Attributes, ...] = ()
+    for group in individual:
+        for attribute in group.attributes:
+            if attribute.include_in_result:
+                returned = tuple(a for a in group.attributes if a.include_in_result)
+                included = (*included, Attributes(group.category, returned, None, group.xml_id))
+                break
     policies = evaluation.policies if with_policies else None
     if decision in (PERMIT, DENY):
         return Result(DECISION_NAMES[decision], None, evaluation.obligations, evaluation.advice, included, policies)

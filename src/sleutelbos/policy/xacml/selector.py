@@ -102,7 +102,7 @@ def compile_selector(s: AttributeSelector, where: str) -> Callable[[EvaluationCo
             return empty
         roots: list[Any] = [document]
         if context_key is not None:
-            context = ctx.bags.get(context_key)
+            context = ctx.bag(context_key)
             if context is None or len(context.values) != 1:
                 raise IndeterminateError(Status(STATUS_PROCESSING_ERROR,
                                                 f"ContextSelectorId {s.context_selector_id!r} needs exactly one "
