@@ -37,12 +37,28 @@ CURRENT_ATTRIBUTES = {
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
-    """§5.46: one attribute of a category; ``values`` are ``AttributeValue`` objects."""
+    """§5.46: one attribute of a category; ``values`` are one or more ``AttributeValue`` of ONE data type.
+
+    The XML schema lets one ``<Attribute>`` carry values of several data types; the request parsers split such an
+    attribute into one :class:`Attribute` per data type, so that the evaluation context indexes each attribute
+    with a single dict entry.
+    """
 
     attribute_id: str
     values: tuple[Any, ...]
     issuer: str | None = None
     include_in_result: bool = False
+
+    def __post_init__(self) -> None:
+        values = self.values
+        if not values:
+            raise ValueError(f"attribute {self.attribute_id!r} has no value")
+        if len(values) > 1:
+            datatype = values[0].datatype
+            for value in values:
+                if value.datatype != datatype:
+                    raise ValueError(f"attribute {self.attribute_id!r} mixes data types {datatype} and "
+                                     f"{value.datatype}: use one Attribute per data type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,27 +136,30 @@ class EvaluationContext:
         values: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         issued: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
         contents: dict[str, Any] = {}
+        count = 0
+        with_issuer = False
         for group in attributes:
             category = group.category
             if group.content is not None:
                 contents[category] = group.content
             for attribute in group.attributes:
                 found = attribute.values
-                datatype = found[0].datatype
-                if len(found) > 1 and any(v.datatype != datatype for v in found):
-                    for value in found:  # an attribute with values of several types: one key per type
-                        key = (category, attribute.attribute_id, value.datatype)
-                        values[key] = (*values.get(key, ()), value)
-                        if attribute.issuer is not None:
-                            issued_key = (*key, attribute.issuer)
-                            issued[issued_key] = (*issued.get(issued_key, ()), value)
-                    continue
-                key = (category, attribute.attribute_id, datatype)
-                previous = values.get(key)
-                values[key] = found if previous is None else previous + found
+                values[(category, attribute.attribute_id, found[0].datatype)] = found
+                count += 1
                 if attribute.issuer is not None:
-                    issued_key = (*key, attribute.issuer)
-                    issued[issued_key] = issued.get(issued_key, ()) + found
+                    with_issuer = True
+        if count != len(values) or with_issuer:
+            # The same attribute more than once (several issuers, or repeated): merge the values.
+            values.clear()
+            for group in attributes:
+                category = group.category
+                for attribute in group.attributes:
+                    found = attribute.values
+                    key = (category, attribute.attribute_id, found[0].datatype)
+                    values[key] = values.get(key, ()) + found
+                    if attribute.issuer is not None:
+                        issued_key = (*key, attribute.issuer)
+                        issued[issued_key] = issued.get(issued_key, ()) + found
         self.values = values
         self.issued = issued
         self.bags: dict[tuple[str, str, str], Bag] = {}

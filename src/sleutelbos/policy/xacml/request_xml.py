@@ -127,13 +127,14 @@ def _attributes(element: etree._Element) -> Attributes:
                 raise InvalidRequest(f"{where} <Content>: exactly one element is required")
             content = etree.ElementTree(copy.deepcopy(inner[0]))  # its own document: '//' stays inside it
         elif local == "Attribute":
-            attributes.append(_attribute(child, where))
+            values, issuer, include = _attribute(child, where)
+            attributes.extend(_split_by_datatype(child.get("AttributeId"), values, issuer, include))
         else:
             raise InvalidRequest(f"{where}: unexpected child element <{child.tag}>")
     return Attributes(category, tuple(attributes), content, element.get(_XML_ID))
 
 
-def _attribute(element: etree._Element, parent: str) -> Attribute:
+def _attribute(element: etree._Element, parent: str) -> tuple[list[Any], str | None, bool]:
     attribute_id = element.get("AttributeId")
     if not attribute_id:
         raise InvalidRequest(f"{parent} <Attribute>: attribute AttributeId is required")
@@ -159,7 +160,15 @@ def _attribute(element: etree._Element, parent: str) -> Attribute:
             raise InvalidRequest(f"{where} <AttributeValue DataType={data_type!r}>: {exc}") from exc
     if not values:
         raise InvalidRequest(f"{where}: at least one <AttributeValue> is required")
-    return Attribute(attribute_id, tuple(values), element.get("Issuer"), include)
+    return values, element.get("Issuer"), include
+
+
+def _split_by_datatype(attribute_id: str, values: list[Any], issuer: str | None, include: bool) -> list[Attribute]:
+    """One :class:`.context.Attribute` per data type (see its docstring), in order of first appearance."""
+    by_type: dict[str, list[Any]] = {}
+    for value in values:
+        by_type.setdefault(value.datatype, []).append(value)
+    return [Attribute(attribute_id, tuple(group), issuer, include) for group in by_type.values()]
 
 
 # --- responses
