@@ -86,6 +86,8 @@ def wilma_request_xml(app_id: str, roles: Sequence[str], path: str, action: str)
     def attributes(category: str, values: Sequence[tuple[str, Sequence[str]]]) -> None:
         element = _e(request, "Attributes", Category=category)
         for attribute_id, texts in values:
+            if not texts:  # a XACML Attribute has at least one value: a user without roles sends none
+                continue
             attribute = _e(element, "Attribute", AttributeId=attribute_id, IncludeInResult="false")
             for text in texts:
                 _e(attribute, "AttributeValue", DataType=STRING).text = text
@@ -99,7 +101,7 @@ def wilma_request_xml(app_id: str, roles: Sequence[str], path: str, action: str)
 def wilma_request_json(app_id: str, roles: Sequence[str], path: str, action: str) -> bytes:
     """The same request in the JSON Profile of XACML 3.0."""
     return orjson.dumps({"Request": {
-        "AccessSubject": {"Attribute": [{"AttributeId": ROLE, "Value": list(roles)}]},
+        "AccessSubject": {"Attribute": [{"AttributeId": ROLE, "Value": list(roles)}] if roles else []},
         "Resource": {"Attribute": [{"AttributeId": RESOURCE_ID, "Value": app_id},
                                    {"AttributeId": SUB_RESOURCE_ID, "Value": path}]},
         "Action": {"Attribute": [{"AttributeId": ACTION_ID, "Value": action}]},
