@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from functools import lru_cache
 
 from sleutelbos.policy.xacml.status import XacmlSyntaxError
 
@@ -90,12 +91,21 @@ def _offset(tz: str | None, datatype: str, text: str) -> timedelta | None:
     """The time zone offset of an XML Schema date/time, or None when the value has none."""
     if tz is None:
         return None
+    offset = _parse_offset(tz)
+    if offset is None:
+        raise _syntax(datatype, text, "time zone outside -14:00..+14:00")
+    return offset
+
+
+@lru_cache(maxsize=256)
+def _parse_offset(tz: str) -> timedelta | None:
+    """``Z`` or ``±hh:mm`` as an offset; None when out of range. Few distinct zones occur: cached."""
     if tz == "Z":
         return timedelta(0)
     hours, minutes = int(tz[1:3]), int(tz[4:6])
     total = hours * 60 + minutes
     if minutes > 59 or total > _MAX_TZ_MINUTES:
-        raise _syntax(datatype, text, "time zone outside -14:00..+14:00")
+        return None
     return timedelta(minutes=-total if tz[0] == "-" else total)
 
 
@@ -144,11 +154,23 @@ def _calendar_day(m: re.Match[str], datatype: str, text: str) -> date:
         raise _syntax(datatype, text, str(exc)) from None
 
 
+def _offset_micros(offset: timedelta) -> int:
+    return (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
+
+
+_IMPLICIT_OFFSET_MICROS = _offset_micros(IMPLICIT_TIMEZONE.utcoffset(None))
+
+
 def _key(day: date, micros_of_day: int, offset: timedelta | None) -> int:
     """The instant as microseconds since 0001-01-01T00:00Z, with the implicit time zone where none is given."""
-    if offset is None:
-        offset = IMPLICIT_TIMEZONE.utcoffset(None)
-    return day.toordinal() * _MICROS_PER_DAY + micros_of_day - offset // timedelta(microseconds=1)
+    shift = _IMPLICIT_OFFSET_MICROS if offset is None else _offset_micros(offset)
+    return day.toordinal() * _MICROS_PER_DAY + micros_of_day - shift
+
+
+@lru_cache(maxsize=256)
+def _zone(offset: timedelta) -> timezone:
+    """One shared ``timezone`` object per offset (values are compared by instant, never by zone object)."""
+    return timezone(offset)
 
 
 # --- dates and times -------------------------------------------------------------------------------------------
@@ -166,12 +188,12 @@ class XsDateTime:
 
     @classmethod
     def of(cls, moment: datetime) -> XsDateTime:
-        offset = moment.utcoffset()
-        day = moment.date()
+        tz = moment.tzinfo
+        offset = moment.utcoffset() if tz is not None else None
+        if offset is not None and type(tz) is not timezone:
+            moment = moment.replace(tzinfo=_zone(offset))  # a fixed offset: XML Schema knows no named zones
         micros = ((moment.hour * 60 + moment.minute) * 60 + moment.second) * 1_000_000 + moment.microsecond
-        if offset is not None:
-            moment = moment.replace(tzinfo=timezone(offset))
-        return cls(moment, _key(day, micros, offset))
+        return cls(moment, _key(moment, micros, offset))
 
     @classmethod
     def parse(cls, text: str) -> XsDateTime:
@@ -186,7 +208,7 @@ class XsDateTime:
                 day = day + timedelta(days=1)
             except OverflowError:
                 raise _syntax(DATETIME, text, "beyond year 9999") from None
-        tz = timezone(offset) if offset is not None else None
+        tz = _zone(offset) if offset is not None else None
         return cls.of(datetime(day.year, day.month, day.day, hour, minute, second, micro, tzinfo=tz))
 
     @property

@@ -31,6 +31,20 @@ class AttributeValue:
     value: Any
 
 
+_set_datatype = AttributeValue.__dict__["datatype"].__set__
+_set_value = AttributeValue.__dict__["value"].__set__
+
+
+def _init_attribute_value(self: AttributeValue, datatype: str, value: Any) -> None:
+    # The generated frozen __init__ goes through object.__setattr__; the slot descriptors do the same job in half
+    # the time, and values are made for every attribute of every request.
+    _set_datatype(self, datatype)
+    _set_value(self, value)
+
+
+AttributeValue.__init__ = _init_attribute_value  # type: ignore[method-assign]
+
+
 @dataclass(frozen=True, slots=True)
 class Bag:
     """A bag of values of one data type (§7.3.2); possibly empty."""
@@ -67,11 +81,13 @@ def _parse_string(text: str) -> str:
 
 
 def _parse_anyuri(text: str) -> str:
-    return _collapse(text)
+    stripped = text.strip(" \t\n\r")
+    return _collapse(stripped) if _XML_SPACE.search(stripped) else stripped
 
 
 def _collapsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    return lambda text: parse(_collapse(text))
+    """For the types whose lexical space has no inner white space, collapsing is stripping."""
+    return lambda text: parse(text.strip(" \t\n\r"))
 
 
 def _legacy_day_time(text: str) -> dt.DayTimeDuration:
@@ -118,6 +134,8 @@ def parse_value(datatype_uri: str, text: str) -> AttributeValue:
     type this PDP does not implement. ``xpathExpression`` needs its ``XPathCategory`` too: use
     :func:`xpath_expression_value`.
     """
+    if datatype_uri == dt.STRING:
+        return AttributeValue(dt.STRING, text)
     parser = _PARSERS.get(datatype_uri)
     if parser is None:
         if datatype_uri == dt.XPATHEXPRESSION:
