@@ -63,7 +63,7 @@ from .model import (
 )
 from .selector import XPATH_EXPRESSION, XPATH_FUNCTIONS, compile_selector, xpath_function
 from .status import FunctionSignatureError, UnknownFunction, XacmlError
-from .values import Bag
+from .values import FALSE, TRUE, Bag
 
 StaticType = tuple[str, bool]
 BOOLEAN: StaticType = ("http://www.w3.org/2001/XMLSchema#boolean", False)
@@ -195,24 +195,14 @@ class Compiler:
             DENY: self.pep_actions(obligation_expressions, advice_expressions, "Deny", where, variables),
         }
 
-        def finish(result: Evaluation, ctx: EvaluationContext) -> Evaluation:
-            decision = result.decision
-            if decision == NOT_APPLICABLE:
+        if pep[PERMIT] is None and pep[DENY] is None:
+            def finish(result: Evaluation, ctx: EvaluationContext) -> Evaluation:
+                if ctx.return_policy_ids and result.decision != NOT_APPLICABLE:
+                    return Evaluation(result.decision, result.status, result.obligations, result.advice,
+                                      (*result.policies, identifier))
                 return result
-            if decision <= DENY:
-                actions = pep[decision]
-                if actions is not None:
-                    try:
-                        obligations, advice = actions(ctx)
-                    except Exception as exc:  # any failure makes the policy Indeterminate (§7.18)
-                        return Evaluation(INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D, status_of(exc),
-                                          policies=result.policies)
-                    result = Evaluation(decision, None, result.obligations + obligations, result.advice + advice,
-                                        result.policies)
-            if ctx.return_policy_ids:
-                result = Evaluation(decision, result.status, result.obligations, result.advice,
-                                    (*result.policies, identifier))
-            return result
+        else:
+            finish = self._finish_with_actions(pep, identifier)
 
         def evaluate_body(ctx: EvaluationContext) -> Evaluation:
             return finish(combine(select(ctx), ctx), ctx)
@@ -236,6 +226,32 @@ class Compiler:
             return Evaluation(extended, matched, policies=policies)
 
         return Node(evaluate, match_target, evaluate_body, identifier)
+
+    @staticmethod
+    def _finish_with_actions(pep: dict[int, Any], identifier: PolicyIdentifier
+                             ) -> Callable[[Evaluation, EvaluationContext], Evaluation]:
+        """Adds the policy's own obligations and advice to a Permit/Deny (§7.18) and its id (ReturnPolicyIdList)."""
+
+        def finish(result: Evaluation, ctx: EvaluationContext) -> Evaluation:
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                return result
+            if decision <= DENY:
+                actions = pep[decision]
+                if actions is not None:
+                    try:
+                        obligations, advice = actions(ctx)
+                    except Exception as exc:  # any failure makes the policy Indeterminate (§7.18)
+                        return Evaluation(INDETERMINATE_P if decision == PERMIT else INDETERMINATE_D, status_of(exc),
+                                          policies=result.policies)
+                    result = Evaluation(decision, None, result.obligations + obligations, result.advice + advice,
+                                        result.policies)
+            if ctx.return_policy_ids:
+                result = Evaluation(decision, result.status, result.obligations, result.advice,
+                                    (*result.policies, identifier))
+            return result
+
+        return finish
 
     # --- rules (§7.11)
 
@@ -546,6 +562,9 @@ class Compiler:
             else:
                 args.append(self.expression(argument, where, variables))
         result_type = check_call(spec, [a.type for a in args], [a.function for a in args], where)
+        fast = _is_in_fast_path(apply, args)
+        if fast is not None:
+            return Compiled(fast, result_type)
         impl = spec.impl
         if getattr(spec, "lazy", False):
             thunks = [a.evaluate for a in args]
@@ -586,6 +605,33 @@ def _xpath_apply_types(function_id: str, types: list[StaticType], where: str) ->
     if types != [(XPATH_EXPRESSION, False)] * expected:
         raise InvalidPolicy(f"{where}: takes {expected} xpathExpression argument(s), got {types}")
     return (INTEGER, False) if expected == 1 else BOOLEAN
+
+
+#: Types whose XACML equality is exactly Python ``==`` on ``AttributeValue`` (no NaN, no time-zone subtleties).
+_EXACT_EQUALITY_TYPES = frozenset("http://www.w3.org/2001/XMLSchema#" + t for t in ("string", "boolean", "integer",
+                                                                                   "anyURI"))
+
+
+def _is_in_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
+    """``T-is-in(constant, designator)`` (§A.3.10) as one dict lookup and a tuple membership test."""
+    if not apply.function_id.endswith("-is-in") or len(args) != 2 or not args[0].constant:
+        return None
+    literal, source = args[0].value, apply.arguments[1]
+    if (not isinstance(source, AttributeDesignator) or source.issuer is not None
+            or literal.datatype not in _EXACT_EQUALITY_TYPES or literal.datatype != source.data_type):
+        return None
+    key = (source.category, source.attribute_id, source.data_type)
+    if key in CURRENT_ATTRIBUTES:
+        return None
+    fetch = args[1].evaluate
+
+    def is_in(ctx: EvaluationContext) -> Any:
+        found = ctx.values.get(key)
+        if found is None:
+            found = fetch(ctx).values  # absent: MustBePresent, attribute provider
+        return TRUE if literal in found else FALSE
+
+    return is_in
 
 
 def _thunk(evaluate: Evaluator, ctx: EvaluationContext) -> Callable[[], Any]:

@@ -91,12 +91,15 @@ def parse_request_json(body: bytes | str) -> Request:
     )
 
 
+_CATEGORY_MEMBERS = frozenset({"CategoryId", "Id", "Content", "Attribute"})
+_ATTRIBUTE_MEMBERS = frozenset({"AttributeId", "Value", "Issuer", "DataType", "IncludeInResult"})
+
+
 def _category(item: Any, category: str | None, where: str) -> Attributes:
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be an object")
-    unknown = set(item) - {"CategoryId", "Id", "Content", "Attribute"}
-    if unknown:
-        raise InvalidRequest(f"{where}: unknown member(s) {sorted(unknown)}")
+    if not item.keys() <= _CATEGORY_MEMBERS:
+        raise InvalidRequest(f"{where}: unknown member(s) {sorted(set(item) - _CATEGORY_MEMBERS)}")
     category = item.get("CategoryId", category)
     if not isinstance(category, str) or not category:
         raise InvalidRequest(f"{where}: CategoryId is required")
@@ -110,40 +113,44 @@ def _category(item: Any, category: str | None, where: str) -> Attributes:
     xml_id = item.get("Id")
     if xml_id is not None and not isinstance(xml_id, str):
         raise InvalidRequest(f"{where}.Id must be a string")
-    return Attributes(category, tuple(_attribute(a, f"{where}.Attribute[{i}]") for i, a in enumerate(attributes)),
-                      content, xml_id)
+    return Attributes(category, tuple([_attribute(a, where, i) for i, a in enumerate(attributes)]), content, xml_id)
 
 
-def _attribute(item: Any, where: str) -> Attribute:
+def _attribute(item: Any, parent: str, position: int) -> Attribute:
+    """One JSON attribute; the location for an error message is only formatted when there is an error."""
     if not isinstance(item, dict):
-        raise InvalidRequest(f"{where} must be an object")
-    unknown = set(item) - {"AttributeId", "Value", "Issuer", "DataType", "IncludeInResult"}
-    if unknown:
-        raise InvalidRequest(f"{where}: unknown member(s) {sorted(unknown)}")
+        raise InvalidRequest(f"{parent}.Attribute[{position}] must be an object")
+    if not item.keys() <= _ATTRIBUTE_MEMBERS:
+        raise InvalidRequest(f"{parent}.Attribute[{position}]: unknown member(s) "
+                             f"{sorted(set(item) - _ATTRIBUTE_MEMBERS)}")
     attribute_id = item.get("AttributeId")
     if not isinstance(attribute_id, str) or not attribute_id:
-        raise InvalidRequest(f"{where}: AttributeId is required")
+        raise InvalidRequest(f"{parent}.Attribute[{position}]: AttributeId is required")
     if "Value" not in item:
-        raise InvalidRequest(f"{where}: Value is required")
+        raise InvalidRequest(f"{parent}.Attribute[{position}]: Value is required")
     raw = item["Value"]
     issuer = item.get("Issuer")
-    if issuer is not None and not isinstance(issuer, str):
-        raise InvalidRequest(f"{where}.Issuer must be a string")
+    include = item.get("IncludeInResult", False)
+    if (issuer is not None and not isinstance(issuer, str)) or not isinstance(include, bool):
+        raise InvalidRequest(f"{parent}.Attribute[{position}]: Issuer must be a string and IncludeInResult a "
+                             "boolean")
     try:
-        if "DataType" in item:
-            if not isinstance(item["DataType"], str):
-                raise InvalidRequest(f"{where}.DataType must be a string")
-            data_type = datatype_from_json(item["DataType"])
-        else:
+        data_type = item.get("DataType")
+        if data_type is None:
             data_type = infer_json_datatype(raw)
-        raw_values = raw if isinstance(raw, list) else [raw]
-        if not raw_values:
-            raise InvalidRequest(f"{where}: Value must not be an empty array")
-        values = tuple(parse_json_value(data_type, v) for v in raw_values)
+        elif isinstance(data_type, str):
+            data_type = datatype_from_json(data_type)
+        else:
+            raise InvalidRequest(f"{parent}.Attribute[{position}].DataType must be a string")
+        if isinstance(raw, list):
+            if not raw:
+                raise InvalidRequest(f"{parent}.Attribute[{position}]: Value must not be an empty array")
+            values = tuple([parse_json_value(data_type, v) for v in raw])
+        else:
+            values = (parse_json_value(data_type, raw),)
     except (XacmlSyntaxError, UnknownDataType) as exc:
-        raise InvalidRequest(f"{where} (AttributeId {attribute_id!r}): {exc}") from exc
-    return Attribute(attribute_id, values, issuer,
-                     _bool(item.get("IncludeInResult", False), f"{where}.IncludeInResult"))
+        raise InvalidRequest(f"{parent}.Attribute[{position}] (AttributeId {attribute_id!r}): {exc}") from exc
+    return Attribute(attribute_id, values, issuer, include)
 
 
 # --- responses
