@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sleutelbos.policy.xacml import Attribute, Attributes, Pdp, load_policy
 from sleutelbos.policy.xacml.combining import POLICY_COMBINING, RULE_COMBINING, only_one_applicable
@@ -181,3 +183,32 @@ def test_missing_attribute_detail_names_the_attribute() -> None:
     assert result.status is not None and result.status.code.endswith("missing-attribute")
     (detail,) = result.status.missing_attributes
     assert (detail.category, detail.attribute_id, detail.data_type) == (SUBJECT, "absent", S)
+
+
+# --- properties of Appendix C that hold for every input
+
+DECISIONS = st.lists(st.sampled_from([P, D, NA, ID, IP, IDP]), max_size=8)
+SWAP = {P: D, D: P, NA: NA, ID: IP, IP: ID, IDP: IDP}
+
+
+@given(DECISIONS)
+def test_overrides_algorithms_ignore_order(decisions: list[int]) -> None:
+    for alg in (R3 + "deny-overrides", R3 + "permit-overrides", P3 + "deny-unless-permit"):
+        assert combine(alg, *decisions) == combine(alg, *reversed(decisions))
+
+
+@given(DECISIONS)
+def test_permit_overrides_is_the_mirror_of_deny_overrides(decisions: list[int]) -> None:
+    mirrored = [SWAP[d] for d in decisions]
+    assert combine(R3 + "permit-overrides", *mirrored) == SWAP[combine(R3 + "deny-overrides", *decisions)]
+    assert combine(R3 + "permit-unless-deny", *mirrored) == SWAP[combine(R3 + "deny-unless-permit", *decisions)]
+
+
+@given(DECISIONS)
+def test_not_applicable_children_never_change_the_result(decisions: list[int]) -> None:
+    """What makes the target index safe: skipping NotApplicable children changes nothing."""
+    applicable = [d for d in decisions if d != NA]
+    for alg in [*RULE_COMBINING, *POLICY_COMBINING]:
+        if alg.endswith("only-one-applicable"):
+            continue
+        assert combine(alg, *decisions) == combine(alg, *applicable)
