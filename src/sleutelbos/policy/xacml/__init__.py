@@ -16,14 +16,15 @@ Implemented: XACML 3.0 core (policies, policy sets, rules, targets, conditions, 
 matching, obligations and advice, every standard combining algorithm including the legacy 1.0/1.1 ones, extended
 Indeterminate, ``MissingAttributeDetail``, ``IncludeInResult``, ``ReturnPolicyIdList``), the functions and data types
 of Appendix A (:mod:`.functions`), the JSON Profile, and the Multiple Decision Profile's repeated categories and
-``MultiRequests``. Left out: the Administration/Delegation profile, ``CombinerParameters``, attribute finders beyond
-the request (the PDP supplies only ``current-time``/``-date``/``-dateTime``).
+``MultiRequests``, XPath 1.0 ``AttributeSelector`` and ``xpath-node-*`` functions, and an attribute provider hook
+(``Pdp(..., attribute_provider=...)``) for attributes a request lacks. Left out: the Administration/Delegation
+profile, ``CombinerParameters``.
 """
 
 from __future__ import annotations
 
 from .compiler import Compiler
-from .context import Attribute, Attributes, Request, Response, Result
+from .context import Attribute, AttributeProvider, Attributes, Request, Response, Result, StaticAttributeProvider
 from .decision import AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
 from .errors import InvalidPolicy, InvalidRequest
 from .json_profile import parse_request_json, render_response_json
@@ -35,6 +36,7 @@ from .request_xml import parse_request_xml, render_response_xml
 __all__ = [
     "Attribute",
     "AttributeAssignment",
+    "AttributeProvider",
     "Attributes",
     "InvalidPolicy",
     "InvalidRequest",
@@ -48,6 +50,7 @@ __all__ = [
     "Request",
     "Response",
     "Result",
+    "StaticAttributeProvider",
     "Status",
     "load_policy",
     "parse_request_json",
