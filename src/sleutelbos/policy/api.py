@@ -38,6 +38,7 @@ from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from sleutelbos.core.protocols import Actor, AuditUnavailable
 from sleutelbos.policy.service import (
@@ -58,8 +59,8 @@ XACML = "urn:oasis:names:tc:xacml:3.0:core:schema:wd-17"
 PDP_RELATION = "http://docs.oasis-open.org/ns/xacml/relation/pdp"
 PREFIX = "/authzforce-ce"
 
-XML_TYPES = ("application/xml", "application/xacml+xml", "text/xml")
-JSON_TYPES = ("application/xacml+json", "application/json")
+_XML_TYPES = (b"application/xml", b"application/xacml+xml", b"text/xml")
+_JSON_TYPES = (b"application/xacml+json", b"application/json")
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
@@ -288,20 +289,53 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
             return _xml(_pdp_properties(view))
         return _xml(_pdp_properties(await service.view(domain_id(request))))
 
-    async def pdp(request: Request) -> Response:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in XML_TYPES and media_type not in JSON_TYPES:
-            return _error(415, "the PDP takes application/xml, application/xacml+xml or application/xacml+json")
-        is_json = media_type in JSON_TYPES
-        decider = service.cached_pdp(domain_id(request)) or await service.pdp(domain_id(request))
-        body = await body_of(request)
+    async def pdp(scope: Scope, receive: Receive, send: Send) -> None:
+        """The decision endpoint as a plain ASGI app: it is the hot path, so no Request/Response objects."""
+        media_type = b""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+            elif name == b"content-length" and value.isdigit():
+                declared = int(value)
+        if media_type not in _XML_TYPES and media_type not in _JSON_TYPES:
+            response = _error(415, "the PDP takes application/xml, application/xacml+xml or application/xacml+json")
+            await response(scope, receive, send)
+            return
+        decider = service.cached_pdp(scope["path_params"]["domain_id"])
+        if decider is None:
+            try:
+                decider = await service.pdp(scope["path_params"]["domain_id"])
+            except UnknownDomain as exc:
+                await _error(404, exc.detail)(scope, receive, send)
+                return
+        if declared is not None and declared > max_body_bytes:
+            await _error(413, f"request body over {max_body_bytes} bytes")(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body_bytes:
+                await _error(413, f"request body over {max_body_bytes} bytes")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        is_json = media_type in _JSON_TYPES
         try:
             if is_json:
-                return Response(decider.decide_json(body), media_type="application/xacml+json")
-            answer_type = "application/xacml+xml" if media_type == "application/xacml+xml" else "application/xml"
-            return Response(decider.decide_xml(body), media_type=answer_type)
+                answer, answer_type = decider.decide_json(body), b"application/xacml+json"
+            else:
+                answer = decider.decide_xml(body)
+                answer_type = media_type if media_type == b"application/xacml+xml" else b"application/xml"
         except (InvalidRequest, XacmlError) as exc:
-            return _syntax_error_response(exc.detail, is_json)
+            await _syntax_error_response(exc.detail, is_json)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", answer_type), (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
 
     base = PREFIX + "/domains"
     return [
@@ -314,9 +348,19 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
         Route(base + "/{domain_id}/pap/policies/{policy_id}/{version}", guarded(policy_version),
               methods=["GET", "DELETE"]),
         Route(base + "/{domain_id}/pap/pdp.properties", guarded(pdp_properties), methods=["GET", "PUT"]),
-        Route(base + "/{domain_id}/pdp", guarded(pdp), methods=["POST"]),
+        Route(base + "/{domain_id}/pdp", _AsgiEndpoint(pdp), methods=["POST"]),
     ]
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _AsgiEndpoint:
+    """Makes Starlette's ``Route`` call a function as a raw ASGI app (it wraps plain functions in a Request)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)

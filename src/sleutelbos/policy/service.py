@@ -154,7 +154,13 @@ class PolicyService:
         self._documents: dict[tuple[str, str, str], PolicyDocument] = {}
 
     async def start(self) -> None:
+        """Open the store and compile every domain's PDP, so that no decision waits for a compilation."""
         await self.store.open()
+        for domain in await self.store.list_domains():
+            try:
+                await self.view(domain.domain_id)
+            except (UnknownDomain, PolicyRejected):
+                log.exception("domain %s could not be compiled at start", domain.domain_id)
 
     async def stop(self) -> None:
         await self.store.close()
@@ -199,7 +205,13 @@ class PolicyService:
 
     async def view(self, domain_id: str) -> DomainView:
         view = self._views.get(domain_id)
-        return view if view is not None else await self._fresh_view(domain_id)
+        if view is not None:
+            return view
+        # one load per domain however many requests miss the cache at once
+        lock = self._locks.setdefault(domain_id, asyncio.Lock())
+        async with lock:
+            view = self._views.get(domain_id)
+            return view if view is not None else await self._fresh_view(domain_id)
 
     def cached_pdp(self, domain_id: str) -> Pdp | None:
         """The domain's PDP if it is compiled already (the decision fast path: no I/O)."""
