@@ -157,3 +157,15 @@ def test_current_time_is_supplied_when_the_request_has_none() -> None:
         </Apply></Condition></Rule></Policy>"""
     pdp = Pdp(load_policy(policy.encode()))
     assert pdp.decide(parse_request_json(b'{"Request": {"Resource": {}}}')).results[0].decision == "Permit"
+
+
+def test_a_request_that_expands_to_too_many_individual_requests_is_refused(pdp: Pdp) -> None:
+    from sleutelbos.policy.xacml.context import MAX_INDIVIDUAL_REQUESTS
+
+    repeated = "".join(f'<Attributes Category="urn:c{c}"><Attribute AttributeId="a" IncludeInResult="false">'
+                       f'<AttributeValue DataType="{S}">v</AttributeValue></Attribute></Attributes>' * 4
+                       for c in range(6))  # 4**6 = 4096 combinations
+    assert 4**6 > MAX_INDIVIDUAL_REQUESTS
+    body = f'<Request {NS} ReturnPolicyIdList="false" CombinedDecision="false">{repeated}</Request>'.encode()
+    with pytest.raises(InvalidRequest, match="individual requests"):
+        pdp.decide_xml(body)

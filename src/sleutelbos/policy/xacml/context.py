@@ -15,12 +15,14 @@ decisions into one result when they agree and carry no obligations/advice, and g
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .decision import MissingAttributeDetail, Obligation, PolicyIdentifier, Status
+from .errors import InvalidRequest
 from .values import AttributeValue, Bag, current_environment
 
 ENVIRONMENT = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment"
@@ -28,6 +30,9 @@ CURRENT_TIME = "urn:oasis:names:tc:xacml:1.0:environment:current-time"
 CURRENT_DATE = "urn:oasis:names:tc:xacml:1.0:environment:current-date"
 CURRENT_DATETIME = "urn:oasis:names:tc:xacml:1.0:environment:current-dateTime"
 XS = "http://www.w3.org/2001/XMLSchema#"
+MAX_INDIVIDUAL_REQUESTS = 1000
+"""Multiple Decision Profile: a request that expands to more individual requests is refused (a cartesian product of
+repeated categories grows fast; this bounds the work one request can cause)."""
 CURRENT_ATTRIBUTES = {
     (ENVIRONMENT, CURRENT_TIME, XS + "time"),
     (ENVIRONMENT, CURRENT_DATE, XS + "date"),
@@ -100,16 +105,26 @@ class Request:
     xpath_version: str | None = None
 
     def individual_requests(self) -> list[tuple[Attributes, ...]]:
-        """The individual requests (Multiple Decision Profile §2.2, §2.3)."""
+        """The individual requests (Multiple Decision Profile §2.2, §2.3); :class:`.errors.InvalidRequest` when
+        there would be more than :data:`MAX_INDIVIDUAL_REQUESTS`."""
         if self.multi_requests:
+            if len(self.multi_requests) > MAX_INDIVIDUAL_REQUESTS:
+                raise InvalidRequest(f"at most {MAX_INDIVIDUAL_REQUESTS} individual requests are allowed")
             by_id = {a.xml_id: a for a in self.attributes if a.xml_id is not None}
-            return [tuple(by_id[ref] for ref in refs) for refs in self.multi_requests]
+            try:
+                return [tuple(by_id[ref] for ref in refs) for refs in self.multi_requests]
+            except KeyError as exc:
+                raise InvalidRequest(f"MultiRequests: ReferenceId {exc.args[0]!r} names no category") from exc
         groups = self.attributes
         if len({group.category for group in groups}) == len(groups):
             return [groups]
         categories: dict[str, list[Attributes]] = {}
         for group in groups:
             categories.setdefault(group.category, []).append(group)
+        count = math.prod(len(group) for group in categories.values())
+        if count > MAX_INDIVIDUAL_REQUESTS:
+            raise InvalidRequest(f"the repeated categories make {count} individual requests; at most "
+                                 f"{MAX_INDIVIDUAL_REQUESTS} are allowed")
         return [tuple(combo) for combo in itertools.product(*categories.values())]
 
 

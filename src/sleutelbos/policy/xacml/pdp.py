@@ -126,7 +126,11 @@ class Pdp:
             return Evaluation(INDETERMINATE_DP, Status(STATUS_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
 
     def decide(self, request: Request) -> Response:
-        """The response context for ``request`` (§7.19); one result per individual request."""
+        """The response context for ``request`` (§7.19); one result per individual request.
+
+        Raises :class:`.errors.InvalidRequest` only when the request expands to too many individual requests
+        (Multiple Decision Profile); evaluation errors are Indeterminate results, never exceptions.
+        """
         results = []
         for individual in request.individual_requests():
             evaluation = self.evaluate(individual, request.return_policy_id_list)
