@@ -612,8 +612,44 @@ _EXACT_EQUALITY_TYPES = frozenset("http://www.w3.org/2001/XMLSchema#" + t for t 
                                                                                    "anyURI"))
 
 
+def _plain_key(expr: Any) -> tuple[str, str, str] | None:
+    """The lookup key of a designator without issuer, of a type whose equality is Python's, not PDP-supplied."""
+    if (not isinstance(expr, AttributeDesignator) or expr.issuer is not None
+            or expr.data_type not in _EXACT_EQUALITY_TYPES):
+        return None
+    key = (expr.category, expr.attribute_id, expr.data_type)
+    return None if key in CURRENT_ATTRIBUTES else key
+
+
+def _member_of_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
+    """``T-at-least-one-member-of(designator, designator)`` (§A.3.11) on the raw value tuples."""
+    if not apply.function_id.endswith("-at-least-one-member-of") or len(args) != 2:
+        return None
+    left, right = _plain_key(apply.arguments[0]), _plain_key(apply.arguments[1])
+    if left is None or right is None:
+        return None
+    fetch_left, fetch_right = args[0].evaluate, args[1].evaluate
+
+    def member_of(ctx: EvaluationContext) -> Any:
+        values = ctx.values
+        first = values.get(left)
+        if first is None:
+            first = fetch_left(ctx).values  # absent: MustBePresent, attribute provider
+        second = values.get(right)
+        if second is None:
+            second = fetch_right(ctx).values
+        for value in first:
+            if value in second:
+                return TRUE
+        return FALSE
+
+    return member_of
+
+
 def _is_in_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
     """``T-is-in(constant, designator)`` (§A.3.10) as one dict lookup and a tuple membership test."""
+    if apply.function_id.endswith("-at-least-one-member-of"):
+        return _member_of_fast_path(apply, args)
     if not apply.function_id.endswith("-is-in") or len(args) != 2 or not args[0].constant:
         return None
     literal, source = args[0].value, apply.arguments[1]
