@@ -223,6 +223,8 @@ def infer_json_datatype(json_value: Any) -> str:
     For an array the rule applies to its members: all integers → integer; integers mixed with other numbers →
     double; anything else must agree.
     """
+    if isinstance(json_value, str):
+        return dt.STRING
     if isinstance(json_value, list):
         kinds = {infer_json_datatype(v) for v in json_value}
         if kinds <= {dt.INTEGER, dt.DOUBLE} and kinds:
@@ -251,8 +253,10 @@ def parse_json_value(datatype_uri: str, json_value: Any) -> AttributeValue:
 
     ``datatype_uri`` may be a shorthand.
     """
-    datatype = datatype_from_json(datatype_uri)
+    datatype = JSON_SHORTHANDS.get(datatype_uri, datatype_uri)
     if isinstance(json_value, str):
+        if datatype == dt.STRING:  # the common case, first
+            return AttributeValue(dt.STRING, json_value)
         return parse_value(datatype, json_value)
     if isinstance(json_value, bool):
         if datatype != dt.BOOLEAN:
