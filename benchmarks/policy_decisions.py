@@ -296,6 +296,33 @@ def start_servers(url: str, count: int, data_dir: Path) -> tuple[list[subprocess
     return servers, ports
 
 
+async def noop_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:
+    """The ceiling: an ASGI app that reads the body and answers ``{}`` — what uvicorn alone costs here."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def start_noop_server() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the no-op server did not start")
+
+
 def http_run(ports: Sequence[int], domain: str, bodies_file: Path, seconds: float, connections: int) -> Figure:
     """Run the client in its own process and read its figure."""
     out = subprocess.run(
@@ -377,7 +404,14 @@ def main() -> None:
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     parser.add_argument("--domain", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.serve_noop:
+        import uvicorn
+
+        uvicorn.run(noop_app, host="127.0.0.1", port=args.serve_noop, log_level="warning", access_log=False)
+        return
 
     if args.http_client:
         try:
@@ -418,6 +452,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sleutelbos-bench-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'policy.sqlite'}"
             domains = prepare_database(url, workloads)
+            noop, noop_port = start_noop_server()
+            try:
+                bodies_file = Path(tmp) / "bodies.hex"
+                bodies_file.write_text("\n".join(b.hex() for b in workloads[1].json_bodies))
+                ceiling = http_run([noop_port], "none", bodies_file, args.http_seconds, args.connections)
+            finally:
+                noop.terminate()
+                noop.wait(timeout=30)
+            ceiling.label = "ceiling: uvicorn + a no-op ASGI app, 1 worker"
+            print(f"\nover HTTP, same client ({args.connections} keep-alive connections, separate process):")
+            print(ceiling.line())
             for workers in sorted({1, args.workers}):
                 servers, ports = start_servers(url, workers, Path(tmp))
                 try:
@@ -430,7 +475,8 @@ def main() -> None:
                         figure.label = f"{w.name}, HTTP, {workers} worker(s)"
                         print(figure.line())
                         print(f"  ratio to AuthZForce's published {AUTHZFORCE_HTTP:,}/s: "
-                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; goal 10,000/s: "
+                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; to the no-op ceiling (1 worker): "
+                              f"{ratio(figure.rate, ceiling.rate)}; goal 10,000/s: "
                               f"{'met' if figure.rate >= 10_000 else 'NOT met'}")
                         summary[w.name][f"http-{workers}"] = figure
                 finally:
