@@ -418,11 +418,15 @@ class Compiler:
                     not in CURRENT_ATTRIBUTES):
                 # The hot path of every target: one dict lookup and a tuple membership test, no Bag.
                 key = (designator.category, designator.attribute_id, designator.data_type)
+                raw = literal.value  # every value under ``key`` has the literal's data type: compare the values
 
                 def equal_values(ctx: EvaluationContext) -> bool | Status:
                     found = ctx.values.get(key)
                     if found is not None:
-                        return literal in found
+                        for value in found:  # noqa: SIM110 - a loop is faster than any() over a generator
+                            if value.value == raw:
+                                return True
+                        return False
                     try:
                         return literal in fetch(ctx).values
                     except Exception as exc:
@@ -638,8 +642,15 @@ def _member_of_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None
         second = values.get(right)
         if second is None:
             second = fetch_right(ctx).values
+        if len(second) == 1:
+            raw = second[0].value
+            for value in first:
+                if value.value == raw:
+                    return TRUE
+            return FALSE
+        raws = {value.value for value in second}
         for value in first:
-            if value in second:
+            if value.value in raws:
                 return TRUE
         return FALSE
 
@@ -661,11 +672,16 @@ def _is_in_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
         return None
     fetch = args[1].evaluate
 
+    raw = literal.value
+
     def is_in(ctx: EvaluationContext) -> Any:
         found = ctx.values.get(key)
         if found is None:
             found = fetch(ctx).values  # absent: MustBePresent, attribute provider
-        return TRUE if literal in found else FALSE
+        for value in found:
+            if value.value == raw:
+                return TRUE
+        return FALSE
 
     return is_in
 
