@@ -170,3 +170,33 @@ async def test_workers_sharing_a_database_pick_up_each_others_changes(tmp_path: 
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_change_raced_by_another_worker_is_revalidated_and_the_log_says_so(
+        tmp_path: Path, audit: RecordingAuditSink) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    first = PolicyService(open_store(url), audit)
+    other_audit = RecordingAuditSink()
+    second = PolicyService(open_store(url), other_audit)
+    await first.start()
+    await second.start()
+    try:
+        d = (await first.create_domain(ADMIN, None)).domain_id
+        raced = False
+
+        async def race(event: AuditEvent) -> None:
+            # while the first worker records its change, the second one changes the domain under it
+            nonlocal raced
+            if event.action == "policy.version.add" and not raced:
+                raced = True
+                await second.add_policy(ADMIN, d, simple_policy("q", "1.0"))
+
+        audit.probe = race
+        await first.add_policy(ADMIN, d, simple_policy("p", "1.0"))
+        assert [(e.action, e.decision) for e in audit.events[1:]] == [
+            ("policy.version.add", "permit"), ("policy.version.add", "failed"), ("policy.version.add", "permit")]
+        assert audit.events[2].reason == "StaleRevision"
+        assert await first.policy_ids(d) == ["p", "q", "root"]
+    finally:
+        await first.stop()
+        await second.stop()

@@ -173,6 +173,20 @@ class PolicyService:
             raise AuditUnavailable("no audit log is configured; policy changes are refused (write-ahead audit)")
         await self.audit_sink.record(AuditEvent(actor=actor, action=action, target=target, details=details))
 
+    async def _write(self, actor: Actor, action: str, target: str, write: Awaitable[object]) -> None:
+        """Run the store write that follows an audit record; if it fails, say so in the log too (best effort: the
+        log already holds the intent, and the caller gets the error)."""
+        try:
+            await write
+        except BaseException as exc:
+            if self.audit_sink is not None:
+                try:
+                    await self.audit_sink.record(AuditEvent(actor=actor, action=action, target=target,
+                                                            decision="failed", reason=type(exc).__name__))
+                except Exception:
+                    log.exception("could not record the failure of %s on %s", action, target)
+            raise
+
     # --- compiled views ------------------------------------------------------------------------------------------
 
     def _parse(self, stored: StoredPolicy) -> PolicyDocument:
@@ -195,10 +209,14 @@ class PolicyService:
         return DomainView(domain, stored, documents, root, pdp, _applicable(root, documents))
 
     async def _fresh_view(self, domain_id: str) -> DomainView:
+        """The domain as the database has it now; compiled again only if its revision moved."""
         domain = await self.store.get_domain(domain_id)
         if domain is None:
             self._views.pop(domain_id, None)
             raise UnknownDomain(f"no domain {domain_id!r}")
+        cached = self._views.get(domain_id)
+        if cached is not None and cached.domain.revision == domain.revision:
+            return cached
         view = self._compile(domain, await self.store.policies(domain_id))
         self._views[domain_id] = view
         return view
@@ -267,7 +285,7 @@ class PolicyService:
         root = StoredPolicy(DEFAULT_ROOT_ID, DEFAULT_ROOT_VERSION, "PolicySet", DEFAULT_ROOT)
         view = self._compile(domain, [root])
         await self._record(actor, "policy.domain.create", domain_id, externalId=external_id)
-        await self.store.create_domain(domain, [root])
+        await self._write(actor, "policy.domain.create", domain_id, self.store.create_domain(domain, [root]))
         self._install(view)
         return domain
 
@@ -283,7 +301,7 @@ class PolicyService:
     async def delete_domain(self, actor: Actor, domain_id: str) -> Domain:
         domain = await self.domain(domain_id)
         await self._record(actor, "policy.domain.delete", domain_id, externalId=domain.external_id)
-        await self.store.delete_domain(domain_id)
+        await self._write(actor, "policy.domain.delete", domain_id, self.store.delete_domain(domain_id))
         self._views.pop(domain_id, None)
         return domain
 
@@ -295,7 +313,8 @@ class PolicyService:
             ):
                 raise PolicyConflict(f"externalId {external_id!r} is already used by another domain")
             await self._record(actor, "policy.domain.properties", domain_id, externalId=external_id)
-            await self.store.set_properties(domain_id, external_id, description, view.domain.revision)
+            await self._write(actor, "policy.domain.properties", domain_id, self.store.set_properties(
+                domain_id, external_id, description, view.domain.revision))
             domain = _next(view.domain, external_id=external_id, description=description)
             self._install(replace(view, domain=domain))
             return domain
@@ -320,20 +339,25 @@ class PolicyService:
                 raise PolicyConflict(f"{stored.policy_id!r} is already the id of a {other} in this domain")
             domain = _next(view.domain)
             candidate = self._compile(domain, (*view.stored, stored))
-            await self._record(actor, "policy.version.add", f"{domain_id}/{stored.policy_id}/{stored.version}",
-                               kind=stored.kind, sha256=_sha256(document))
-            await self.store.add_policy(domain_id, stored, view.domain.revision)
+            target = f"{domain_id}/{stored.policy_id}/{stored.version}"
+            await self._record(actor, "policy.version.add", target, kind=stored.kind, sha256=_sha256(document))
+            await self._write(actor, "policy.version.add", target,
+                              self.store.add_policy(domain_id, stored, view.domain.revision))
             self._install(candidate)
             return stored
 
         return await self._change(domain_id, attempt)
 
+    async def _stored(self, domain_id: str) -> list[StoredPolicy]:
+        await self.domain(domain_id)
+        return await self.store.policies(domain_id)
+
     async def policy_ids(self, domain_id: str) -> list[str]:
-        view = await self._fresh_view(domain_id)
-        return sorted({p.policy_id for p in view.stored})
+        return sorted({p.policy_id for p in await self._stored(domain_id)})
 
     async def versions(self, domain_id: str, policy_id: str) -> list[StoredPolicy]:
-        versions = (await self._fresh_view(domain_id)).versions(policy_id)
+        versions = sorted((p for p in await self._stored(domain_id) if p.policy_id == policy_id),
+                          key=lambda p: version_key(p.version))
         if not versions:
             raise UnknownPolicy(f"no policy {policy_id!r} in domain {domain_id!r}")
         return versions
@@ -367,10 +391,10 @@ class PolicyService:
                 candidate = self._compile(domain, remaining)
             except PolicyRejected as exc:
                 raise PolicyConflict(f"the domain's PDP still needs it: {exc.detail}") from exc
-            await self._record(actor, "policy.version.delete", f"{domain_id}/{policy_id}",
-                               versions=[p.version for p in versions])
-            await self.store.delete_policies(domain_id, policy_id, [p.version for p in versions],
-                                             view.domain.revision)
+            target = f"{domain_id}/{policy_id}"
+            await self._record(actor, "policy.version.delete", target, versions=[p.version for p in versions])
+            await self._write(actor, "policy.version.delete", target, self.store.delete_policies(
+                domain_id, policy_id, [p.version for p in versions], view.domain.revision))
             self._install(candidate)
             return versions
 
@@ -386,7 +410,8 @@ class PolicyService:
             candidate = self._compile(domain, view.stored)
             await self._record(actor, "policy.root.set", domain_id, policyId=policy_id, version=version,
                                resolvedVersion=candidate.root.version)
-            await self.store.set_root(domain_id, policy_id, version, view.domain.revision)
+            await self._write(actor, "policy.root.set", domain_id,
+                              self.store.set_root(domain_id, policy_id, version, view.domain.revision))
             self._install(candidate)
             return candidate
 
