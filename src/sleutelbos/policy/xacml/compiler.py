@@ -778,7 +778,8 @@ def _target_index_key(target: Target | None) -> tuple[tuple[str, str, str], froz
                 source = match.source
                 literal = match.value.value
                 if (match.match_id in EQUALITY_MATCHES and isinstance(source, AttributeDesignator)
-                        and source.issuer is None and literal.datatype == source.data_type):
+                        and source.issuer is None and literal.datatype == source.data_type
+                        and literal.datatype in _EXACT_EQUALITY_TYPES):  # hashing must agree with equality
                     candidate = (source.category, source.attribute_id, source.data_type)
                     if candidate in CURRENT_ATTRIBUTES:
                         continue
