@@ -281,7 +281,7 @@ def start_servers(url: str, count: int, data_dir: Path) -> tuple[list[subprocess
             [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
              "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         ports.append(port)
-    deadline = time.time() + 120
+    deadline = time.time() + 900  # every worker compiles every domain before it listens
     for port in ports:
         while True:
             try:

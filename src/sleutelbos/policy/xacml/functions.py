@@ -5,9 +5,9 @@ The families live in their own modules, named after the appendix's sections:
 :mod:`~.functions_temporal`, :mod:`~.functions_strings` (strings, conversions, regular expressions, name matching)
 and :mod:`~.functions_logical` (logical and higher-order). :mod:`~.function_spec` defines the calling convention.
 
-Left out: the XPath functions of §A.3.15 (``xpath-node-count``, ``xpath-node-equal``, ``xpath-node-match``) need
-the request's ``<Content>`` and belong to the evaluator; a policy that uses them gets :class:`UnknownFunction`
-from here unless the evaluator provides them.
+Not here: the XPath functions of §A.3.15 (``xpath-node-count``, ``xpath-node-equal``, ``xpath-node-match``) need
+the request's ``<Content>``; the evaluator provides them (:mod:`~.selector`), and :func:`get_function` does not
+know them.
 """
 
 from __future__ import annotations
