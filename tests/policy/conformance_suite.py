@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,11 +323,12 @@ def main() -> int:
     return 0 if not failures else 1
 
 
-def print_summary(passed: Counter[tuple[str, str]], total: Counter[tuple[str, str]]) -> None:
-    print("XACML 3.0 conformance:")
+def print_summary(passed: Counter[tuple[str, str]], total: Counter[tuple[str, str]],
+                  write: Callable[[str], Any] = print) -> None:
+    write("XACML 3.0 conformance (passed / cases):")
     for key in sorted(total):
-        print(f"  {key[0]:<20} {key[1]:<5} {passed[key]:>4} / {total[key]:<4}")
-    print(f"  {'all':<26} {sum(passed.values()):>4} / {sum(total.values())}")
+        write(f"  {key[0]:<20} {key[1]:<5} {passed[key]:>4} / {total[key]:<4}")
+    write(f"  {'all':<26} {sum(passed.values()):>4} / {sum(total.values())}")
 
 
 if __name__ == "__main__":

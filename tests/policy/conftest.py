@@ -25,4 +25,4 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
     from conformance_suite import print_summary
 
     terminalreporter.section("XACML 3.0 conformance")
-    print_summary(_TALLY.passed, _TALLY.total)
+    print_summary(_TALLY.passed, _TALLY.total, terminalreporter.write_line)
