@@ -208,6 +208,11 @@ class PolicyService:
             raise PolicyRejected(exc.detail) from exc
         return DomainView(domain, stored, documents, root, pdp, _applicable(root, documents))
 
+    async def _compile_off_loop(self, domain: Domain, stored: Iterable[StoredPolicy]) -> DomainView:
+        """Compile in a thread: a large policy set (Keyrock's 1,000 roles) takes seconds, and the event loop keeps
+        answering decisions with the PDPs in force meanwhile."""
+        return await asyncio.to_thread(self._compile, domain, tuple(stored))
+
     async def _fresh_view(self, domain_id: str) -> DomainView:
         """The domain as the database has it now; compiled again only if its revision moved."""
         domain = await self.store.get_domain(domain_id)
@@ -217,7 +222,7 @@ class PolicyService:
         cached = self._views.get(domain_id)
         if cached is not None and cached.domain.revision == domain.revision:
             return cached
-        view = self._compile(domain, await self.store.policies(domain_id))
+        view = await self._compile_off_loop(domain, await self.store.policies(domain_id))
         self._views[domain_id] = view
         return view
 
@@ -338,7 +343,7 @@ class PolicyService:
                 other = "Policy" if stored.kind == "PolicySet" else "PolicySet"
                 raise PolicyConflict(f"{stored.policy_id!r} is already the id of a {other} in this domain")
             domain = _next(view.domain)
-            candidate = self._compile(domain, (*view.stored, stored))
+            candidate = await self._compile_off_loop(domain, (*view.stored, stored))
             target = f"{domain_id}/{stored.policy_id}/{stored.version}"
             await self._record(actor, "policy.version.add", target, kind=stored.kind, sha256=_sha256(document))
             await self._write(actor, "policy.version.add", target,
@@ -388,7 +393,7 @@ class PolicyService:
             remaining = [p for p in view.stored if (p.policy_id, p.version) not in gone]
             domain = _next(view.domain)
             try:
-                candidate = self._compile(domain, remaining)
+                candidate = await self._compile_off_loop(domain, remaining)
             except PolicyRejected as exc:
                 raise PolicyConflict(f"the domain's PDP still needs it: {exc.detail}") from exc
             target = f"{domain_id}/{policy_id}"
@@ -407,7 +412,7 @@ class PolicyService:
 
         async def attempt(view: DomainView) -> DomainView:
             domain = _next(view.domain, root_policy_id=policy_id, root_policy_version=version)
-            candidate = self._compile(domain, view.stored)
+            candidate = await self._compile_off_loop(domain, view.stored)
             await self._record(actor, "policy.root.set", domain_id, policyId=policy_id, version=version,
                                resolvedVersion=candidate.root.version)
             await self._write(actor, "policy.root.set", domain_id,
