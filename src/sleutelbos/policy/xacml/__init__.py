@@ -23,7 +23,9 @@ profile, ``CombinerParameters``.
 
 from __future__ import annotations
 
-from .compiler import Compiler
+import dataclasses
+
+from .compiler import Compiler, gc_paused
 from .context import Attribute, AttributeProvider, Attributes, Request, Response, Result, StaticAttributeProvider
 from .decision import AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
 from .errors import InvalidPolicy, InvalidRequest
@@ -67,10 +69,11 @@ def load_policy(xml: bytes) -> PolicyDocument:
     and values, function ids, argument types and counts, variable references and their cycles, constant
     expressions that can only fail. References are checked when a :class:`Pdp` is built.
     """
-    document = load_policy_document(xml)
-    compiler = Compiler()
-    if isinstance(document.root, PolicySet):
-        compiler.policy_set(document.root)
-    else:
-        compiler.policy(document.root)
-    return document
+    with gc_paused():
+        document = load_policy_document(xml)
+        compiler = Compiler()
+        if isinstance(document.root, PolicySet):
+            compiled = compiler.policy_set(document.root)
+        else:
+            compiled = compiler.policy(document.root)
+    return dataclasses.replace(document, compiled=None if document.references() else compiled)

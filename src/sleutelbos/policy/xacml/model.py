@@ -218,6 +218,9 @@ class PolicyDocument:
 
     root: Policy | PolicySet
     xml: bytes = field(repr=False, compare=False, default=b"")
+    compiled: Any = field(repr=False, compare=False, default=None)
+    """The closures :func:`sleutelbos.policy.xacml.load_policy` compiled while validating; a :class:`Pdp` reuses
+    them for a document without references instead of compiling it again."""
 
     @property
     def kind(self) -> Literal["Policy", "PolicySet"]:

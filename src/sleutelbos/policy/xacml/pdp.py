@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .compiler import Compiler, Node
+from .compiler import Compiler, Node, gc_paused
 from .context import AttributeProvider, Attributes, EvaluationContext, Request, Response, Result
 from .decision import (
     DECISION_NAMES,
@@ -85,10 +85,13 @@ class Pdp:
         self._compiled: dict[tuple[str, str, str], Node] = {}
         self._resolving: list[tuple[str, str, str]] = [(root.kind, root.policy_id, root.version)]
         self._compiler = Compiler(resolve=self._resolve)
-        self._root = self._compile(root)
+        with gc_paused():
+            self._root = self._compile(root)
         self._resolving.clear()
 
     def _compile(self, document: PolicyDocument) -> Node:
+        if document.compiled is not None:
+            return document.compiled  # type: ignore[no-any-return]
         node = document.root
         if isinstance(node, PolicySet):
             return self._compiler.policy_set(node)
