@@ -215,29 +215,33 @@ class Compiler:
             DENY: self.pep_actions(obligation_expressions, advice_expressions, "Deny", where, variables),
         }
 
-        if pep[PERMIT] is None and pep[DENY] is None:
-            def finish(result: Evaluation, ctx: EvaluationContext) -> Evaluation:
-                if ctx.return_policy_ids and result.decision != NOT_APPLICABLE:
-                    return Evaluation(result.decision, result.status, result.obligations, result.advice,
-                                      (*result.policies, identifier))
-                return result
-        else:
-            finish = self._finish_with_actions(pep, identifier)
+        finish = None if pep[PERMIT] is None and pep[DENY] is None else self._finish_with_actions(pep, identifier)
 
         def evaluate_body(ctx: EvaluationContext) -> Evaluation:
-            return finish(combine(select(ctx), ctx), ctx)
+            result = combine(children if select is None else select(ctx), ctx)
+            if finish is not None:
+                return finish(result, ctx)
+            if ctx.return_policy_ids and result.decision != NOT_APPLICABLE:
+                return Evaluation(result.decision, result.status, result.obligations, result.advice,
+                                  (*result.policies, identifier))
+            return result
 
         if match_target is None:
             return Node(evaluate_body, _always, evaluate_body, identifier)
 
         def evaluate(ctx: EvaluationContext) -> Evaluation:
             matched = match_target(ctx)
-            if matched is True:
-                return finish(combine(select(ctx), ctx), ctx)
             if matched is False:
                 return NOT_APPLICABLE_RESULT
+            result = combine(children if select is None else select(ctx), ctx)
+            if matched is True:
+                if finish is not None:
+                    return finish(result, ctx)
+                if ctx.return_policy_ids and result.decision != NOT_APPLICABLE:
+                    return Evaluation(result.decision, result.status, result.obligations, result.advice,
+                                      (*result.policies, identifier))
+                return result
             # §7.12/7.13 table 7: an Indeterminate target keeps what the children could have decided.
-            result = combine(select(ctx), ctx)
             decision = result.decision
             if decision == NOT_APPLICABLE:
                 return NOT_APPLICABLE_RESULT
@@ -818,20 +822,21 @@ def _target_index_key(target: Target | None) -> tuple[tuple[str, str, str], froz
 
 
 def _candidate_selector(children: list[Node], targets: Sequence[Target | None]
-                        ) -> Callable[[EvaluationContext], Sequence[Node]]:
-    """All children, or — when enough siblings share an indexable attribute — only those that can apply."""
+                        ) -> Callable[[EvaluationContext], Sequence[Node]] | None:
+    """When enough siblings share an indexable attribute, a function selecting those that can apply; else
+    ``None`` (evaluate them all)."""
     if len(children) < INDEX_MIN_SIBLINGS:
-        return lambda _ctx: children
+        return None
     keys = [_target_index_key(t) for t in targets]
     counts: dict[tuple[str, str, str], int] = {}
     for found in keys:
         if found is not None:
             counts[found[0]] = counts.get(found[0], 0) + 1
     if not counts:
-        return lambda _ctx: children
+        return None
     attribute, count = max(counts.items(), key=lambda kv: kv[1])
     if count < INDEX_MIN_SIBLINGS // 2:
-        return lambda _ctx: children
+        return None
     always: list[int] = []
     when_absent: list[int] = []
     by_value: dict[Any, list[int]] = {}
