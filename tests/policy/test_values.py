@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sleutelbos.policy.xacml import datatypes as dt
 from sleutelbos.policy.xacml.status import STATUS_SYNTAX_ERROR, UnknownDataType, XacmlSyntaxError
@@ -294,3 +296,41 @@ def test_implicit_timezone_is_utc() -> None:
     assert dt.IMPLICIT_TIMEZONE.utcoffset(None) == timedelta(0)
     assert v(dt.DATETIME, "2002-03-22T13:23:47").value.moment.tzinfo is None
     assert v(dt.DATETIME, "2002-03-22T13:23:47Z").value.moment.tzinfo.utcoffset(None) == UTC.utcoffset(None)
+
+
+# --- properties --------------------------------------------------------------------------------------------------
+
+_offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+_moments = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=_offsets)
+
+
+@given(_moments, _moments)
+def test_datetime_lexical_round_trip_and_order_follow_the_instants(a: datetime, b: datetime) -> None:
+    x, y = dt.XsDateTime.of(a), dt.XsDateTime.of(b)
+    assert parse_value(dt.DATETIME, x.lexical()).value == x
+    assert (x == y) == (a == b)
+    assert (x < y) == (a < b)
+
+
+@given(st.integers(min_value=-10**15, max_value=10**15), st.integers(min_value=0, max_value=6))
+def test_day_time_duration_lexical_round_trip(micros: int, places: int) -> None:
+    seconds = Decimal(micros).scaleb(-places)
+    duration = dt.DayTimeDuration(seconds)
+    assert parse_value(dt.DAYTIMEDURATION, duration.lexical()).value == duration
+
+
+@given(st.integers(min_value=-10**6, max_value=10**6))
+def test_year_month_duration_lexical_round_trip(months: int) -> None:
+    duration = dt.YearMonthDuration(months)
+    assert parse_value(dt.YEARMONTHDURATION, duration.lexical()).value == duration
+
+
+@given(st.times(timezones=_offsets), st.times(timezones=_offsets))
+def test_time_order_is_the_order_of_utc_instants_on_one_day(a, b) -> None:  # type: ignore[no-untyped-def]
+    x, y = dt.XsTime.of(a, a.utcoffset()), dt.XsTime.of(b, b.utcoffset())
+    day = datetime(1972, 12, 31)
+    assert (x < y) == (day.replace(hour=a.hour, minute=a.minute, second=a.second, microsecond=a.microsecond,
+                                   tzinfo=a.tzinfo)
+                       < day.replace(hour=b.hour, minute=b.minute, second=b.second, microsecond=b.microsecond,
+                                     tzinfo=b.tzinfo))
+    assert parse_value(dt.TIME, x.lexical()).value == x
