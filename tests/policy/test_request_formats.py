@@ -138,6 +138,9 @@ def test_invalid_xml_requests_are_refused(body: bytes) -> None:
     b'{"Request": {"AccessSubject": {"Attribute": [{"Value": 1}]}}}',
     b'{"Request": {"AccessSubject": {"Attribute": [{"AttributeId": "a", "Value": [1, "x"]}]}}}',
     b'{"Request": {"ReturnPolicyIdList": "yes", "Resource": {}}}',
+    b'{"Request": {"Resource": {"Attribute": [{"AttributeId": "a", "Value": 1, "Colour": "red"}]}}}',
+    b'{"Request": {"Resource": {"Attribute": [{"AttributeId": "a", "Value": 1, "IncludeInResult": "no"}]}}}',
+    b'{"Request": {"Resource": {"Attribute": [{"AttributeId": "a", "Value": []}]}}}',
 ])
 def test_invalid_json_requests_are_refused(body: bytes) -> None:
     with pytest.raises(InvalidRequest):
