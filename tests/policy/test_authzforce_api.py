@@ -202,3 +202,26 @@ def test_unknown_domains_and_bad_bodies(client: TestClient, audit: RecordingAudi
     refused = client.post(BASE, content=f'<domainProperties xmlns="{AZ}"/>'.encode(), headers=XML)
     assert refused.status_code == 503
     assert hrefs(client.get(BASE)) == []
+
+
+def test_a_second_worker_on_the_same_database_follows_changes(tmp_path: Path, audit: RecordingAuditSink) -> None:
+    import time
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+
+    def app() -> TestClient:
+        settings = Settings(data_dir=tmp_path, policy_database_url=url, policy_sync_interval_s=0.05)
+        return TestClient(build_app(StackContext(settings=settings, audit_sink=audit), expose=("policy",)))
+
+    with app() as first, app() as second:
+        domain = new_domain(first, "app")
+        ask = {"content": action_request_json("read"), "headers": {"Content-Type": "application/xacml+json"}}
+        assert decision(second.post(f"{BASE}/{domain}/pdp", **ask)) == "Deny"
+        first.post(f"{BASE}/{domain}/pap/policies", content=simple_policy("p", "1.0", "Permit"), headers=XML)
+        root = f'<pdpPropertiesUpdate xmlns="{AZ}"><rootPolicyRefExpression>p</rootPolicyRefExpression>' \
+               "</pdpPropertiesUpdate>"
+        assert first.put(f"{BASE}/{domain}/pap/pdp.properties", content=root.encode(), headers=XML).status_code == 200
+        deadline = time.monotonic() + 10
+        while decision(second.post(f"{BASE}/{domain}/pdp", **ask)) != "Permit":
+            assert time.monotonic() < deadline, "the second worker never picked up the new root"
+            time.sleep(0.05)
