@@ -28,12 +28,12 @@ import dataclasses
 from .compiler import Compiler, gc_paused
 from .context import Attribute, AttributeProvider, Attributes, Request, Response, Result, StaticAttributeProvider
 from .decision import AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
-from .errors import InvalidPolicy, InvalidRequest
-from .json_profile import parse_request_json, render_response_json
+from .errors import InvalidPolicy, InvalidRequest, InvalidResponse
+from .json_profile import parse_request_json, parse_response_json, render_request_json, render_response_json
 from .model import Policy, PolicyDocument, PolicySet
 from .pdp import Pdp
 from .policy_xml import load_policy_document
-from .request_xml import parse_request_xml, render_response_xml
+from .request_xml import parse_request_xml, parse_response_xml, render_request_xml, render_response_xml
 
 __all__ = [
     "Attribute",
@@ -42,6 +42,7 @@ __all__ = [
     "Attributes",
     "InvalidPolicy",
     "InvalidRequest",
+    "InvalidResponse",
     "MissingAttributeDetail",
     "Obligation",
     "Pdp",
@@ -57,6 +58,10 @@ __all__ = [
     "load_policy",
     "parse_request_json",
     "parse_request_xml",
+    "parse_response_json",
+    "parse_response_xml",
+    "render_request_json",
+    "render_request_xml",
     "render_response_json",
     "render_response_xml",
 ]

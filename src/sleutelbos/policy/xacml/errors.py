@@ -17,3 +17,7 @@ class InvalidPolicy(SleutelbosError):
 
 class InvalidRequest(SleutelbosError):
     """The request is not a valid XACML request (XML schema or JSON Profile); nothing was evaluated."""
+
+
+class InvalidResponse(SleutelbosError):
+    """A XACML response (from a remote PDP) is not valid XML/JSON Profile; a PEP must then deny (fail closed)."""

@@ -11,6 +11,9 @@ Writing (§4.2.2): ``{"Response": [result, ...]}`` with ``Decision``, ``Status``
 ``AssociatedAdvice``, ``Category`` and ``PolicyIdentifierList``.
 
 Anything that does not fit is an :class:`.errors.InvalidRequest` — the request is not evaluated.
+
+For a PEP asking a remote PDP: :func:`render_request_json` and :func:`parse_response_json`
+(:class:`.errors.InvalidResponse`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from .context import Attribute, Attributes, Request, Response
-from .decision import STATUS_OK, Obligation
-from .errors import InvalidRequest
+from .context import Attribute, Attributes, Request, Response, Result
+from .decision import STATUS_OK, AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
+from .errors import InvalidRequest, InvalidResponse
 from .status import UnknownDataType, XacmlSyntaxError
 from .values import AttributeValue, datatype_from_json, infer_json_datatype, parse_json_value, to_json_value
 
@@ -246,3 +249,104 @@ def response_to_json(response: Response) -> dict[str, Any]:
 def render_response_json(response: Response) -> bytes:
     """:class:`.context.Response` → ``application/xacml+json`` bytes."""
     return orjson.dumps(response_to_json(response))
+
+
+def request_to_json(request: Request) -> dict[str, Any]:
+    """:class:`.context.Request` → the JSON Profile object (before serialisation)."""
+    categories = []
+    for group in request.attributes:
+        category: dict[str, Any] = {"CategoryId": group.category}
+        if group.xml_id is not None:
+            category["Id"] = group.xml_id
+        if group.content is not None:
+            if isinstance(group.content, str):
+                category["Content"] = group.content
+            else:
+                from lxml import etree
+
+                tree = group.content
+                element = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
+                category["Content"] = etree.tostring(element, encoding="unicode")
+        category["Attribute"] = [_json_attribute(a) for a in group.attributes]
+        categories.append(category)
+    body: dict[str, Any] = {"ReturnPolicyIdList": request.return_policy_id_list,
+                            "CombinedDecision": request.combined_decision, "Category": categories}
+    if request.xpath_version:
+        body["XPathVersion"] = request.xpath_version
+    if request.multi_requests:
+        body["MultiRequests"] = {"RequestReference": [{"ReferenceId": list(refs)}
+                                                      for refs in request.multi_requests]}
+    return {"Request": body}
+
+
+def _json_attribute(attribute: Attribute) -> dict[str, Any]:
+    item: dict[str, Any] = {"AttributeId": attribute.attribute_id,
+                            "Value": [to_json_value(v) for v in attribute.values],
+                            "DataType": attribute.values[0].datatype}
+    if attribute.issuer is not None:
+        item["Issuer"] = attribute.issuer
+    if attribute.include_in_result:
+        item["IncludeInResult"] = True
+    return item
+
+
+def render_request_json(request: Request) -> bytes:
+    """:class:`.context.Request` → ``application/xacml+json`` bytes (what a PEP sends to a remote PDP)."""
+    return orjson.dumps(request_to_json(request))
+
+
+def parse_response_json(body: bytes | str) -> Response:
+    """A JSON Profile response (from a remote PDP) → :class:`.context.Response`."""
+    try:
+        document = orjson.loads(body)
+        results = document["Response"]
+        if isinstance(results, dict):
+            results = [results]
+        return Response(tuple(_json_result(r) for r in results))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError, XacmlSyntaxError,
+            UnknownDataType, InvalidRequest) as exc:
+        raise InvalidResponse(f"response: not a JSON Profile response: {exc}") from exc
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _json_result(result: dict[str, Any]) -> Result:
+    decision = result["Decision"]
+    if decision not in ("Permit", "Deny", "NotApplicable", "Indeterminate"):
+        raise ValueError(f"{decision!r} is not a decision")
+    status = None
+    if "Status" in result:
+        entry = result["Status"]
+        code = entry["StatusCode"]["Value"]
+        detail = (entry.get("StatusDetail") or {}).get("MissingAttributeDetail")
+        missing = tuple(MissingAttributeDetail(m.get("Category", ""), m.get("AttributeId", ""),
+                                               m.get("DataType", ""), m.get("Issuer")) for m in _as_list(detail))
+        status = Status(code, entry.get("StatusMessage"), missing)
+        if code == STATUS_OK and not status.message:
+            status = None
+    identifiers = None
+    if "PolicyIdentifierList" in result:
+        lists = result["PolicyIdentifierList"]
+        identifiers = tuple(PolicyIdentifier(kind, ref["Id"], ref.get("Version", ""))
+                            for kind in ("Policy", "PolicySet")
+                            for ref in _as_list(lists.get(f"{kind}IdReference")))
+    attributes = tuple(_category(c, None, "Response.Category") for c in _as_list(result.get("Category")))
+    return Result(decision, status, _json_pep_actions(result.get("Obligations")),
+                  _json_pep_actions(result.get("AssociatedAdvice")), attributes, identifiers)
+
+
+def _json_pep_actions(actions: Any) -> tuple[Obligation, ...]:
+    out = []
+    for action in _as_list(actions):
+        assignments = []
+        for a in _as_list(action.get("AttributeAssignment")):
+            data_type = datatype_from_json(a["DataType"]) if "DataType" in a else infer_json_datatype(a["Value"])
+            for raw in _as_list(a["Value"]):
+                assignments.append(AttributeAssignment(a["AttributeId"], parse_json_value(data_type, raw),
+                                                       a.get("Category"), a.get("Issuer")))
+        out.append(Obligation(action["Id"], tuple(assignments)))
+    return tuple(out)

@@ -4,6 +4,9 @@
 required attributes, only the allowed children, every ``AttributeValue`` in its data type's lexical space) and
 raises :class:`.errors.InvalidRequest` otherwise — nothing is evaluated. ``<Content>`` is kept (a copy of its one
 child element) for ``AttributeSelector``. :func:`render_response_xml` writes a schema-valid ``<Response>``.
+
+The other direction serves a PEP that asks a remote PDP (e.g. AuthZForce): :func:`render_request_xml` writes a
+request and :func:`parse_response_xml` reads the answer (:class:`.errors.InvalidResponse` if it is not one).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Any
 
 from lxml import etree
 
-from .context import Attribute, Attributes, Request, Response
-from .decision import STATUS_OK, Obligation
-from .errors import InvalidRequest
+from .context import Attribute, Attributes, Request, Response, Result
+from .decision import STATUS_OK, AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
+from .errors import InvalidRequest, InvalidResponse
 from .model import XACML3_NS
 from .status import UnknownDataType, XacmlSyntaxError
 from .values import lexical, parse_value, xpath_expression_value
@@ -199,7 +202,7 @@ def _actions(parent: etree._Element, container: str, element: str, id_name: str,
                 attrib["Category"] = assignment.category
             if assignment.issuer is not None:
                 attrib["Issuer"] = assignment.issuer
-            _sub(node, "AttributeAssignment", attrib, _value_text(assignment.value))
+            _value_element(node, "AttributeAssignment", attrib, assignment.value)
 
 
 def render_response_xml(response: Response) -> bytes:
@@ -235,9 +238,141 @@ def render_response_xml(response: Response) -> bytes:
                     a_attrib["Issuer"] = attribute.issuer
                 a_node = _sub(group_node, "Attribute", a_attrib)
                 for value in attribute.values:
-                    _sub(a_node, "AttributeValue", {"DataType": value.datatype}, _value_text(value))
+                    _value_element(a_node, "AttributeValue", {"DataType": value.datatype}, value)
         if result.policy_identifiers is not None:
             holder = _sub(node, "PolicyIdentifierList")
             for identifier in result.policy_identifiers:
                 _sub(holder, f"{identifier.kind}IdReference", {"Version": identifier.version}, identifier.policy_id)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def render_request_xml(request: Request) -> bytes:
+    """:class:`.context.Request` → a ``<Request>`` document (what a PEP sends to a remote PDP)."""
+    root = etree.Element(_NS + "Request", nsmap={None: XACML3_NS}, ReturnPolicyIdList=_xs_bool(
+        request.return_policy_id_list), CombinedDecision=_xs_bool(request.combined_decision))
+    if request.xpath_version:
+        _sub(_sub(root, "RequestDefaults"), "XPathVersion", text=request.xpath_version)
+    for group in request.attributes:
+        attrib = {"Category": group.category}
+        if group.xml_id is not None:
+            attrib[_XML_ID] = group.xml_id
+        node = _sub(root, "Attributes", attrib)
+        if group.content is not None:
+            content = _sub(node, "Content")
+            if isinstance(group.content, str):
+                content.append(etree.fromstring(group.content.encode(), _PARSER))
+            else:
+                tree = group.content
+                content.append(copy.deepcopy(tree.getroot() if isinstance(tree, etree._ElementTree) else tree))
+        for attribute in group.attributes:
+            _render_attribute(node, attribute, attribute.include_in_result)
+    if request.multi_requests:
+        multi = _sub(root, "MultiRequests")
+        for refs in request.multi_requests:
+            reference = _sub(multi, "RequestReference")
+            for ref in refs:
+                _sub(reference, "AttributesReference", {"ReferenceId": ref})
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _xs_bool(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _render_attribute(parent: etree._Element, attribute: Attribute, include: bool) -> None:
+    attrib = {"AttributeId": attribute.attribute_id, "IncludeInResult": _xs_bool(include)}
+    if attribute.issuer is not None:
+        attrib["Issuer"] = attribute.issuer
+    node = _sub(parent, "Attribute", attrib)
+    for value in attribute.values:
+        _value_element(node, "AttributeValue", {"DataType": value.datatype}, value)
+
+
+def _value_element(parent: etree._Element, name: str, attrib: dict[str, str], value: Any) -> None:
+    if value.datatype == XPATH_EXPRESSION:
+        # §A.2: the expression's prefixes mean what the namespace declarations in scope say; declare them here.
+        nsmap = {prefix: uri for prefix, uri in value.value.namespaces if prefix}
+        element = etree.SubElement(parent, _NS + name, {**attrib, "XPathCategory": value.value.category},
+                                   nsmap=nsmap)
+        element.text = value.value.path
+        return
+    _sub(parent, name, attrib, _value_text(value))
+
+
+def parse_response_xml(body: bytes) -> Response:
+    """A ``<Response>`` document (from a remote PDP) → :class:`.context.Response`."""
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise InvalidResponse(f"response: not well-formed XML: {exc}") from exc
+    if _local(root) != "Response":
+        raise InvalidResponse(f"response: the document element must be a XACML 3.0 <Response>, not <{root.tag}>")
+    try:
+        return Response(tuple(_result(result) for result in _elements(root)))
+    except (XacmlSyntaxError, UnknownDataType, InvalidRequest, KeyError) as exc:
+        raise InvalidResponse(f"response: {exc}") from exc
+
+
+def _result(element: etree._Element) -> Result:
+    if _local(element) != "Result":
+        raise InvalidResponse(f"<Response>: unexpected child element <{element.tag}>")
+    decision = None
+    status = None
+    obligations: tuple[Obligation, ...] = ()
+    advice: tuple[Obligation, ...] = ()
+    attributes: list[Attributes] = []
+    identifiers = None
+    for child in _elements(element):
+        local = _local(child)
+        if local == "Decision":
+            decision = (child.text or "").strip()
+        elif local == "Status":
+            status = _status(child)
+        elif local == "Obligations":
+            obligations = _pep_actions(child, "ObligationId")
+        elif local == "AssociatedAdvice":
+            advice = _pep_actions(child, "AdviceId")
+        elif local == "Attributes":
+            attributes.append(_attributes(child))
+        elif local == "PolicyIdentifierList":
+            identifiers = tuple(
+                PolicyIdentifier(_local(ref)[: -len("IdReference")], (ref.text or "").strip(),  # type: ignore[index]
+                                 ref.get("Version", ""))
+                for ref in _elements(child) if _local(ref) in ("PolicyIdReference", "PolicySetIdReference"))
+        else:
+            raise InvalidResponse(f"<Result>: unexpected child element <{child.tag}>")
+    if decision not in ("Permit", "Deny", "NotApplicable", "Indeterminate"):
+        raise InvalidResponse(f"<Result>: {decision!r} is not a decision")
+    if status is not None and status.code == STATUS_OK and not status.message:
+        status = None
+    return Result(decision, status, obligations, advice, tuple(attributes), identifiers)
+
+
+def _status(element: etree._Element) -> Status:
+    code = element.find(_NS + "StatusCode")
+    if code is None or not code.get("Value"):
+        raise InvalidResponse("<Status>: a <StatusCode Value=...> is required")
+    message = element.findtext(_NS + "StatusMessage")
+    missing = tuple(
+        MissingAttributeDetail(m.get("Category", ""), m.get("AttributeId", ""), m.get("DataType", ""),
+                               m.get("Issuer"))
+        for m in element.iterfind(f"{_NS}StatusDetail/{_NS}MissingAttributeDetail"))
+    return Status(code.get("Value"), message, missing)
+
+
+def _pep_actions(element: etree._Element, id_name: str) -> tuple[Obligation, ...]:
+    actions = []
+    for action in _elements(element):
+        assignments = []
+        for assignment in _elements(action):
+            data_type = assignment.get("DataType", STRING)
+            text = "".join(assignment.itertext())
+            if data_type == XPATH_EXPRESSION:
+                value = xpath_expression_value(text, assignment.get("XPathCategory", ""),
+                                               {k: v for k, v in assignment.nsmap.items() if k})
+            else:
+                value = parse_value(data_type, text)
+            assignments.append(AttributeAssignment(assignment.get("AttributeId", ""), value,
+                                                   assignment.get("Category"), assignment.get("Issuer")))
+        actions.append(Obligation(action.get(id_name, ""), tuple(assignments)))
+    return tuple(actions)
