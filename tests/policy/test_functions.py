@@ -114,6 +114,8 @@ def test_check_arguments_types_higher_order_applications() -> None:
     assert check_arguments(f(V3 + "map"), [f(V1 + "string-normalize-to-lower-case"), sb]) == (dt.STRING, True)
     assert check_arguments(f(V3 + "map"), [f(V1 + "integer-to-double"), ib]) == (dt.DOUBLE, True)
     assert check_arguments(f(V1 + "all-of-any"), [f(V1 + "integer-greater-than"), ib, ib]) == (dt.BOOLEAN, False)
+    with pytest.raises(FunctionSignatureError, match="bags of bags"):
+        check_arguments(f(V3 + "map"), [f(V1 + "string-bag"), sb])
     with pytest.raises(FunctionSignatureError, match="exactly one bag"):
         check_arguments(f(V3 + "any-of"), [f(V1 + "string-equal"), sb, sb])
     with pytest.raises(FunctionSignatureError, match="does not return a boolean"):

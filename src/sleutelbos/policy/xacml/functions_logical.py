@@ -156,6 +156,8 @@ def _one_bag(spec: FunctionSpec, args: Sequence[ArgType]) -> tuple[str, bool]:
         raise FunctionSignatureError(f"{spec.short_name} needs exactly one bag argument after the function")
     returns = _applied(spec, fn, rest)
     if spec.returns_bag:
+        if returns[1]:
+            raise FunctionSignatureError(f"{spec.short_name}: {fn.short_name} returns a bag; bags of bags do not exist")
         return returns[0], True
     if returns != (dt.BOOLEAN, False):
         raise FunctionSignatureError(f"{spec.short_name}: {fn.short_name} does not return a boolean")
