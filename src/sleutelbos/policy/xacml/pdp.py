@@ -88,6 +88,9 @@ class Pdp:
         with gc_paused():
             self._root = self._compile(root)
         self._resolving.clear()
+        # The compiler holds this Pdp (its resolver): drop it, so that a replaced Pdp is freed by reference counting
+        # at once instead of waiting for the cyclic collector.
+        self._compiler = None  # type: ignore[assignment]
 
     def _compile(self, document: PolicyDocument) -> Node:
         if document.compiled is not None:
