@@ -51,10 +51,10 @@ from .model import (
     Apply,
     AttributeDesignator,
     AttributeSelector,
+    Constant,
     Expression,
     Function,
     IdReference,
-    Literal_,
     Match,
     ObligationExpression,
     Policy,
@@ -488,7 +488,7 @@ class Compiler:
     # --- expressions (§7.3-7.5)
 
     def expression(self, expr: Expression, where: str, variables: Any) -> Compiled:
-        if isinstance(expr, Literal_):
+        if isinstance(expr, Constant):
             value = expr.value
             return Compiled(lambda _ctx: value, (value.datatype, False), True, value)
         if isinstance(expr, AttributeDesignator):

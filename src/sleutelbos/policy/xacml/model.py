@@ -43,7 +43,7 @@ class AttributeSelector:
 
 
 @dataclass(frozen=True, slots=True)
-class Literal_:
+class Constant:
     """§5.31 ``<AttributeValue>`` inside a policy: a constant (``value`` is a parsed ``AttributeValue``)."""
 
     value: Any
@@ -71,7 +71,7 @@ class Apply:
     arguments: tuple[Expression, ...]
 
 
-Expression: TypeAlias = AttributeDesignator | AttributeSelector | Literal_ | Function | VariableReference | Apply
+Expression: TypeAlias = AttributeDesignator | AttributeSelector | Constant | Function | VariableReference | Apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Match:
     """§5.9: ``MatchId(AttributeValue, each value of the designator/selector)``, true if any is true."""
 
     match_id: str
-    value: Literal_
+    value: Constant
     source: AttributeDesignator | AttributeSelector
 
 

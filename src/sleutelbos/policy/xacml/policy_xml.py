@@ -28,10 +28,10 @@ from .model import (
     AttributeDesignator,
     AttributeSelector,
     Condition,
+    Constant,
     Expression,
     Function,
     IdReference,
-    Literal_,
     Match,
     ObligationExpression,
     Policy,
@@ -132,7 +132,7 @@ def _text(element: etree._Element) -> str:
     return "".join(element.itertext())
 
 
-def parse_literal(element: etree._Element, where: str) -> Literal_:
+def parse_literal(element: etree._Element, where: str) -> Constant:
     """A policy ``<AttributeValue DataType=...>`` → a constant, parsed by the datatype's lexical rules."""
     data_type = _required(element, "DataType", where)
     if any(True for _ in _children(element)):
@@ -143,8 +143,8 @@ def parse_literal(element: etree._Element, where: str) -> Literal_:
     try:
         if data_type == XPATH_EXPRESSION:
             namespaces = {prefix: uri for prefix, uri in element.nsmap.items() if prefix}
-            return Literal_(xpath_expression_value(text, element.get("XPathCategory", ""), namespaces))
-        return Literal_(parse_value(data_type, text))
+            return Constant(xpath_expression_value(text, element.get("XPathCategory", ""), namespaces))
+        return Constant(parse_value(data_type, text))
     except (XacmlSyntaxError, UnknownDataType) as exc:
         raise InvalidPolicy(f"{where}: <AttributeValue DataType={data_type!r}> {text!r}: {exc}") from exc
 
