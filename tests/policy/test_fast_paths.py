@@ -59,7 +59,7 @@ def requests() -> list[tuple[Attributes, ...]]:
 @pytest.mark.parametrize("must", [False, True])
 def test_shortcuts_agree_with_the_function_library(must: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = Pdp(load_policy(policy(must)))
-    monkeypatch.setattr(compiler_module, "_is_in_fast_path", lambda apply, args: None)
+    monkeypatch.setattr(compiler_module, "membership_shortcut", lambda apply, args: None)
     monkeypatch.setattr(compiler_module, "EQUALITY_MATCHES", frozenset())
     generic = Pdp(load_policy(policy(must)))
     outcomes = set()

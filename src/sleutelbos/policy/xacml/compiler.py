@@ -46,6 +46,7 @@ from .decision import (
 )
 from .errors import InvalidPolicy
 from .function_spec import check_arguments
+from .membership import EQUALITY_MATCHES, membership_shortcut
 from .model import (
     AdviceExpression,
     Apply,
@@ -65,24 +66,14 @@ from .model import (
 )
 from .selector import XPATH_EXPRESSION, XPATH_FUNCTIONS, compile_selector, xpath_function
 from .status import FunctionSignatureError, UnknownFunction, XacmlError
-from .values import FALSE, TRUE, Bag
+from .target_index import candidate_selector
+from .values import FALSE, Bag
 
 StaticType = tuple[str, bool]
 BOOLEAN: StaticType = ("http://www.w3.org/2001/XMLSchema#boolean", False)
 INTEGER = "http://www.w3.org/2001/XMLSchema#integer"
 Evaluator = Callable[[EvaluationContext], Any]
 TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
-
-#: Equality functions whose XACML semantics is Python ``==`` on ``AttributeValue`` of one data type.
-EQUALITY_MATCHES = frozenset(
-    "urn:oasis:names:tc:xacml:1.0:function:" + name
-    for name in ("string-equal", "anyURI-equal", "integer-equal", "boolean-equal", "x500Name-equal",
-                 "rfc822Name-equal", "hexBinary-equal", "base64Binary-equal", "date-equal", "time-equal",
-                 "dateTime-equal")
-)
-
-INDEX_MIN_SIBLINGS = 4
-
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
@@ -204,7 +195,7 @@ class Compiler:
                   obligation_expressions: tuple[ObligationExpression, ...],
                   advice_expressions: tuple[AdviceExpression, ...]) -> Node:
         match_target = self.target(target, where, variables)
-        select = _candidate_selector(children, child_targets)
+        select = candidate_selector(children, child_targets)
         if len(children) == 1 and combine in IDENTITY_ON_ONE:
             only = children[0].evaluate
 
@@ -590,7 +581,7 @@ class Compiler:
             else:
                 args.append(self.expression(argument, where, variables))
         result_type = check_call(spec, [a.type for a in args], [a.function for a in args], where)
-        fast = _is_in_fast_path(apply, args)
+        fast = membership_shortcut(apply, args)
         if fast is not None:
             return Compiled(fast, result_type)
         impl = spec.impl
@@ -635,81 +626,6 @@ def _xpath_apply_types(function_id: str, types: list[StaticType], where: str) ->
     return (INTEGER, False) if expected == 1 else BOOLEAN
 
 
-#: Types whose XACML equality is exactly Python ``==`` on ``AttributeValue`` (no NaN, no time-zone subtleties).
-_EXACT_EQUALITY_TYPES = frozenset("http://www.w3.org/2001/XMLSchema#" + t for t in ("string", "boolean", "integer",
-                                                                                   "anyURI"))
-
-
-def _plain_key(expr: Any) -> tuple[str, str, str] | None:
-    """The lookup key of a designator without issuer, of a type whose equality is Python's, not PDP-supplied."""
-    if (not isinstance(expr, AttributeDesignator) or expr.issuer is not None
-            or expr.data_type not in _EXACT_EQUALITY_TYPES):
-        return None
-    key = (expr.category, expr.attribute_id, expr.data_type)
-    return None if key in CURRENT_ATTRIBUTES else key
-
-
-def _member_of_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
-    """``T-at-least-one-member-of(designator, designator)`` (§A.3.11) on the raw value tuples."""
-    if not apply.function_id.endswith("-at-least-one-member-of") or len(args) != 2:
-        return None
-    left, right = _plain_key(apply.arguments[0]), _plain_key(apply.arguments[1])
-    if left is None or right is None:
-        return None
-    fetch_left, fetch_right = args[0].evaluate, args[1].evaluate
-
-    def member_of(ctx: EvaluationContext) -> Any:
-        values = ctx.values
-        first = values.get(left)
-        if first is None:
-            first = fetch_left(ctx).values  # absent: MustBePresent, attribute provider
-        second = values.get(right)
-        if second is None:
-            second = fetch_right(ctx).values
-        if len(second) == 1:
-            raw = second[0].value
-            for value in first:
-                if value.value == raw:
-                    return TRUE
-            return FALSE
-        raws = {value.value for value in second}
-        for value in first:
-            if value.value in raws:
-                return TRUE
-        return FALSE
-
-    return member_of
-
-
-def _is_in_fast_path(apply: Apply, args: list[Compiled]) -> Evaluator | None:
-    """``T-is-in(constant, designator)`` (§A.3.10) as one dict lookup and a tuple membership test."""
-    if apply.function_id.endswith("-at-least-one-member-of"):
-        return _member_of_fast_path(apply, args)
-    if not apply.function_id.endswith("-is-in") or len(args) != 2 or not args[0].constant:
-        return None
-    literal, source = args[0].value, apply.arguments[1]
-    if (not isinstance(source, AttributeDesignator) or source.issuer is not None
-            or literal.datatype not in _EXACT_EQUALITY_TYPES or literal.datatype != source.data_type):
-        return None
-    key = (source.category, source.attribute_id, source.data_type)
-    if key in CURRENT_ATTRIBUTES:
-        return None
-    fetch = args[1].evaluate
-
-    raw = literal.value
-
-    def is_in(ctx: EvaluationContext) -> Any:
-        found = ctx.values.get(key)
-        if found is None:
-            found = fetch(ctx).values  # absent: MustBePresent, attribute provider
-        for value in found:
-            if value.value == raw:
-                return TRUE
-        return FALSE
-
-    return is_in
-
-
 def _thunk(evaluate: Evaluator, ctx: EvaluationContext) -> Callable[[], Any]:
     return lambda: evaluate(ctx)
 
@@ -736,7 +652,6 @@ def _strict(impl: Callable[..., Any], args: list[Compiled]) -> Evaluator:
 
 
 def _never_true(_: EvaluationContext) -> Any:
-    from .values import FALSE
 
     return FALSE
 
@@ -783,93 +698,3 @@ class _Variables:
             self.reference(variable_id, self._where)
 
 
-def _target_index_key(target: Target | None) -> tuple[tuple[str, str, str], frozenset[Any], bool] | None:
-    """An attribute and a set of constants such that the target cannot match unless the attribute has one of them.
-
-    Found when some ``AnyOf`` has, in each of its ``AllOf``, an equality match on the same designator (no issuer):
-    a value outside the constants makes every such match False, hence every AllOf, the AnyOf and the target.
-    """
-    if target is None:
-        return None
-    for any_of in target.any_ofs:
-        key = None
-        constants: set[Any] = set()
-        must_be_present = False
-        usable = True
-        for all_of in any_of.all_ofs:
-            found = False
-            for match in all_of.matches:
-                source = match.source
-                literal = match.value.value
-                if (match.match_id in EQUALITY_MATCHES and isinstance(source, AttributeDesignator)
-                        and source.issuer is None and literal.datatype == source.data_type
-                        and literal.datatype in _EXACT_EQUALITY_TYPES):  # hashing must agree with equality
-                    candidate = (source.category, source.attribute_id, source.data_type)
-                    if candidate in CURRENT_ATTRIBUTES:
-                        continue
-                    if key is None:
-                        key = candidate
-                    if candidate == key:
-                        constants.add(literal)
-                        must_be_present = must_be_present or source.must_be_present
-                        found = True
-            if not found:
-                usable = False
-                break
-        if usable and key is not None:
-            return key, frozenset(constants), must_be_present
-    return None
-
-
-def _candidate_selector(children: list[Node], targets: Sequence[Target | None]
-                        ) -> Callable[[EvaluationContext], Sequence[Node]] | None:
-    """When enough siblings share an indexable attribute, a function selecting those that can apply; else
-    ``None`` (evaluate them all)."""
-    if len(children) < INDEX_MIN_SIBLINGS:
-        return None
-    keys = [_target_index_key(t) for t in targets]
-    counts: dict[tuple[str, str, str], int] = {}
-    for found in keys:
-        if found is not None:
-            counts[found[0]] = counts.get(found[0], 0) + 1
-    if not counts:
-        return None
-    attribute, count = max(counts.items(), key=lambda kv: kv[1])
-    if count < INDEX_MIN_SIBLINGS // 2:
-        return None
-    always: list[int] = []
-    when_absent: list[int] = []
-    by_value: dict[Any, list[int]] = {}
-    for position, found in enumerate(keys):
-        if found is None or found[0] != attribute:
-            always.append(position)
-            when_absent.append(position)
-            continue
-        if found[2]:
-            when_absent.append(position)  # MustBePresent: an absent attribute is Indeterminate, not NoMatch
-        for constant in found[1]:
-            # keyed by the raw value: every value under ``attribute`` has its data type, and str/int/bool hash fast
-            by_value.setdefault(constant.value, []).append(position)
-    absent = [children[i] for i in sorted(when_absent)]
-    single = {value: [children[i] for i in sorted(set(always) | set(positions))]
-              for value, positions in by_value.items()}
-    positions_of = {value: frozenset(positions) for value, positions in by_value.items()}
-    only_always = [children[i] for i in always]
-    always_set = frozenset(always)
-
-    def select(ctx: EvaluationContext) -> Sequence[Node]:
-        values = ctx.values.get(attribute)
-        if values is None and ctx.provider is not None:
-            values = ctx.provide(attribute, None).values
-        if not values:
-            return absent
-        if len(values) == 1:
-            return single.get(values[0].value, only_always)
-        positions = set(always_set)
-        for value in values:
-            found = positions_of.get(value.value)
-            if found is not None:
-                positions |= found
-        return [children[i] for i in sorted(positions)]
-
-    return select
