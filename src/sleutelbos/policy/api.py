@@ -339,6 +339,8 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
 
     base = PREFIX + "/domains"
     return [
+        # the decision route first: Starlette tries routes in order, and this is the one called all the time
+        Route(base + "/{domain_id}/pdp", _AsgiEndpoint(pdp), methods=["POST"]),
         Route(base, guarded(domains), methods=["GET", "POST"]),
         Route(base + "/{domain_id}", guarded(domain), methods=["GET", "DELETE"]),
         Route(base + "/{domain_id}/properties", guarded(properties), methods=["GET", "PUT"]),
@@ -348,7 +350,6 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
         Route(base + "/{domain_id}/pap/policies/{policy_id}/{version}", guarded(policy_version),
               methods=["GET", "DELETE"]),
         Route(base + "/{domain_id}/pap/pdp.properties", guarded(pdp_properties), methods=["GET", "PUT"]),
-        Route(base + "/{domain_id}/pdp", _AsgiEndpoint(pdp), methods=["POST"]),
     ]
 
 
