@@ -94,6 +94,22 @@ class Attributes:
     xml_id: str | None = None
 
 
+def _init_attributes(self: Attributes, category: str, attributes: tuple[Attribute, ...] = (), content: Any = None,
+                     xml_id: str | None = None) -> None:
+    # built for every category of every request: slot descriptors instead of frozen-dataclass object.__setattr__
+    _set_category(self, category)
+    _set_group(self, attributes)
+    _set_content(self, content)
+    _set_xml_id(self, xml_id)
+
+
+_set_category = Attributes.__dict__["category"].__set__
+_set_group = Attributes.__dict__["attributes"].__set__
+_set_content = Attributes.__dict__["content"].__set__
+_set_xml_id = Attributes.__dict__["xml_id"].__set__
+Attributes.__init__ = _init_attributes  # type: ignore[method-assign]
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """§5.42: a request context (possibly several individual requests, see the Multiple Decision Profile)."""

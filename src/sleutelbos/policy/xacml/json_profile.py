@@ -54,12 +54,11 @@ def parse_request_json(body: bytes | str) -> Request:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request: not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or set(document) != {"Request"} or not isinstance(document["Request"], dict):
+    if not isinstance(document, dict) or len(document) != 1 or not isinstance(document.get("Request"), dict):
         raise InvalidRequest('request: the JSON document must be {"Request": {...}}')
     request = document["Request"]
-    unknown = set(request) - _REQUEST_MEMBERS
-    if unknown:
-        raise InvalidRequest(f"Request: unknown member(s) {sorted(unknown)}")
+    if not request.keys() <= _REQUEST_MEMBERS:
+        raise InvalidRequest(f"Request: unknown member(s) {sorted(set(request) - _REQUEST_MEMBERS)}")
     groups: list[Attributes] = []
     categories = request.get("Category", [])
     for name, category in CATEGORY_SHORTHANDS.items():
@@ -101,19 +100,21 @@ _ATTRIBUTE_MEMBERS = frozenset({"AttributeId", "Value", "Issuer", "DataType", "I
 def _category(item: Any, category: str | None, where: str) -> Attributes:
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be an object")
-    if not item.keys() <= _CATEGORY_MEMBERS:
-        raise InvalidRequest(f"{where}: unknown member(s) {sorted(set(item) - _CATEGORY_MEMBERS)}")
-    category = item.get("CategoryId", category)
+    get = item.get
+    content = get("Content")
+    attributes = get("Attribute", [])
+    xml_id = get("Id")
+    if len(item) != ("CategoryId" in item) + (content is not None) + ("Attribute" in item) + (xml_id is not None):
+        unknown = sorted(set(item) - _CATEGORY_MEMBERS)
+        raise InvalidRequest(f"{where}: unknown member(s) {unknown}" if unknown else f"{where}: null members")
+    category = get("CategoryId", category)
     if not isinstance(category, str) or not category:
         raise InvalidRequest(f"{where}: CategoryId is required")
     category = CATEGORY_SHORTHANDS.get(category, category)
-    content = item.get("Content")
     if content is not None and not isinstance(content, str):
         raise InvalidRequest(f"{where}.Content must be a string of XML")
-    attributes = item.get("Attribute", [])
     if not isinstance(attributes, list):
         attributes = [attributes]
-    xml_id = item.get("Id")
     if xml_id is not None and not isinstance(xml_id, str):
         raise InvalidRequest(f"{where}.Id must be a string")
     return Attributes(category, tuple([_attribute(a, where, i) for i, a in enumerate(attributes)]), content, xml_id)
