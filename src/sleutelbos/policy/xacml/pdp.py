@@ -28,7 +28,9 @@ from .decision import (
     Status,
 )
 from .errors import InvalidPolicy
+from .json_profile import parse_request_json, render_response_json
 from .model import IdReference, PolicyDocument, PolicySet
+from .request_xml import parse_request_xml, render_response_xml
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -147,14 +149,10 @@ class Pdp:
 
     def decide_xml(self, body: bytes) -> bytes:
         """A XACML XML request in, the XML response out; :class:`.errors.InvalidRequest` if it is not valid."""
-        from .request_xml import parse_request_xml, render_response_xml
-
         return render_response_xml(self.decide(parse_request_xml(body)))
 
     def decide_json(self, body: bytes) -> bytes:
         """A JSON Profile request in, the JSON Profile response out."""
-        from .json_profile import parse_request_json, render_response_json
-
         return render_response_json(self.decide(parse_request_json(body)))
 
 
