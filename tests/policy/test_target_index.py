@@ -108,3 +108,98 @@ def test_index_skips_policies_that_cannot_apply(monkeypatch: pytest.MonkeyPatch)
         assert rule.rule_id.startswith("role3-")  # type: ignore[attr-defined]
         resource_match = rule.target.any_ofs[0].all_ofs[0].matches[0]  # type: ignore[attr-defined]
         assert resource_match.value.value.value == "/meters/1"
+
+
+# --- Keyrock's shape: every role's Policy has the application's target; the role is tested in each rule's Condition
+
+
+def keyrock_shaped(roles: int, permissions: int, seed: int) -> bytes:
+    from sleutelbos.policy.rbac import Permission
+    from sleutelbos.policy.rbac import keyrock_policy_set as keyrock
+
+    rng = random.Random(seed)
+    return keyrock("app-1", {
+        f"role{r}": [Permission(f"r{r}p{n}", rng.choice(["GET", "POST", "DELETE"]),
+                                f"/meters/{rng.randrange(8)}" if rng.random() < 0.8 else r"/meters/[0-9]+/readings",
+                                is_regex=rng.random() >= 0.8)
+                     for n in range(permissions)]
+        for r in range(roles)
+    })
+
+
+def wilma_like(rng: random.Random, roles: int) -> tuple[Attributes, ...]:
+    from sleutelbos.policy.rbac import RESOURCE_ID
+
+    def values(*texts: str) -> tuple[AttributeValue, ...]:
+        return tuple(AttributeValue(S, t) for t in texts)
+
+    subject = []
+    if rng.random() < 0.85:
+        subject.append(Attribute(ROLE, values(*{f"role{rng.randrange(roles + 3)}" for _ in range(rng.choice([1, 2]))})))
+    resource = [Attribute(RESOURCE_ID, values(rng.choice(["app-1", "app-1", "app-2"])))]
+    if rng.random() < 0.9:  # MustBePresent in every rule target: without it every rule is Indeterminate
+        path = rng.choice([f"/meters/{rng.randrange(9)}", f"/meters/{rng.randrange(9)}/readings"])
+        resource.append(Attribute(SUB_RESOURCE, values(path)))
+    groups = [Attributes(SUBJECT, tuple(subject)), Attributes(RESOURCE, tuple(resource))]
+    if rng.random() < 0.95:
+        groups.append(Attributes(ACTION, (Attribute(ACTION_ID, values(rng.choice(["GET", "POST", "PUT"]))),)))
+    return tuple(groups)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_role_guards_from_conditions_agree_with_a_full_scan(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    xml = keyrock_shaped(roles=40, permissions=6, seed=seed)
+    indexed = Pdp(load_policy(xml))
+    monkeypatch.setattr(target_index, "INDEX_MIN_SIBLINGS", 10**9)
+    scanned = Pdp(load_policy(xml))
+    rng = random.Random(seed)
+    decisions = set()
+    for _ in range(500):
+        attributes = wilma_like(rng, 40)
+        a, b = indexed.evaluate(attributes, True), scanned.evaluate(attributes, True)
+        assert (a.decision, a.status, a.policies) == (b.decision, b.status, b.policies), attributes
+        decisions.add(a.decision)
+    assert len(decisions) >= 3  # Permit, NotApplicable and Indeterminate (missing MustBePresent attributes)
+
+
+def test_role_guards_skip_the_other_roles_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluated: list[str] = []
+    original = compiler_module.Compiler.policy
+
+    def counting_policy(self, node):  # type: ignore[no-untyped-def]
+        compiled = original(self, node)
+        inner = compiled.evaluate
+
+        def evaluate(ctx):  # type: ignore[no-untyped-def]
+            evaluated.append(node.policy_id)
+            return inner(ctx)
+
+        compiled.evaluate = evaluate
+        return compiled
+
+    monkeypatch.setattr(compiler_module.Compiler, "policy", counting_policy)
+    pdp = Pdp(load_policy(keyrock_shaped(roles=200, permissions=5, seed=7)))
+    from sleutelbos.policy.rbac import RESOURCE_ID
+
+    request = (Attributes(SUBJECT, (Attribute(ROLE, (AttributeValue(S, "role12"),)),)),
+               Attributes(RESOURCE, (Attribute(RESOURCE_ID, (AttributeValue(S, "app-1"),)),
+                                     Attribute(SUB_RESOURCE, (AttributeValue(S, "/meters/1"),)))),
+               Attributes(ACTION, (Attribute(ACTION_ID, (AttributeValue(S, "GET"),)),)))
+    pdp.evaluate(request)
+    assert evaluated == ["role12"]
+    evaluated.clear()
+    pdp.evaluate(request[:2])  # no action-id, which every rule requires: the guards may not hold, so no skipping
+    assert len(evaluated) == 200
+
+
+def test_a_rule_whose_target_may_fail_is_never_skipped() -> None:
+    """A regular expression that does not compile makes its rule Indeterminate for every request, whatever the
+    role: that policy must stay a candidate."""
+    from sleutelbos.policy.rbac import Permission, wilma_request_json
+    from sleutelbos.policy.rbac import keyrock_policy_set as keyrock
+
+    roles = {f"role{r}": [Permission(f"p{r}", "GET", "/m/1")] for r in range(6)}
+    roles["broken"] = [Permission("bad", "GET", "([", is_regex=True)]
+    pdp = Pdp(load_policy(keyrock("app", roles)))
+    (result,) = pdp.decide_json(wilma_request_json("app", ["role9"], "/m/1", "GET")).decode().split('"Decision":')[1:]
+    assert result.startswith('"Indeterminate"')

@@ -58,7 +58,7 @@ from .model import (
     Target,
 )
 from .status import UnknownFunction
-from .target_index import candidate_selector
+from .target_index import Guard, candidate_selector, policy_guards, rule_guards, target_guards
 from .values import FALSE, Bag
 
 TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
@@ -119,19 +119,19 @@ class Compiler(ExpressionCompiler):
         if combine is None:
             raise InvalidPolicy(f"{where}: unknown PolicyCombiningAlgId {node.policy_combining_alg_id!r}")
         children: list[Node] = []
-        targets: list[Target | None] = []
+        guards: list[list[Guard]] = []
         for child in node.children:
             if isinstance(child, Policy):
                 children.append(self.policy(child))
-                targets.append(child.target)
+                guards.append(policy_guards(child, self._get_function))
             elif isinstance(child, PolicySet):
                 children.append(self.policy_set(child))
-                targets.append(child.target)
+                guards.append(target_guards(child.target))
             else:
                 children.append(self.reference(child, where))
-                targets.append(None)
+                guards.append([])
         identifier = PolicyIdentifier("PolicySet", node.policy_set_id, node.version)
-        return self._combined(where, identifier, node.target, combine, children, targets, {},
+        return self._combined(where, identifier, node.target, combine, children, guards, {},
                               node.obligation_expressions, node.advice_expressions)
 
     def policy(self, node: Policy) -> Node:
@@ -143,7 +143,8 @@ class Compiler(ExpressionCompiler):
         rules = [self.rule(rule, where, variables) for rule in node.rules]
         variables.compile_all()
         identifier = PolicyIdentifier("Policy", node.policy_id, node.version)
-        return self._combined(where, identifier, node.target, combine, rules, [r.target for r in node.rules],
+        return self._combined(where, identifier, node.target, combine, rules,
+                              [rule_guards(r, self._get_function) for r in node.rules],
                               variables, node.obligation_expressions, node.advice_expressions)
 
     def reference(self, reference: IdReference, where: str) -> Node:
@@ -156,11 +157,11 @@ class Compiler(ExpressionCompiler):
         return self._resolve(reference, where)
 
     def _combined(self, where: str, identifier: PolicyIdentifier, target: Target, combine: Combiner,
-                  children: list[Node], child_targets: Sequence[Target | None], variables: Any,
+                  children: list[Node], child_guards: Sequence[list[Guard]], variables: Any,
                   obligation_expressions: tuple[ObligationExpression, ...],
                   advice_expressions: tuple[AdviceExpression, ...]) -> Node:
         match_target = self.target(target, where, variables)
-        select = candidate_selector(children, child_targets)
+        select = candidate_selector(children, child_guards)
         if len(children) == 1 and combine in IDENTITY_ON_ONE:
             only = children[0].evaluate
 
