@@ -60,6 +60,7 @@ class Compiled:
     value: Any = None
     function: Any = None
 
+
 class ExpressionCompiler:
     """Compiles expressions; :class:`.compiler.Compiler` adds targets, rules and policies on top."""
 
@@ -69,6 +70,8 @@ class ExpressionCompiler:
         self._get_function = functions or get_function
 
     def expression(self, expr: Expression, where: str, variables: Any) -> Compiled:
+        """Compile ``expr``; ``where`` names the enclosing element for error messages, ``variables`` is the
+        enclosing policy's :class:`PolicyVariables` (or anything else outside a policy)."""
         if isinstance(expr, Constant):
             value = expr.value
             return Compiled(lambda _ctx: value, (value.datatype, False), True, value)
