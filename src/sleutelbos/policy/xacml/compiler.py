@@ -63,6 +63,7 @@ from .values import FALSE, Bag
 
 TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
 
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a policy is compiled.
