@@ -115,44 +115,55 @@ def parse_attributes_xml(body: bytes) -> tuple[Attributes, ...]:
     return tuple(_attributes(element) for element in root.iter(_NS + "Attributes"))
 
 
+_ATTRIBUTE = _NS + "Attribute"
+_ATTRIBUTE_VALUE = _NS + "AttributeValue"
+_CONTENT = _NS + "Content"
+
+
 def _attributes(element: etree._Element) -> Attributes:
     category = element.get("Category")
     if not category:
         raise InvalidRequest("<Attributes>: attribute Category is required")
-    where = f"<Attributes Category={category!r}>"
-    attributes = []
+    attributes: list[Attribute] = []
     content = None
-    for child in _elements(element):
-        local = _local(child)
-        if local == "Content":
+    for child in element:
+        tag = child.tag
+        if tag == _ATTRIBUTE:
+            _attribute(child, category, attributes)
+        elif tag == _CONTENT:
             inner = _elements(child)
             if len(inner) != 1 or content is not None:
-                raise InvalidRequest(f"{where} <Content>: exactly one element is required")
+                raise InvalidRequest(f"<Attributes Category={category!r}> <Content>: exactly one element is required")
             content = etree.ElementTree(copy.deepcopy(inner[0]))  # its own document: '//' stays inside it
-        elif local == "Attribute":
-            values, issuer, include = _attribute(child, where)
-            attributes.extend(_split_by_datatype(child.get("AttributeId"), values, issuer, include))
-        else:
-            raise InvalidRequest(f"{where}: unexpected child element <{child.tag}>")
+        elif isinstance(tag, str):
+            raise InvalidRequest(f"<Attributes Category={category!r}>: unexpected child element <{tag}>")
     return Attributes(category, tuple(attributes), content, element.get(_XML_ID))
 
 
-def _attribute(element: etree._Element, parent: str) -> tuple[list[Any], str | None, bool]:
+def _attribute(element: etree._Element, category: str, into: list[Attribute]) -> None:
+    """Appends one :class:`.context.Attribute` per data type of the ``<Attribute>`` (see its docstring); error
+    messages are only formatted when there is an error (requests are parsed on the hot path of the HTTP PDP)."""
     attribute_id = element.get("AttributeId")
     if not attribute_id:
-        raise InvalidRequest(f"{parent} <Attribute>: attribute AttributeId is required")
-    where = f"{parent} <Attribute AttributeId={attribute_id!r}>"
-    include = _boolean(element, "IncludeInResult", where, False)
+        raise InvalidRequest(f"<Attributes Category={category!r}> <Attribute>: attribute AttributeId is required")
+    include = element.get("IncludeInResult")
+    if include is None or include == "false":
+        included = False
+    else:
+        included = _boolean(element, "IncludeInResult", _where(category, attribute_id), False)
     values = []
-    for child in _elements(element):
-        if _local(child) != "AttributeValue":
-            raise InvalidRequest(f"{where}: unexpected child element <{child.tag}>")
+    for child in element:
+        if child.tag != _ATTRIBUTE_VALUE:
+            if isinstance(child.tag, str):
+                raise InvalidRequest(f"{_where(category, attribute_id)}: unexpected child element <{child.tag}>")
+            continue
         data_type = child.get("DataType")
         if not data_type:
-            raise InvalidRequest(f"{where} <AttributeValue>: attribute DataType is required")
-        if _elements(child):
-            raise InvalidRequest(f"{where} <AttributeValue DataType={data_type!r}>: element content is not supported")
-        text = "".join(child.itertext())
+            raise InvalidRequest(f"{_where(category, attribute_id)} <AttributeValue>: attribute DataType is required")
+        if len(child):
+            raise InvalidRequest(f"{_where(category, attribute_id)} <AttributeValue DataType={data_type!r}>: element "
+                                 "content is not supported")
+        text = child.text or ""
         try:
             if data_type == XPATH_EXPRESSION:
                 nsmap = {k: v for k, v in child.nsmap.items() if k}
@@ -160,18 +171,23 @@ def _attribute(element: etree._Element, parent: str) -> tuple[list[Any], str | N
             else:
                 values.append(parse_value(data_type, text))
         except (XacmlSyntaxError, UnknownDataType) as exc:
-            raise InvalidRequest(f"{where} <AttributeValue DataType={data_type!r}>: {exc}") from exc
+            raise InvalidRequest(f"{_where(category, attribute_id)} <AttributeValue DataType={data_type!r}>: {exc}"
+                                 ) from exc
     if not values:
-        raise InvalidRequest(f"{where}: at least one <AttributeValue> is required")
-    return values, element.get("Issuer"), include
-
-
-def _split_by_datatype(attribute_id: str, values: list[Any], issuer: str | None, include: bool) -> list[Attribute]:
-    """One :class:`.context.Attribute` per data type (see its docstring), in order of first appearance."""
+        raise InvalidRequest(f"{_where(category, attribute_id)}: at least one <AttributeValue> is required")
+    issuer = element.get("Issuer")
+    datatype = values[0].datatype
+    if all(value.datatype == datatype for value in values):
+        into.append(Attribute(attribute_id, tuple(values), issuer, included))
+        return
     by_type: dict[str, list[Any]] = {}
     for value in values:
         by_type.setdefault(value.datatype, []).append(value)
-    return [Attribute(attribute_id, tuple(group), issuer, include) for group in by_type.values()]
+    into.extend(Attribute(attribute_id, tuple(group), issuer, included) for group in by_type.values())
+
+
+def _where(category: str, attribute_id: str) -> str:
+    return f"<Attributes Category={category!r}> <Attribute AttributeId={attribute_id!r}>"
 
 
 # --- responses
