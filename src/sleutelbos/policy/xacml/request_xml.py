@@ -221,8 +221,22 @@ def _actions(parent: etree._Element, container: str, element: str, id_name: str,
             _value_element(node, "AttributeAssignment", attrib, assignment.value)
 
 
+_PLAIN_RESPONSE = (b"<?xml version='1.0' encoding='UTF-8'?>\n<Response xmlns=\"" + XACML3_NS.encode()
+                   + b"\"><Result><Decision>%s</Decision><Status><StatusCode Value=\"" + STATUS_OK.encode()
+                   + b"\"/></Status></Result></Response>")
+
+
 def render_response_xml(response: Response) -> bytes:
-    """:class:`.context.Response` → a ``<Response>`` document (UTF-8)."""
+    """:class:`.context.Response` → a ``<Response>`` document (UTF-8).
+
+    The most common answer — one Permit, Deny or NotApplicable with nothing attached — is written from a template;
+    everything else is built with lxml.
+    """
+    if len(response.results) == 1:
+        only = response.results[0]
+        if (only.status is None and only.decision != "Indeterminate" and not only.obligations and not only.advice
+                and not only.attributes and only.policy_identifiers is None):
+            return _PLAIN_RESPONSE % only.decision.encode()
     root = etree.Element(_NS + "Response", nsmap={None: XACML3_NS})
     for result in response.results:
         node = _sub(root, "Result")
