@@ -172,3 +172,26 @@ def test_a_request_that_expands_to_too_many_individual_requests_is_refused(pdp: 
     body = f'<Request {NS} ReturnPolicyIdList="false" CombinedDecision="false">{repeated}</Request>'.encode()
     with pytest.raises(InvalidRequest, match="individual requests"):
         pdp.decide_xml(body)
+
+
+def test_attribute_selector_reads_json_content() -> None:
+    """JSON Profile ``Content`` is XML text; an AttributeSelector reads it like the XML request's ``<Content>``."""
+    policy = f"""<Policy {NS} PolicyId="xpath" Version="1.0"
+        RuleCombiningAlgId="urn:oasis:names:tc:xacml:3.0:rule-combining-algorithm:deny-unless-permit">
+      <PolicyDefaults><XPathVersion>http://www.w3.org/TR/1999/REC-xpath-19991116</XPathVersion></PolicyDefaults>
+      <Target/>
+      <Rule RuleId="owner" Effect="Permit" xmlns:m="urn:meter"><Target><AnyOf><AllOf>
+        <Match MatchId="{F}string-equal"><AttributeValue DataType="{S}">ann</AttributeValue>
+          <AttributeSelector Category="{RESOURCE}" Path="/m:meter/m:owner/text()" DataType="{S}"
+            MustBePresent="true"/></Match></AllOf></AnyOf></Target></Rule></Policy>"""
+    pdp = Pdp(load_policy(policy.encode()))
+
+    def decide(owner: str) -> str:
+        content = f'<meter xmlns="urn:meter"><owner>{owner}</owner></meter>'
+        body = json.dumps({"Request": {"Resource": {"Content": content, "Attribute": []}}})
+        return json.loads(pdp.decide_json(body.encode()))["Response"][0]["Decision"]
+
+    assert decide("ann") == "Permit"
+    assert decide("bob") == "Deny"
+    broken = json.dumps({"Request": {"Resource": {"Content": "not xml", "Attribute": []}}})
+    assert json.loads(pdp.decide_json(broken.encode()))["Response"][0]["Decision"] == "Deny"  # Indeterminate rule
