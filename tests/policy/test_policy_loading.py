@@ -158,3 +158,32 @@ def test_reference_takes_the_latest_matching_version() -> None:
 ])
 def test_version_matching(constraints: dict[str, str], version: str, expected: bool) -> None:
     assert version_matches(IdReference("Policy", "x", **constraints), version) is expected  # type: ignore[arg-type]
+
+
+def test_compiling_restores_the_garbage_collector_even_when_compilations_overlap() -> None:
+    import gc
+    import threading
+
+    from sleutelbos.policy.xacml.compiler import gc_paused
+
+    assert gc.isenabled()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def compile_slowly() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=compile_slowly)
+    worker.start()
+    inside.wait(5)
+    with gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the other compilation is still running
+    release.set()
+    worker.join(5)
+    assert gc.isenabled()
+    with pytest.raises(InvalidPolicy):
+        load_policy(b"<Policy")
+    assert gc.isenabled()  # restored after a failed load too

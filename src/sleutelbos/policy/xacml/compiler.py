@@ -16,6 +16,7 @@ raises :class:`.errors.InvalidPolicy` naming the element.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -64,22 +65,33 @@ from .values import FALSE, Bag
 TargetEvaluator = Callable[[EvaluationContext], "bool | Status"]
 
 
+_pause_lock = threading.Lock()
+_pause_depth = 0
+_gc_was_enabled = False
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a policy is compiled.
 
     Compiling allocates hundreds of thousands of long-lived objects (closures, cells, model objects); each
     generation-2 collection then walks all of them, which made compiling a 1,000-role policy set several times
-    slower. Reference counting still frees everything that is not cyclic; the collector is re-enabled (if it was
-    enabled) when compiling ends, whatever happens.
+    slower. Reference counting still frees everything that is not cyclic. Compilations may overlap in threads (the
+    PAP compiles off the event loop): the first one in pauses the collector, the last one out restores it as it was.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _pause_depth, _gc_was_enabled
+    with _pause_lock:
+        if _pause_depth == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _pause_depth += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pause_lock:
+            _pause_depth -= 1
+            if _pause_depth == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class Node:
