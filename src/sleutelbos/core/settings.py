@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     # --- policy -----------------------------------------------------------------------------------------
     policy_database_url: str | None = None
+    policy_sync_interval_s: float = Field(
+        default=2.0, gt=0, description="How often a worker checks the database for policy changes by other workers"
+    )
 
 
     # --- custody ----------------------------------------------------------------------------------------

@@ -1,0 +1,500 @@
+"""Policy decision throughput and latency: sleutelbos's XACML PDP against Cedar (cedarpy), in-process and over HTTP.
+
+Workloads (issue 4):
+  (a) Keyrock-style RBAC: one PolicySet, one Policy per role, one Rule per permission (path + HTTP verb), Wilma
+      requests with the caller's roles — default 1,000 roles x 10 permissions;
+  (b) the project's ABAC meter-data policy (src/sleutelbos/policy/policies/meter-data.xml): households, suppliers,
+      vendors with and without grants, the operator, quarantined meters, break-glass.
+
+For each: decisions/s with p50/p99 latency
+  - in-process: the full JSON Profile path (parse request, evaluate, render response), the XML path, and
+    evaluation alone (request parsed beforehand);
+  - over HTTP: `sleutelbos serve policy` in a subprocess (and N of them on one database, the scaled mode), driven by a
+    separate client process over keep-alive connections (POST /authzforce-ce/domains/{id}/pdp, JSON Profile);
+  - Cedar, the same policies written in Cedar: cedarpy one call at a time with the policy text (parsed on every
+    call, as the issue measured), one call at a time with pre-parsed PolicySet/Entities handles, and the batch call.
+Ratios are ours / theirs, measured in this run. References: AuthZForce's published ~11,000 responses/s over HTTP;
+goals: in-process >= 50,000/s on (b) with p99 < 100 us, HTTP >= 10,000/s.
+
+    PYTHONPATH=src python benchmarks/policy_decisions.py              # defaults: full sizes, a few minutes
+    PYTHONPATH=src python benchmarks/policy_decisions.py --roles 100  # smaller RBAC workload
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from sleutelbos.policy.meter_data import MeterDataRequest, meter_data_policy  # noqa: E402
+from sleutelbos.policy.rbac import Permission, keyrock_policy_set, wilma_request_json, wilma_request_xml  # noqa: E402
+from sleutelbos.policy.xacml import Pdp, load_policy, parse_request_json  # noqa: E402
+
+AUTHZFORCE_HTTP = 11_000
+VERBS = ("GET", "POST", "PATCH", "DELETE")
+
+
+# --- workloads ------------------------------------------------------------------------------------------------
+
+
+class Workload:
+    def __init__(self, name: str, policy: bytes, json_bodies: list[bytes], xml_bodies: list[bytes],
+                 cedar_policies: str, cedar_requests: list[dict[str, Any]], cedar_entities: list[list[dict]]) -> None:
+        self.name = name
+        self.policy = policy
+        self.json_bodies = json_bodies
+        self.xml_bodies = xml_bodies
+        self.cedar_policies = cedar_policies
+        self.cedar_requests = cedar_requests
+        self.cedar_entities = cedar_entities  # per request
+
+
+def rbac_workload(roles: int, permissions: int, requests: int, rng: random.Random) -> Workload:
+    app = "urn:sleutelbos:app:bench"
+    table = {
+        f"role-{r}": [Permission(f"perm-{r}-{p}", rng.choice(VERBS), f"/v2/app/r{r}/p{p}") for p in range(permissions)]
+        for r in range(roles)
+    }
+    cedar = "\n".join(
+        f'permit (principal, action == Action::"{p.action}", resource == Path::"{p.resource}") '
+        f'when {{ principal.roles.contains("{role}") }};'
+        for role, perms in table.items() for p in perms
+    )
+    json_bodies, xml_bodies, cedar_requests, cedar_entities = [], [], [], []
+    names = list(table)
+    for i in range(requests):
+        role = rng.choice(names)
+        permission = rng.choice(table[role])
+        verb = permission.action if rng.random() < 0.8 else next(v for v in VERBS if v != permission.action)
+        held = [role, rng.choice(names)]
+        json_bodies.append(wilma_request_json(app, held, permission.resource, verb))
+        xml_bodies.append(wilma_request_xml(app, held, permission.resource, verb))
+        cedar_requests.append({"principal": f'User::"u{i}"', "action": f'Action::"{verb}"',
+                               "resource": f'Path::"{permission.resource}"', "context": {}})
+        cedar_entities.append([{"uid": {"type": "User", "id": f"u{i}"}, "attrs": {"roles": held}, "parents": []}])
+    return Workload(f"(a) RBAC {roles} roles x {permissions} permissions", keyrock_policy_set(app, table),
+                    json_bodies, xml_bodies, cedar, cedar_requests, cedar_entities)
+
+
+CEDAR_METER_POLICY = """
+forbid (principal, action, resource) when { resource.quarantined || context.break_glass };
+permit (principal, action == Action::"read", resource) when { principal.kind == "operator" };
+permit (principal, action == Action::"read", resource)
+  when { principal.kind == "household" && resource has owner && resource.owner == principal.subject_id };
+permit (principal, action == Action::"read", resource)
+  when { principal.kind == "supplier" && resource.contracted_suppliers.contains(principal.organisation) };
+permit (principal, action == Action::"read", resource)
+  when { principal.kind == "vendor" && principal.granted_meters.contains(resource.meter_id)
+         && principal has grant_expires && context.now < principal.grant_expires };
+"""
+
+
+def meter_requests(count: int, rng: random.Random) -> list[MeterDataRequest]:
+    now = datetime.now(UTC)
+    out = []
+    for i in range(count):
+        meter = f"urn:ngsi-ld:Device:meter-{rng.randrange(100_000)}"
+        household = f"household:{rng.randrange(100_000)}"
+        scenario = i % 10
+        quarantined = rng.random() < 0.05
+        break_glass = rng.random() < 0.02
+        common = {"quarantined": quarantined, "break_glass": break_glass}
+        if scenario in (0, 1, 2):
+            owner = household if scenario != 2 else "household:other"
+            out.append(MeterDataRequest(household, household, "household", meter, owner=owner, **common))
+        elif scenario in (3, 4, 5):
+            suppliers = ("energy-nl", "greenpower") if scenario != 5 else ("greenpower",)
+            out.append(MeterDataRequest("svc:energy-nl", "energy-nl", "supplier", meter,
+                                        contracted_suppliers=suppliers, **common))
+        elif scenario in (6, 7):
+            expires = now + timedelta(hours=1 if scenario == 6 else -1)
+            out.append(MeterDataRequest("support@meters-inc", "meters-inc", "vendor", meter,
+                                        granted_meters=(meter, "other"), grant_expires=expires, **common))
+        elif scenario == 8:
+            out.append(MeterDataRequest("support@meters-inc", "meters-inc", "vendor", meter, **common))
+        else:
+            out.append(MeterDataRequest("alice", "gridco", "operator", meter, **common))
+    return out
+
+
+def meter_workload(requests: int, rng: random.Random) -> Workload:
+    cedar_requests, cedar_entities = [], []
+    reqs = meter_requests(requests, rng)
+    for i, r in enumerate(reqs):
+        principal = {"kind": r.kind, "organisation": r.organisation, "subject_id": r.subject_id,
+                     "granted_meters": list(r.granted_meters)}
+        if r.grant_expires is not None:
+            principal["grant_expires"] = int(r.grant_expires.timestamp())
+        resource: dict[str, Any] = {"meter_id": r.meter_id, "quarantined": r.quarantined,
+                                    "contracted_suppliers": list(r.contracted_suppliers)}
+        if r.owner is not None:
+            resource["owner"] = r.owner
+        cedar_requests.append({"principal": f'User::"p{i}"', "action": f'Action::"{r.action}"',
+                               "resource": f'Meter::"m{i}"',
+                               "context": {"break_glass": r.break_glass, "now": int(time.time())}})
+        cedar_entities.append([{"uid": {"type": "User", "id": f"p{i}"}, "attrs": principal, "parents": []},
+                               {"uid": {"type": "Meter", "id": f"m{i}"}, "attrs": resource, "parents": []}])
+    return Workload("(b) ABAC meter data", meter_data_policy(), [r.to_json() for r in reqs],
+                    [r.to_xml() for r in reqs], CEDAR_METER_POLICY, cedar_requests, cedar_entities)
+
+
+# --- measuring ------------------------------------------------------------------------------------------------
+
+
+class Figure:
+    def __init__(self, label: str, count: int, seconds: float, latencies_ns: Sequence[int]) -> None:
+        self.label = label
+        self.rate = count / seconds if seconds else 0.0
+        ordered = sorted(latencies_ns)
+        self.p50 = ordered[len(ordered) // 2] / 1000 if ordered else float("nan")
+        self.p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000 if ordered else float("nan")
+
+    def line(self) -> str:
+        return f"  {self.label:58s} {self.rate:>10,.0f} /s   p50 {self.p50:>9.1f} us   p99 {self.p99:>9.1f} us"
+
+
+def measure(label: str, call: Callable[[int], Any], items: int, seconds: float) -> Figure:
+    """Call ``call(i)`` for i cycling over ``items`` until ``seconds`` have passed; time each call."""
+    latencies: list[int] = []
+    clock = time.perf_counter_ns
+    deadline = clock() + int(seconds * 1e9)
+    count = 0
+    start = clock()
+    while True:
+        t0 = clock()
+        call(count % items)
+        t1 = clock()
+        latencies.append(t1 - t0)
+        count += 1
+        if t1 >= deadline:
+            break
+    return Figure(label, count, (clock() - start) / 1e9, latencies)
+
+
+def decision_of_json(answer: bytes) -> str:
+    return json.loads(answer)["Response"][0]["Decision"]
+
+
+def in_process(workload: Workload, seconds: float) -> tuple[list[Figure], Pdp]:
+    started = time.perf_counter()
+    pdp = Pdp(load_policy(workload.policy))
+    print(f"  policy loaded and compiled in {time.perf_counter() - started:.2f} s")
+    parsed = [parse_request_json(b) for b in workload.json_bodies]
+    bodies_json, bodies_xml = workload.json_bodies, workload.xml_bodies
+    n = len(bodies_json)
+    figures = [
+        measure("XACML in-process, JSON request -> JSON response", lambda i: pdp.decide_json(bodies_json[i]), n,
+                seconds),
+        measure("XACML in-process, XML request -> XML response", lambda i: pdp.decide_xml(bodies_xml[i]), n, seconds),
+        measure("XACML in-process, evaluation of a parsed request", lambda i: pdp.decide(parsed[i]), n, seconds),
+    ]
+    return figures, pdp
+
+
+def cedar(workload: Workload, seconds: float, batch_size: int) -> tuple[list[Figure], list[bool]]:
+    import cedarpy
+
+    policies_text = workload.cedar_policies
+    requests, entities = workload.cedar_requests, workload.cedar_entities
+    n = len(requests)
+    policy_set = cedarpy.PolicySet.from_str(policies_text)
+    entity_handles = [cedarpy.Entities.from_json_str(json.dumps(e)) for e in entities]
+    allowed = [cedarpy.is_authorized(requests[i], policy_set, entity_handles[i]).allowed for i in range(n)]
+    figures = [
+        measure("cedarpy one call at a time, policy text (parsed per call)",
+                lambda i: cedarpy.is_authorized(requests[i], policies_text, entities[i]), n, seconds),
+        measure("cedarpy one call at a time, pre-parsed PolicySet/Entities",
+                lambda i: cedarpy.is_authorized(requests[i], policy_set, entity_handles[i]), n, seconds),
+    ]
+    batches = [(requests[s:s + batch_size], [e for es in entities[s:s + batch_size] for e in es])
+               for s in range(0, n - batch_size + 1, batch_size)]
+    batch_entities = [cedarpy.Entities.from_json_str(json.dumps(e)) for _, e in batches]
+    batch = measure(f"cedarpy batch call ({batch_size} per call), pre-parsed",
+                    lambda i: cedarpy.is_authorized_batch(batches[i][0], policy_set, batch_entities[i]),
+                    len(batches), seconds)
+    batch.rate *= batch_size  # decisions, not calls
+    batch.p50 /= batch_size
+    batch.p99 /= batch_size
+    batch.label += " [latency per decision]"
+    figures.append(batch)
+    return figures, allowed
+
+
+# --- HTTP -----------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_database(url: str, workloads: Sequence[Workload]) -> list[str]:
+    """Load the policies through the PAP service (audited into memory here) and return one domain per workload."""
+    from sleutelbos.core.protocols import Actor, AuditReceipt
+    from sleutelbos.policy.service import PolicyService
+    from sleutelbos.policy.store import open_store
+
+    class BenchmarkAudit:
+        async def record(self, event: Any) -> AuditReceipt:
+            return AuditReceipt(0, "00" * 32)
+
+    async def run() -> list[str]:
+        service = PolicyService(open_store(url), BenchmarkAudit())
+        await service.start()
+        try:
+            actor = Actor("benchmark")
+            domains = []
+            for w in workloads:
+                domain = await service.create_domain(actor, f"bench-{len(domains)}")
+                stored = await service.add_policy(actor, domain.domain_id, w.policy)
+                await service.set_root(actor, domain.domain_id, stored.policy_id)
+                domains.append(domain.domain_id)
+            return domains
+        finally:
+            await service.stop()
+
+    return asyncio.run(run())
+
+
+def start_servers(url: str, count: int, data_dir: Path) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING",
+           "SLEUTELBOS_POLICY_SYNC_INTERVAL_S": "3600"}
+    servers, ports = [], []
+    for _ in range(count):
+        port = free_port()
+        servers.append(subprocess.Popen(
+            [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
+             "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        ports.append(port)
+    deadline = time.time() + 900  # every worker compiles every domain before it listens
+    for port in ports:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.time() > deadline or any(s.poll() is not None for s in servers):
+                    for s in servers:
+                        s.kill()
+                    raise RuntimeError("the policy server did not start") from None
+                time.sleep(0.2)
+    return servers, ports
+
+
+async def noop_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:
+    """The ceiling: an ASGI app that reads the body and answers ``{}`` — what uvicorn alone costs here."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def start_noop_server() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the no-op server did not start")
+
+
+def http_run(ports: Sequence[int], domain: str, bodies_file: Path, seconds: float, connections: int) -> Figure:
+    """Run the client in its own process and read its figure."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--http-client", "--ports", ",".join(map(str, ports)), "--domain", domain,
+         "--bodies", str(bodies_file), "--seconds", str(seconds), "--connections", str(connections)],
+        capture_output=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    result = json.loads(out.stdout)
+    figure = Figure("", result["count"], result["seconds"], [])
+    figure.p50, figure.p99 = result["p50_us"], result["p99_us"]
+    if result["errors"]:
+        print(f"  !! {result['errors']} responses were not 200")
+    return figure
+
+
+async def http_client(ports: Sequence[int], domain: str, bodies: list[bytes], seconds: float,
+                      connections: int) -> dict[str, Any]:
+    """Keep-alive HTTP/1.1 connections, one request in flight each; raw asyncio streams to keep the client cheap."""
+    path = f"/authzforce-ce/domains/{domain}/pdp"
+    requests = [
+        (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xacml+json\r\n"
+         f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies
+    ]
+    latencies: list[int] = []
+    errors = 0
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal errors, count
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[k % len(ports)])
+        i = k
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter_ns()
+            writer.write(requests[i % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter_ns() - t0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            count += 1
+            i += connections
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {"count": count, "seconds": elapsed, "errors": errors,
+            "p50_us": ordered[len(ordered) // 2] / 1000, "p99_us": ordered[int(len(ordered) * 0.99)] / 1000}
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--roles", type=int, default=1000)
+    parser.add_argument("--permissions", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=2000, help="distinct requests per workload")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per in-process / Cedar measurement")
+    parser.add_argument("--http-seconds", type=float, default=6.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="servers for the scaled-mode HTTP figure")
+    parser.add_argument("--batch", type=int, default=100, help="requests per cedarpy batch call")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-cedar", action="store_true")
+    parser.add_argument("--seed", type=int, default=4)
+    # the client mode, run by this script in a separate process
+    parser.add_argument("--http-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
+    parser.add_argument("--domain", help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve_noop:
+        import uvicorn
+
+        uvicorn.run(noop_app, host="127.0.0.1", port=args.serve_noop, log_level="warning", access_log=False)
+        return
+
+    if args.http_client:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        bodies = [bytes.fromhex(line) for line in Path(args.bodies).read_text().split()]
+        ports = [int(p) for p in args.ports.split(",")]
+        print(json.dumps(asyncio.run(http_client(ports, args.domain, bodies, args.seconds, args.connections))))
+        return
+
+    rng = random.Random(args.seed)
+    print(f"policy decisions benchmark — python {sys.version.split()[0]}, {os.cpu_count()} CPUs (shared; noisy)")
+    workloads = [rbac_workload(args.roles, args.permissions, args.requests, rng),
+                 meter_workload(args.requests, rng)]
+    summary: dict[str, dict[str, Figure]] = {}
+    for w in workloads:
+        print(f"\n{w.name}: {len(w.json_bodies)} distinct requests, policy {len(w.policy) / 1e6:.2f} MB")
+        figures, pdp = in_process(w, args.seconds)
+        for f in figures:
+            print(f.line())
+        summary[w.name] = {"json": figures[0], "eval": figures[2]}
+        if not args.skip_cedar:
+            ours = [decision_of_json(pdp.decide_json(b)) == "Permit" for b in w.json_bodies]
+            cedar_figures, allowed = cedar(w, args.seconds, args.batch)
+            for f in cedar_figures:
+                print(f.line())
+            disagree = sum(a != b for a, b in zip(ours, allowed, strict=True))
+            print(f"  decisions: {sum(ours)} Permit of {len(ours)}; XACML and Cedar disagree on {disagree}")
+            for f in cedar_figures:
+                print(f"  ratio XACML JSON path / {f.label.split(' [')[0]}: {ratio(figures[0].rate, f.rate)}"
+                      f"   (evaluation only: {ratio(figures[2].rate, f.rate)})")
+            summary[w.name]["cedar-batch"] = cedar_figures[-1]
+
+    if not args.skip_http:
+        with tempfile.TemporaryDirectory(prefix="sleutelbos-bench-") as tmp:
+            url = f"sqlite:///{Path(tmp) / 'policy.sqlite'}"
+            domains = prepare_database(url, workloads)
+            noop, noop_port = start_noop_server()
+            try:
+                bodies_file = Path(tmp) / "bodies.hex"
+                bodies_file.write_text("\n".join(b.hex() for b in workloads[1].json_bodies))
+                ceiling = http_run([noop_port], "none", bodies_file, args.http_seconds, args.connections)
+            finally:
+                noop.terminate()
+                noop.wait(timeout=30)
+            ceiling.label = "ceiling: uvicorn + a no-op ASGI app, 1 worker"
+            print(f"\nover HTTP, same client ({args.connections} keep-alive connections, separate process):")
+            print(ceiling.line())
+            for workers in sorted({1, args.workers}):
+                servers, ports = start_servers(url, workers, Path(tmp))
+                try:
+                    print(f"\nover HTTP: {workers} x `sleutelbos serve policy`, client in a separate process, "
+                          f"{args.connections} keep-alive connections, JSON Profile")
+                    for w, domain in zip(workloads, domains, strict=True):
+                        bodies_file = Path(tmp) / "bodies.hex"
+                        bodies_file.write_text("\n".join(b.hex() for b in w.json_bodies))
+                        figure = http_run(ports, domain, bodies_file, args.http_seconds, args.connections)
+                        figure.label = f"{w.name}, HTTP, {workers} worker(s)"
+                        print(figure.line())
+                        print(f"  ratio to AuthZForce's published {AUTHZFORCE_HTTP:,}/s: "
+                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; to the no-op ceiling (1 worker): "
+                              f"{ratio(figure.rate, ceiling.rate)}; goal 10,000/s: "
+                              f"{'met' if figure.rate >= 10_000 else 'NOT met'}")
+                        summary[w.name][f"http-{workers}"] = figure
+                finally:
+                    for s in servers:
+                        s.terminate()
+                    for s in servers:
+                        s.wait(timeout=30)
+
+    meter = summary[workloads[1].name]
+    print("\ngoals on (b):")
+    print(f"  in-process >= 50,000/s: JSON path {meter['json'].rate:,.0f}/s, evaluation {meter['eval'].rate:,.0f}/s"
+          f" -> {'met' if meter['eval'].rate >= 50_000 else 'NOT met'}")
+    print(f"  p99 < 100 us: JSON path {meter['json'].p99:.1f} us, evaluation {meter['eval'].p99:.1f} us"
+          f" -> {'met' if meter['eval'].p99 < 100 else 'NOT met'}")
+    if "cedar-batch" in meter:
+        print(f"  >= 2x cedarpy batch: {ratio(meter['eval'].rate, meter['cedar-batch'].rate)} (evaluation), "
+              f"{ratio(meter['json'].rate, meter['cedar-batch'].rate)} (JSON path)")
+
+
+if __name__ == "__main__":
+    main()

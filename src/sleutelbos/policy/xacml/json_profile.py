@@ -1,0 +1,353 @@
+"""Requests and responses in the JSON Profile of XACML 3.0 (v1.1; media type ``application/xacml+json``).
+
+Reading (§4.2): ``{"Request": {...}}`` with ``Category`` objects (``CategoryId``, ``Id``, ``Content``, ``Attribute``)
+or the category shorthands (``AccessSubject``, ``Action``, ``Resource``, ``Environment``, ``RecipientSubject``,
+``IntermediarySubject``, ``Codebase``, ``RequestingMachine``), each an object or an array; ``Value`` a single
+value or an array; ``DataType`` a URI, a shorthand, or inferred from the JSON type (§3.3.2); ``MultiRequests``.
+``Content`` (XML as a string) is kept as text and parsed only when an ``AttributeSelector`` reads it (a
+malformed one then makes that selector Indeterminate, as the XML would never have been needed otherwise).
+
+Writing (§4.2.2): ``{"Response": [result, ...]}`` with ``Decision``, ``Status``, ``Obligations``,
+``AssociatedAdvice``, ``Category`` and ``PolicyIdentifierList``.
+
+Anything that does not fit is an :class:`.errors.InvalidRequest` — the request is not evaluated.
+
+For a PEP asking a remote PDP: :func:`render_request_json` and :func:`parse_response_json`
+(:class:`.errors.InvalidResponse`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .context import Attribute, Attributes, Request, Response, Result
+from .decision import STATUS_OK, AttributeAssignment, MissingAttributeDetail, Obligation, PolicyIdentifier, Status
+from .errors import InvalidRequest, InvalidResponse
+from .status import UnknownDataType, XacmlSyntaxError
+from .values import AttributeValue, datatype_from_json, infer_json_datatype, parse_json_value, to_json_value
+
+CATEGORY_SHORTHANDS = {
+    "AccessSubject": "urn:oasis:names:tc:xacml:1.0:subject-category:access-subject",
+    "Action": "urn:oasis:names:tc:xacml:3.0:attribute-category:action",
+    "Resource": "urn:oasis:names:tc:xacml:3.0:attribute-category:resource",
+    "Environment": "urn:oasis:names:tc:xacml:3.0:attribute-category:environment",
+    "RecipientSubject": "urn:oasis:names:tc:xacml:1.0:subject-category:recipient-subject",
+    "IntermediarySubject": "urn:oasis:names:tc:xacml:1.0:subject-category:intermediary-subject",
+    "Codebase": "urn:oasis:names:tc:xacml:1.0:subject-category:codebase",
+    "RequestingMachine": "urn:oasis:names:tc:xacml:1.0:subject-category:requesting-machine",
+}
+_REQUEST_MEMBERS = {"ReturnPolicyIdList", "CombinedDecision", "XPathVersion", "Category", "MultiRequests",
+                    *CATEGORY_SHORTHANDS}
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{where} must be a JSON boolean")
+    return value
+
+
+def parse_request_json(body: bytes | str) -> Request:
+    """A JSON Profile request → :class:`.context.Request`, or :class:`.errors.InvalidRequest`."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request: not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or len(document) != 1 or not isinstance(document.get("Request"), dict):
+        raise InvalidRequest('request: the JSON document must be {"Request": {...}}')
+    request = document["Request"]
+    if not request.keys() <= _REQUEST_MEMBERS:
+        raise InvalidRequest(f"Request: unknown member(s) {sorted(set(request) - _REQUEST_MEMBERS)}")
+    groups: list[Attributes] = []
+    categories = request.get("Category", [])
+    for name, category in CATEGORY_SHORTHANDS.items():
+        if name in request:
+            shorthand = request[name]
+            for item in shorthand if isinstance(shorthand, list) else [shorthand]:
+                groups.append(_category(item, category, f"Request.{name}"))
+    if not isinstance(categories, list):
+        categories = [categories]
+    for position, item in enumerate(categories):
+        groups.append(_category(item, None, f"Request.Category[{position}]"))
+    if not groups:
+        raise InvalidRequest("Request: at least one category is required")
+    multi: list[tuple[str, ...]] = []
+    if "MultiRequests" in request:
+        multi_requests = request["MultiRequests"]
+        references = multi_requests.get("RequestReference") if isinstance(multi_requests, dict) else None
+        if not isinstance(references, list) or not references:
+            raise InvalidRequest("Request.MultiRequests: RequestReference must be a non-empty array")
+        ids = {g.xml_id for g in groups if g.xml_id is not None}
+        for reference in references:
+            refs = reference.get("ReferenceId") if isinstance(reference, dict) else None
+            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r in ids for r in refs):
+                raise InvalidRequest("Request.MultiRequests: each ReferenceId must list category Ids of the request")
+            multi.append(tuple(refs))
+    return Request(
+        tuple(groups),
+        _bool(request.get("ReturnPolicyIdList", False), "Request.ReturnPolicyIdList"),
+        _bool(request.get("CombinedDecision", False), "Request.CombinedDecision"),
+        tuple(multi),
+        request.get("XPathVersion"),
+    )
+
+
+_CATEGORY_MEMBERS = frozenset({"CategoryId", "Id", "Content", "Attribute"})
+_ATTRIBUTE_MEMBERS = frozenset({"AttributeId", "Value", "Issuer", "DataType", "IncludeInResult"})
+
+
+def _category(item: Any, category: str | None, where: str) -> Attributes:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be an object")
+    get = item.get
+    content = get("Content")
+    attributes = get("Attribute", [])
+    xml_id = get("Id")
+    if len(item) != ("CategoryId" in item) + (content is not None) + ("Attribute" in item) + (xml_id is not None):
+        unknown = sorted(set(item) - _CATEGORY_MEMBERS)
+        raise InvalidRequest(f"{where}: unknown member(s) {unknown}" if unknown else f"{where}: null members")
+    category = get("CategoryId", category)
+    if not isinstance(category, str) or not category:
+        raise InvalidRequest(f"{where}: CategoryId is required")
+    category = CATEGORY_SHORTHANDS.get(category, category)
+    if content is not None and not isinstance(content, str):
+        raise InvalidRequest(f"{where}.Content must be a string of XML")
+    if not isinstance(attributes, list):
+        attributes = [attributes]
+    if xml_id is not None and not isinstance(xml_id, str):
+        raise InvalidRequest(f"{where}.Id must be a string")
+    return Attributes(category, tuple([_attribute(a, where, i) for i, a in enumerate(attributes)]), content, xml_id)
+
+
+_MISSING = object()
+_STRING = "http://www.w3.org/2001/XMLSchema#string"
+
+
+def _attribute(item: Any, parent: str, position: int) -> Attribute:
+    """One JSON attribute; the location for an error message is only formatted when there is an error.
+
+    Written for speed (the HTTP PDP parses every attribute of every request): members are counted instead of
+    compared as sets, and string values of the ``string`` type become values without a parser call.
+    """
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{parent}.Attribute[{position}] must be an object")
+    get = item.get
+    attribute_id = get("AttributeId")
+    raw = get("Value", _MISSING)
+    issuer = get("Issuer")
+    include = get("IncludeInResult", False)
+    data_type = get("DataType")
+    present = 2 + ("Issuer" in item) + ("IncludeInResult" in item) + ("DataType" in item)
+    if (len(item) != present or not isinstance(attribute_id, str) or not attribute_id or raw is _MISSING
+            or (issuer is not None and not isinstance(issuer, str)) or not isinstance(include, bool)):
+        raise InvalidRequest(_attribute_problem(item, f"{parent}.Attribute[{position}]"))
+    try:
+        if data_type is None:
+            data_type = infer_json_datatype(raw)
+        elif isinstance(data_type, str):
+            data_type = datatype_from_json(data_type)
+        else:
+            raise InvalidRequest(f"{parent}.Attribute[{position}].DataType must be a string")
+        if isinstance(raw, list):
+            if not raw:
+                raise InvalidRequest(f"{parent}.Attribute[{position}]: Value must not be an empty array")
+            if data_type == _STRING and all(isinstance(v, str) for v in raw):
+                values = tuple([AttributeValue(_STRING, v) for v in raw])
+            else:
+                values = tuple([parse_json_value(data_type, v) for v in raw])
+        elif data_type == _STRING and isinstance(raw, str):
+            values = (AttributeValue(_STRING, raw),)
+        else:
+            values = (parse_json_value(data_type, raw),)
+    except (XacmlSyntaxError, UnknownDataType) as exc:
+        raise InvalidRequest(f"{parent}.Attribute[{position}] (AttributeId {attribute_id!r}): {exc}") from exc
+    return Attribute(attribute_id, values, issuer, include)
+
+
+def _attribute_problem(item: dict[str, Any], where: str) -> str:
+    unknown = set(item) - _ATTRIBUTE_MEMBERS
+    if unknown:
+        return f"{where}: unknown member(s) {sorted(unknown)}"
+    if not isinstance(item.get("AttributeId"), str) or not item.get("AttributeId"):
+        return f"{where}: AttributeId is required"
+    if "Value" not in item:
+        return f"{where}: Value is required"
+    return f"{where}: Issuer must be a string and IncludeInResult a boolean"
+
+
+# --- responses
+
+
+def _json_actions(actions: tuple[Obligation, ...]) -> list[dict[str, Any]]:
+    out = []
+    for action in actions:
+        entry: dict[str, Any] = {"Id": action.obligation_id}
+        if action.assignments:
+            assignments = []
+            for assignment in action.assignments:
+                item: dict[str, Any] = {"AttributeId": assignment.attribute_id,
+                                        "Value": to_json_value(assignment.value),
+                                        "DataType": assignment.value.datatype}
+                if assignment.category is not None:
+                    item["Category"] = assignment.category
+                if assignment.issuer is not None:
+                    item["Issuer"] = assignment.issuer
+                assignments.append(item)
+            entry["AttributeAssignment"] = assignments
+        out.append(entry)
+    return out
+
+
+def response_to_json(response: Response) -> dict[str, Any]:
+    """:class:`.context.Response` → the JSON Profile object (before serialisation)."""
+    results = []
+    for result in response.results:
+        entry: dict[str, Any] = {"Decision": result.decision}
+        status = result.status
+        status_entry: dict[str, Any] = {"StatusCode": {"Value": status.code if status else STATUS_OK}}
+        if status is not None and status.message:
+            status_entry["StatusMessage"] = status.message
+        if status is not None and status.missing_attributes:
+            status_entry["StatusDetail"] = {"MissingAttributeDetail": [
+                {k: v for k, v in (("Category", m.category), ("AttributeId", m.attribute_id),
+                                   ("DataType", m.data_type), ("Issuer", m.issuer)) if v is not None}
+                for m in status.missing_attributes
+            ]}
+        entry["Status"] = status_entry
+        if result.obligations:
+            entry["Obligations"] = _json_actions(result.obligations)
+        if result.advice:
+            entry["AssociatedAdvice"] = _json_actions(result.advice)
+        if result.attributes:
+            categories = []
+            for group in result.attributes:
+                category: dict[str, Any] = {"CategoryId": group.category}
+                if group.xml_id is not None:
+                    category["Id"] = group.xml_id
+                category["Attribute"] = [
+                    {k: v for k, v in (
+                        ("AttributeId", a.attribute_id),
+                        ("Value", [to_json_value(v) for v in a.values]),
+                        ("DataType", a.values[0].datatype),
+                        ("Issuer", a.issuer),
+                        ("IncludeInResult", True),
+                    ) if v is not None}
+                    for a in group.attributes
+                ]
+                categories.append(category)
+            entry["Category"] = categories
+        if result.policy_identifiers is not None:
+            lists: dict[str, list[dict[str, str]]] = {}
+            for identifier in result.policy_identifiers:
+                lists.setdefault(f"{identifier.kind}IdReference", []).append(
+                    {"Id": identifier.policy_id, "Version": identifier.version})
+            entry["PolicyIdentifierList"] = lists
+        results.append(entry)
+    return {"Response": results}
+
+
+def render_response_json(response: Response) -> bytes:
+    """:class:`.context.Response` → ``application/xacml+json`` bytes."""
+    return orjson.dumps(response_to_json(response))
+
+
+def request_to_json(request: Request) -> dict[str, Any]:
+    """:class:`.context.Request` → the JSON Profile object (before serialisation)."""
+    categories = []
+    for group in request.attributes:
+        category: dict[str, Any] = {"CategoryId": group.category}
+        if group.xml_id is not None:
+            category["Id"] = group.xml_id
+        if group.content is not None:
+            if isinstance(group.content, str):
+                category["Content"] = group.content
+            else:
+                from lxml import etree
+
+                tree = group.content
+                element = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
+                category["Content"] = etree.tostring(element, encoding="unicode")
+        category["Attribute"] = [_json_attribute(a) for a in group.attributes]
+        categories.append(category)
+    body: dict[str, Any] = {"ReturnPolicyIdList": request.return_policy_id_list,
+                            "CombinedDecision": request.combined_decision, "Category": categories}
+    if request.xpath_version:
+        body["XPathVersion"] = request.xpath_version
+    if request.multi_requests:
+        body["MultiRequests"] = {"RequestReference": [{"ReferenceId": list(refs)}
+                                                      for refs in request.multi_requests]}
+    return {"Request": body}
+
+
+def _json_attribute(attribute: Attribute) -> dict[str, Any]:
+    item: dict[str, Any] = {"AttributeId": attribute.attribute_id,
+                            "Value": [to_json_value(v) for v in attribute.values],
+                            "DataType": attribute.values[0].datatype}
+    if attribute.issuer is not None:
+        item["Issuer"] = attribute.issuer
+    if attribute.include_in_result:
+        item["IncludeInResult"] = True
+    return item
+
+
+def render_request_json(request: Request) -> bytes:
+    """:class:`.context.Request` → ``application/xacml+json`` bytes (what a PEP sends to a remote PDP)."""
+    return orjson.dumps(request_to_json(request))
+
+
+def parse_response_json(body: bytes | str) -> Response:
+    """A JSON Profile response (from a remote PDP) → :class:`.context.Response`."""
+    try:
+        document = orjson.loads(body)
+        results = document["Response"]
+        if isinstance(results, dict):
+            results = [results]
+        return Response(tuple(_json_result(r) for r in results))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError, XacmlSyntaxError,
+            UnknownDataType, InvalidRequest) as exc:
+        raise InvalidResponse(f"response: not a JSON Profile response: {exc}") from exc
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _json_result(result: dict[str, Any]) -> Result:
+    decision = result["Decision"]
+    if decision not in ("Permit", "Deny", "NotApplicable", "Indeterminate"):
+        raise ValueError(f"{decision!r} is not a decision")
+    status = None
+    if "Status" in result:
+        entry = result["Status"]
+        code = entry["StatusCode"]["Value"]
+        detail = (entry.get("StatusDetail") or {}).get("MissingAttributeDetail")
+        missing = tuple(MissingAttributeDetail(m.get("Category", ""), m.get("AttributeId", ""),
+                                               m.get("DataType", ""), m.get("Issuer")) for m in _as_list(detail))
+        status = Status(code, entry.get("StatusMessage"), missing)
+        if code == STATUS_OK and not status.message:
+            status = None
+    identifiers = None
+    if "PolicyIdentifierList" in result:
+        lists = result["PolicyIdentifierList"]
+        identifiers = tuple(PolicyIdentifier(kind, ref["Id"], ref.get("Version", ""))
+                            for kind in ("Policy", "PolicySet")
+                            for ref in _as_list(lists.get(f"{kind}IdReference")))
+    attributes = tuple(_category(c, None, "Response.Category") for c in _as_list(result.get("Category")))
+    return Result(decision, status, _json_pep_actions(result.get("Obligations")),
+                  _json_pep_actions(result.get("AssociatedAdvice")), attributes, identifiers)
+
+
+def _json_pep_actions(actions: Any) -> tuple[Obligation, ...]:
+    out = []
+    for action in _as_list(actions):
+        assignments = []
+        for a in _as_list(action.get("AttributeAssignment")):
+            data_type = datatype_from_json(a["DataType"]) if "DataType" in a else infer_json_datatype(a["Value"])
+            for raw in _as_list(a["Value"]):
+                assignments.append(AttributeAssignment(a["AttributeId"], parse_json_value(data_type, raw),
+                                                       a.get("Category"), a.get("Issuer")))
+        out.append(Obligation(action["Id"], tuple(assignments)))
+    return tuple(out)
