@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyotp
 import pytest
+from argon2 import Parameters, Type
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -33,6 +34,9 @@ from sleutelbos.identity.service import IdentityConfig, IdentityService
 from sleutelbos.identity.store import IdentityStore
 
 ISSUER = "https://idm.test"
+# Still Argon2id, with a small memory cost so the suite stays fast; production uses RFC 9106's 64 MiB profile.
+TEST_ARGON2ID = Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32, time_cost=1, memory_cost=8192,
+                           parallelism=1)
 
 
 class SoftwareSigner:
@@ -149,6 +153,7 @@ def make_config(**overrides: Any) -> IdentityConfig:
     defaults: dict[str, Any] = {
         "issuer": ISSUER, "token_lifetime_s": 600,
         "login_policy": LoginPolicy(threshold=3, base_lockout_s=2.0, max_lockout_s=60, per_source_limit=50),
+        "password_parameters": TEST_ARGON2ID,
     }
     return IdentityConfig(**{**defaults, **overrides})
 

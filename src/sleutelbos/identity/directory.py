@@ -41,7 +41,7 @@ from sleutelbos.identity.models import (
     scope_list,
     username,
 )
-from sleutelbos.identity.passwords import MIN_PASSWORD_LENGTH, hash_password, new_client_secret
+from sleutelbos.identity.passwords import MIN_PASSWORD_LENGTH, PasswordHashing, new_client_secret
 from sleutelbos.identity.store import IdentityStore
 
 _REDIRECT_MAX = 10
@@ -89,8 +89,10 @@ class Directory:
 
     def __init__(
         self, store: IdentityStore, audit: AuditSink, on_change: Callable[[], Awaitable[None]],
+        passwords: PasswordHashing,
     ) -> None:
         self.store = store
+        self.passwords = passwords
         self.audit = audit
         self._on_change = on_change
 
@@ -178,7 +180,7 @@ class Directory:
         secret = mfa.new_secret() if needs_totp or body.get("totp") is True else None
         user = User(
             id=str(uuid.uuid4()), username=username(body.get("username")), email=email(body.get("email")),
-            organisation_id=org.id, password_hash=hash_password(_password(body.get("password"))),
+            organisation_id=org.id, password_hash=self.passwords.hash(_password(body.get("password"))),
             totp_secret=secret, created_at=time.time(),
         )
         if await self.store.get_user_by_username(user.username) is not None:
@@ -205,7 +207,7 @@ class Directory:
     async def set_password(self, actor: Actor, user_id: str, password: object) -> None:
         """A new password; every token issued to the user until now is refused (via the feed)."""
         user = await self.user(user_id)
-        new_hash = hash_password(_password(password))
+        new_hash = self.passwords.hash(_password(password))
         await self._record(actor, "identity.user.password.set", user.id, {"username": user.username})
         await self.store.update_user(user.id, user.email, new_hash)
         await self.store.revoke_principal_tokens(f"user:{user.id}", time.time())

@@ -60,9 +60,11 @@ class AccessDenied(IdentityError):
 
 
 class LoginThrottled(IdentityError):
-    """Too many failed logins: the account or source is locked for ``retry_after`` seconds (brute-force guard)."""
+    """Too many failed logins: the account or source is locked for ``retry_after`` seconds (brute-force guard).
+    At the token endpoint this is ``invalid_grant`` (RFC 6749 §5.2 has no throttling code) with 429 and
+    ``Retry-After``."""
 
-    error = "access_denied"
+    error = "invalid_grant"
     status = 429
 
     def __init__(self, detail: str, retry_after: int) -> None:

@@ -11,27 +11,32 @@ import hashlib
 import hmac
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import Parameters, PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.profiles import RFC_9106_LOW_MEMORY
-
-_HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
-# Verified against when the username is unknown, so that "no such user" costs the same time as "wrong password".
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 MIN_PASSWORD_LENGTH = 12
 
 
-def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
+class PasswordHashing:
+    """Argon2id with the given parameters (default: RFC 9106 §4 second recommendation, 64 MiB, t=3, p=4)."""
 
+    def __init__(self, parameters: Parameters = RFC_9106_LOW_MEMORY) -> None:
+        if parameters.type is not Type.ID:
+            raise ValueError("passwords are hashed with Argon2id only")
+        self._hasher = PasswordHasher.from_parameters(parameters)
+        # Verified against when the username is unknown: "no such user" costs the same as "wrong password".
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches; an unknown user (``None``) still pays for one Argon2id verification."""
-    try:
-        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """True when ``password`` matches; an unknown user (``None``) still pays for one verification."""
+        try:
+            return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
 def new_client_secret() -> tuple[str, str]:

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from argon2 import Parameters
+from argon2.profiles import RFC_9106_LOW_MEMORY
+
 from sleutelbos.core.protocols import SYSTEM_ACTOR, Actor, AuditEvent, AuditSink, SignerProvider
 from sleutelbos.identity import mfa
 from sleutelbos.identity.directory import Directory
@@ -35,7 +38,7 @@ from sleutelbos.identity.models import (
     OrganisationKind,
     User,
 )
-from sleutelbos.identity.passwords import verify_client_secret, verify_password
+from sleutelbos.identity.passwords import PasswordHashing, verify_client_secret
 from sleutelbos.identity.principals import PrincipalContext, PrincipalDirectory
 from sleutelbos.identity.revocation_feed import RevocationFeed
 from sleutelbos.identity.store import IdentityStore
@@ -52,6 +55,7 @@ class IdentityConfig:
     code_lifetime_s: int = 60
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
     feed_poll_interval_s: float = 0.25
+    password_parameters: Parameters = field(default_factory=lambda: RFC_9106_LOW_MEMORY)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class IdentityService:
         self.feed = RevocationFeed(store, config.feed_poll_interval_s)
         self.minter = TokenMinter(signers, config.issuer, config.audience, config.token_lifetime_s)
         self.guard = LoginGuard(store, config.login_policy)
-        self.directory = Directory(store, audit, self._changed)
+        self.passwords = PasswordHashing(config.password_parameters)
+        self.directory = Directory(store, audit, self._changed, self.passwords)
         self.verifier = TokenVerifier(issuer=config.issuer, jwks=self._jwks_async, feed=self.feed)
         self._client_cache: dict[str, tuple[float, Client]] = {}
         self.change_listeners: list[Callable[[], None]] = [self.principals.invalidate, self._client_cache.clear]
@@ -185,7 +190,7 @@ class IdentityService:
             raise InvalidGrant("invalid username or password")
         await self.guard.check(username, source)
         user = await self.store.get_user_by_username(username)
-        ok = verify_password(user.password_hash if user else None, password)
+        ok = self.passwords.verify(user.password_hash if user else None, password)
         amr: tuple[str, ...] = ("pwd",)
         reason = "invalid username or password"
         if ok and user is not None:

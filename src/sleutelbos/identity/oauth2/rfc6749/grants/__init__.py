@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleutelbos.identity.errors import UnauthorizedClient, UnsupportedGrantType
+from sleutelbos.identity.errors import (
+    AccessDenied,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
 from sleutelbos.identity.models import Client
 from sleutelbos.identity.oauth2.rfc6749.grants import (
     authorization_code,
@@ -28,4 +34,9 @@ async def token(service: Any, client: Client, form: dict[str, str], source: str 
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     if grant_type not in client.grant_types:
         raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
-    return await handler(service, client, form, source)
+    try:
+        return await handler(service, client, form, source)
+    except AccessDenied as exc:  # a disabled organisation, in the token endpoint's own vocabulary (§5.2)
+        if grant_type == "client_credentials":
+            raise InvalidClient(exc.detail) from exc
+        raise InvalidGrant(exc.detail) from exc
