@@ -9,8 +9,8 @@ one ECDSA verification and a few dictionary look-ups — and a revoked token is 
   revocations refuses every token rather than accept a revoked one.
 
 Checks, in order (RFC 8725 §3 and RFC 9068 §4): size and shape; ``alg`` is ES256 and nothing else; ``typ`` is
-``at+jwt``; ``kid`` is a key of the JWKS (an unknown ``kid`` triggers at most one JWKS refresh per second in
-:meth:`verify_async`); the signature; ``iss``; ``aud`` contains the expected audience; ``exp`` in the future and
+``at+jwt``; ``kid`` is a key of the JWKS (an unknown ``kid`` triggers at most one JWKS refresh per
+``jwks_min_refresh_s`` in :meth:`verify_async`); the signature; ``iss``; ``aud`` contains the expected audience; ``exp`` in the future and
 ``nbf``/``iat`` not in the future (``leeway_s``, default 0); ``jti`` not revoked; neither ``sub``'s principal, the
 ``client_id`` nor the ``org`` disabled or revoked since the token's ``iat``.
 """
@@ -111,6 +111,7 @@ class TokenVerifier:
         leeway_s: float = 0.0,
         token_type: str | None = ACCESS_TOKEN_TYPE,
         http: httpx.AsyncClient | None = None,
+        jwks_min_refresh_s: float = 1.0,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -118,6 +119,7 @@ class TokenVerifier:
         self.token_type = token_type
         self.poll_interval_s = poll_interval_s
         self.max_staleness_s = max_staleness_s
+        self.jwks_min_refresh_s = jwks_min_refresh_s
         self.revocations = RevocationState()
         self._jwks_source = jwks
         self._feed = feed
@@ -184,9 +186,10 @@ class TokenVerifier:
 
     # --- JWKS ------------------------------------------------------------------------------------------------
     async def refresh_jwks(self, force: bool = False) -> None:
-        """Reload the key set; without ``force`` at most once a second (an unknown ``kid`` cannot make us spin)."""
+        """Reload the key set; without ``force`` at most once per ``jwks_min_refresh_s`` (so that tokens with
+        made-up ``kid``s cannot make us hammer the JWKS endpoint)."""
         async with self._jwks_lock:
-            if not force and time.monotonic() - self._jwks_fetched_at < 1.0:
+            if not force and time.monotonic() - self._jwks_fetched_at < self.jwks_min_refresh_s:
                 return
             if isinstance(self._jwks_source, str):
                 assert self._http is not None
