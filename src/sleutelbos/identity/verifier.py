@@ -10,9 +10,9 @@ one ECDSA verification and a few dictionary look-ups — and a revoked token is 
 
 Checks, in order (RFC 8725 §3 and RFC 9068 §4): size and shape; ``alg`` is ES256 and nothing else; ``typ`` is
 ``at+jwt``; ``kid`` is a key of the JWKS (an unknown ``kid`` triggers at most one JWKS refresh per
-``jwks_min_refresh_s`` in :meth:`verify_async`); the signature; ``iss``; ``aud`` contains the expected audience; ``exp`` in the future and
-``nbf``/``iat`` not in the future (``leeway_s``, default 0); ``jti`` not revoked; neither ``sub``'s principal, the
-``client_id`` nor the ``org`` disabled or revoked since the token's ``iat``.
+``jwks_min_refresh_s`` in :meth:`verify_async`); the signature; ``iss``; ``aud`` contains the expected audience;
+``exp`` in the future and ``nbf``/``iat`` not in the future (``leeway_s``, default 0); ``jti`` not revoked; neither
+``sub``'s principal, the ``client_id`` nor the ``org`` disabled or revoked since the token's ``iat``.
 """
 
 from __future__ import annotations
