@@ -6,6 +6,7 @@ Commands that act on the embedded stack's state take ``--data-dir`` (default ``.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -79,6 +80,13 @@ def _run(application: object, host: str, port: int) -> None:
         application, host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was in place
+    # before it started; these handlers turn that into a clean exit status 0 for an operator's Ctrl-C or stop.
+    def _stopped(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, _stopped)
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.Server(config).run()
 
 

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     pkcs11_pin: SecretStr | None = None
     pkcs11_pin_file: Path | None = None
     hsm_jurisdiction: str = "NL"
+    custody_key_store: str = Field(
+        default="auto",
+        pattern="^(auto|pkcs11|software)$",
+        description="auto: the configured PKCS#11 module, else SoftHSM2 under the data directory when installed, "
+        "else the software key store; pkcs11: a module is required; software: never an HSM (not sovereign)",
+    )
+    custody_database_url: str | None = None
 
 
     # --- audit ------------------------------------------------------------------------------------------
