@@ -1,8 +1,8 @@
 """Fixtures for the identity tests: a signer provider, a recording audit sink, services and an HTTP client.
 
-Until custody's SoftHSM2-backed provider is on main, ``SoftwareSigners`` stands in: ECDSA P-256 in ``cryptography``,
-raw r‖s signatures, one active key per purpose and rotation that keeps the previous key verifiable. It is a test
-fixture only (the product never signs outside custody).
+Tokens are signed by custody's real ``SignerProvider`` on a fresh SoftHSM2 token per test (``softhsm_token``); the
+identity code itself sees only the ``SignerProvider`` protocol. ``AttackerKey`` is the one software key here: the
+key a forger signs with, which custody never issued.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import base64
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +28,7 @@ from starlette.applications import Starlette
 
 from sleutelbos.core.protocols import SYSTEM_ACTOR as _SYSTEM
 from sleutelbos.core.protocols import AuditEvent, AuditReceipt, AuditUnavailable, PublicKeyInfo
+from sleutelbos.custody import KeyCustody, custody_for_tests
 from sleutelbos.identity import api
 from sleutelbos.identity.login_guard import LoginPolicy
 from sleutelbos.identity.models import ClientType
@@ -39,11 +41,12 @@ TEST_ARGON2ID = Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32, t
                            parallelism=1)
 
 
-class SoftwareSigner:
+class AttackerKey:
+    """A P-256 key custody never issued: what an attacker signs forged tokens with (unknown ``kid``)."""
+
     def __init__(self, purpose: str, version: int) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._key_id = f"{purpose}-v{version}-{uuid.uuid4().hex[:8]}"
-        self.active = True
 
     @property
     def key_id(self) -> str:
@@ -58,48 +61,22 @@ class SoftwareSigner:
         return False
 
     def sign(self, message: bytes, encoding: str = "raw") -> bytes:
-        der = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
-        if encoding == "der":
-            return der
-        r, s = decode_dss_signature(der)
+        r, s = decode_dss_signature(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def public_key(self) -> PublicKeyInfo:
         spki = self._key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return PublicKeyInfo(self._key_id, "ES256", spki, self.active)
-
-    def public_key_object(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
+        return PublicKeyInfo(self._key_id, "ES256", spki, True)
 
 
-class SoftwareSigners:
-    """``SignerProvider`` over software keys, with ``rotate`` and ``retire`` to exercise JWKS after rotation."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, list[SoftwareSigner]] = {}
-        self.broken = False
-
-    def signer_for(self, purpose: str) -> SoftwareSigner:
-        if self.broken:
-            raise RuntimeError("custody unavailable")
-        if purpose not in self.keys:
-            self.keys[purpose] = [SoftwareSigner(purpose, 1)]
-        return self.keys[purpose][-1]
-
-    def public_keys_for(self, purpose: str) -> list[PublicKeyInfo]:
-        return [k.public_key() for k in self.keys.get(purpose, [])]
-
-    def rotate(self, purpose: str) -> SoftwareSigner:
-        versions = self.keys.setdefault(purpose, [])
-        for k in versions:
-            k.active = False
-        versions.append(SoftwareSigner(purpose, len(versions) + 1))
-        return versions[-1]
-
-    def retire_oldest(self, purpose: str) -> None:
-        self.keys[purpose].pop(0)
+def public_key_of(signers: Any, kid: str) -> ec.EllipticCurvePublicKey:
+    """The verification key custody publishes for ``kid``."""
+    info = next(k for k in signers.public_keys_for("identity-token") if k.key_id == kid)
+    key = serialization.load_der_public_key(info.spki_der)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
 
 
 @dataclass
@@ -128,8 +105,18 @@ class RecordingSink:
 
 
 @pytest.fixture
-def signers() -> SoftwareSigners:
-    return SoftwareSigners()
+def custody_sink() -> RecordingSink:
+    """Custody's own audit events (key generation, rotation) go here, identity's to ``sink``."""
+    return RecordingSink()
+
+
+@pytest.fixture
+def signers(softhsm_token: Any, tmp_path: Path, custody_sink: RecordingSink) -> Iterator[KeyCustody]:
+    """Custody's real ``SignerProvider`` on a fresh SoftHSM2 token: tokens are signed inside the HSM."""
+    custody = custody_for_tests(tmp_path / "custody", custody_sink)
+    assert custody.sovereign
+    yield custody
+    custody.close()
 
 
 @pytest.fixture
@@ -255,7 +242,7 @@ async def seed_world(service: IdentityService, sink: RecordingSink, signers: Any
 
 
 @pytest.fixture
-async def world(sqlite_url: str, signers: SoftwareSigners, sink: RecordingSink) -> AsyncIterator[World]:
+async def world(sqlite_url: str, signers: KeyCustody, sink: RecordingSink) -> AsyncIterator[World]:
     service = await open_service(sqlite_url, signers, sink)
     w = await seed_world(service, sink, signers)
     yield w
@@ -264,7 +251,7 @@ async def world(sqlite_url: str, signers: SoftwareSigners, sink: RecordingSink) 
 
 
 @pytest.fixture
-async def any_world(database_url: str, signers: SoftwareSigners, sink: RecordingSink) -> AsyncIterator[World]:
+async def any_world(database_url: str, signers: KeyCustody, sink: RecordingSink) -> AsyncIterator[World]:
     """The same world on SQLite and on PostgreSQL."""
     service = await open_service(database_url, signers, sink)
     w = await seed_world(service, sink, signers)

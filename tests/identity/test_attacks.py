@@ -16,7 +16,7 @@ from sleutelbos.identity.errors import InvalidToken
 from sleutelbos.identity.jose import b64url, sign_compact
 from sleutelbos.identity.verifier import TokenVerifier
 
-from .conftest import ISSUER, SoftwareSigner, World
+from .conftest import ISSUER, AttackerKey, World, public_key_of
 
 
 def forge(header: dict, claims: dict, signature: bytes = b"") -> str:
@@ -57,7 +57,8 @@ async def test_alg_none_is_refused(world: World) -> None:
 async def test_hs256_signed_with_the_public_key_is_refused(world: World) -> None:
     token, claims = await valid_token(world)
     header, _ = parts(token)
-    pem = world.signers.signer_for("identity-token").public_key_object().public_bytes(
+    kid = world.signers.signer_for("identity-token").key_id
+    pem = public_key_of(world.signers, kid).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     h = {**header, "alg": "HS256"}
     signing_input = f"{b64url(orjson.dumps(h))}.{b64url(orjson.dumps(claims))}"
@@ -100,7 +101,7 @@ async def test_wrong_audience_is_refused(world: World) -> None:
 
 async def test_unknown_kid_is_refused(world: World) -> None:
     _, claims = await valid_token(world)
-    stranger = SoftwareSigner("identity-token", 99)  # a key custody never issued
+    stranger = AttackerKey("identity-token", 99)  # a key custody never issued
     token = sign_compact({"typ": "at+jwt"}, claims, stranger)
     await assert_refused(world, token, "unknown key")
 

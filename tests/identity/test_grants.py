@@ -6,23 +6,18 @@ from __future__ import annotations
 import time
 
 import jwt as pyjwt
-from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from sleutelbos.core.protocols import SYSTEM_ACTOR
 from sleutelbos.identity.models import ClientType
 
-from .conftest import ISSUER, World
-
-
-def public_key(world: World, kid: str):
-    info = next(k for k in world.signers.public_keys_for("identity-token") if k.key_id == kid)
-    return load_der_public_key(info.spki_der)
+from .conftest import ISSUER, World, public_key_of
 
 
 def decode(world: World, token: str, audience: str = "sleutelbos") -> dict:
     """Verify with an independent library (PyJWT) against the custody public key named by the kid."""
     kid = pyjwt.get_unverified_header(token)["kid"]
-    return pyjwt.decode(token, public_key(world, kid), algorithms=["ES256"], audience=audience, issuer=ISSUER)
+    key = public_key_of(world.signers, kid)
+    return pyjwt.decode(token, key, algorithms=["ES256"], audience=audience, issuer=ISSUER)
 
 
 async def test_client_credentials_token_carries_org_facts(world: World) -> None:
