@@ -1,9 +1,12 @@
 """How the composition root builds the identity component (see ``sleutelbos.stack``).
 
-It needs custody's ``SignerProvider`` (tokens are signed by the ``identity-token`` key) and the ``AuditSink``
-(every admin change is recorded first); without either it refuses to build — an IdM that cannot sign in an HSM or
-cannot audit must not run (fail closed). On the first start it creates the operator organisation and its first
-administrator, announces the credentials once and writes them to ``<data_dir>/bootstrap.json`` (mode 0600).
+It needs custody's ``SignerProvider`` (tokens are signed by the ``identity-token`` key): without it, it refuses to
+build. It needs the ``AuditSink`` for every admin change: when no audit component registered one, it builds with a
+sink that refuses, so tokens are still issued for existing clients but no change happens unaudited (fail closed),
+and the bootstrap below is postponed to the first start with an audit log (announced, not silent).
+
+On the first start it creates the operator organisation and its first administrator, announces the credentials once
+and writes them to ``<data_dir>/bootstrap.json`` (mode 0600). Later starts find the operator and create nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import orjson
 from starlette.routing import BaseRoute
 
 from sleutelbos.core.errors import ConfigurationError
+from sleutelbos.core.protocols import AuditEvent, AuditReceipt, AuditUnavailable
 from sleutelbos.identity import api
+from sleutelbos.identity.errors import ServerError
 from sleutelbos.identity.service import BootstrapCredentials, IdentityConfig, IdentityService
 from sleutelbos.identity.store import IdentityStore
 
@@ -40,7 +45,13 @@ class IdentityComponent:
         settings = self.ctx.settings
         await self.service.store.connect(settings.database_url_for("identity"))
         await self.service.start()
-        credentials = await self.service.bootstrap(settings.operator_name, settings.operator_country)
+        try:
+            credentials = await self.service.bootstrap(settings.operator_name, settings.operator_country)
+        except ServerError as exc:
+            log.error("identity bootstrap postponed: %s", exc.detail)
+            self.ctx.announce(f"identity: operator organisation and admin NOT created yet ({exc.detail}); "
+                              "they will be created at the first start with a working audit log")
+            return
         if credentials is not None:
             path = write_bootstrap_file(Path(settings.data_dir), credentials)
             self.ctx.announce(announcement(credentials, path))
@@ -83,11 +94,17 @@ def config_from(settings: Any) -> IdentityConfig:
     )
 
 
+class RefusingAuditSink:
+    """Stands in when no audit component registered a sink: every admin change is refused (fail closed)."""
+
+    async def record(self, event: AuditEvent) -> AuditReceipt:
+        raise AuditUnavailable(f"no audit sink is configured; {event.action} refused (fail closed)")
+
+
 def build(ctx: Any) -> IdentityComponent:
     if ctx.signers is None:
         raise ConfigurationError("identity needs custody's signers (ctx.signers): tokens are signed in custody")
-    if ctx.audit_sink is None:
-        raise ConfigurationError("identity needs the audit sink (ctx.audit_sink): admin changes are audited first")
-    service = IdentityService(IdentityStore(), ctx.signers, ctx.audit_sink, config_from(ctx.settings))
+    audit = ctx.audit_sink or RefusingAuditSink()
+    service = IdentityService(IdentityStore(), ctx.signers, audit, config_from(ctx.settings))
     ctx.services["identity"] = service
     return IdentityComponent(ctx, service)

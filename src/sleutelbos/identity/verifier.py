@@ -138,7 +138,10 @@ class TokenVerifier:
         if (isinstance(self._jwks_source, str) or isinstance(self._feed, str)) and self._http is None:
             self._http = httpx.AsyncClient(timeout=2.0)
             self._own_http = True
-        await self.refresh_jwks(force=True)
+        try:
+            await self.refresh_jwks(force=True)
+        except Exception as exc:  # no keys yet: every token is refused until a later refresh succeeds
+            log.warning("JWKS not loaded at start (%s); tokens are refused until it loads", type(exc).__name__)
         if isinstance(self._feed, RevocationFeed):
             self._unsubscribe = self._feed.subscribe(self.revocations.apply)
             await self._catch_up_in_process(self._feed)
