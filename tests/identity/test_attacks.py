@@ -287,3 +287,17 @@ async def test_verifier_refuses_everything_when_its_feed_is_stale(world: World) 
     await verifier.refresh_jwks(force=True)  # keys known, but the feed never answered
     with pytest.raises(InvalidToken, match="stale"):
         verifier.verify(token)
+
+
+async def test_a_token_verified_before_is_still_checked_for_expiry_and_audience(world: World) -> None:
+    """The verifier caches signature results, never claim results."""
+    token, claims = await valid_token(world)
+    verifier = world.service.verifier
+    assert verifier.verify(token)["jti"] == claims["jti"]  # signature verified, now cached
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token, now=claims["exp"] + 1)
+    with pytest.raises(InvalidToken, match="audience"):
+        verifier.verify(token, audience="https://elsewhere.example")
+    returned = verifier.verify(token)
+    returned["roles"] = ["admin"]  # callers get a copy: the cached claims cannot be altered through it
+    assert verifier.verify(token)["roles"] == []

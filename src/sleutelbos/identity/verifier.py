@@ -1,7 +1,8 @@
 """``TokenVerifier``: local validation of sleutelbos access tokens, for any resource server (the PEP included).
 
 It caches the issuer's JWKS (RFC 7517) and follows the revocation feed, so that validation is a local computation —
-one ECDSA verification and a few dictionary look-ups — and a revoked token is refused within one second:
+one ECDSA verification (skipped for a token already verified, whose claims are still checked every time) and a few
+dictionary look-ups — and a revoked token is refused within one second:
 
 - in process it subscribes to :class:`~sleutelbos.identity.revocation_feed.RevocationFeed` (pushed at commit);
 - across processes it polls ``GET /oauth2/revocations?since=CURSOR`` every ``poll_interval_s`` (default 0.25 s)
@@ -112,6 +113,7 @@ class TokenVerifier:
         token_type: str | None = ACCESS_TOKEN_TYPE,
         http: httpx.AsyncClient | None = None,
         jwks_min_refresh_s: float = 1.0,
+        verified_cache_size: int = 4096,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -120,6 +122,8 @@ class TokenVerifier:
         self.poll_interval_s = poll_interval_s
         self.max_staleness_s = max_staleness_s
         self.jwks_min_refresh_s = jwks_min_refresh_s
+        self.verified_cache_size = verified_cache_size
+        self._verified: dict[str, tuple[str, dict[str, Any]]] = {}
         self.revocations = RevocationState()
         self._jwks_source = jwks
         self._feed = feed
@@ -213,7 +217,16 @@ class TokenVerifier:
 
     # --- verification ---------------------------------------------------------------------------------------
     def verify(self, token: str, audience: str | None = None, now: float | None = None) -> dict[str, Any]:
-        """The token's claims if it is valid now; :class:`InvalidToken` saying why otherwise."""
+        """The token's claims if it is valid now; :class:`InvalidToken` saying why otherwise.
+
+        A token whose signature was verified before (same string, its key still in the JWKS) skips the ECDSA
+        verification — the result cannot have changed — but every claim check (``exp``, ``aud``, revocation …)
+        runs again on every call. Only verified tokens enter this bounded cache, so it cannot be poisoned."""
+        hit = self._verified.get(token)
+        if hit is not None and hit[0] in self._keys:
+            claims = hit[1]
+            self.check_claims(claims, audience, now)
+            return dict(claims)
         jws = parse_compact(token)
         if self.token_type is not None and jws.header.get("typ") != self.token_type:
             raise InvalidToken(f"token type {jws.header.get('typ')!r} is not {self.token_type!r}")
@@ -223,7 +236,11 @@ class TokenVerifier:
         verify_signature(key, jws)
         claims = jws.claims()
         self.check_claims(claims, audience, now)
-        return claims
+        if self.verified_cache_size > 0:
+            if len(self._verified) >= self.verified_cache_size:
+                del self._verified[next(iter(self._verified))]  # oldest first
+            self._verified[token] = (jws.header["kid"], claims)
+        return dict(claims)
 
     async def verify_async(self, token: str, audience: str | None = None) -> dict[str, Any]:
         """:meth:`verify`, refreshing the JWKS once when the ``kid`` is new to us (a rotation)."""
