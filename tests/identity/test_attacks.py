@@ -299,5 +299,7 @@ async def test_a_token_verified_before_is_still_checked_for_expiry_and_audience(
     with pytest.raises(InvalidToken, match="audience"):
         verifier.verify(token, audience="https://elsewhere.example")
     returned = verifier.verify(token)
-    returned["roles"] = ["admin"]  # callers get a copy: the cached claims cannot be altered through it
-    assert verifier.verify(token)["roles"] == []
+    returned["roles"].append("admin")  # callers get a copy: the cached claims cannot be altered through it
+    returned["sub"] = "someone-else"
+    again = verifier.verify(token)
+    assert again["roles"] == [] and again["sub"] == claims["sub"]

@@ -226,7 +226,7 @@ class TokenVerifier:
         if hit is not None and hit[0] in self._keys:
             claims = hit[1]
             self.check_claims(claims, audience, now)
-            return dict(claims)
+            return _copy(claims)
         jws = parse_compact(token)
         if self.token_type is not None and jws.header.get("typ") != self.token_type:
             raise InvalidToken(f"token type {jws.header.get('typ')!r} is not {self.token_type!r}")
@@ -240,7 +240,7 @@ class TokenVerifier:
             if len(self._verified) >= self.verified_cache_size:
                 del self._verified[next(iter(self._verified))]  # oldest first
             self._verified[token] = (jws.header["kid"], claims)
-        return dict(claims)
+        return _copy(claims)
 
     async def verify_async(self, token: str, audience: str | None = None) -> dict[str, Any]:
         """:meth:`verify`, refreshing the JWKS once when the ``kid`` is new to us (a rotation)."""
@@ -276,6 +276,11 @@ class TokenVerifier:
         reason = self.revocations.refusal(claims)
         if reason is not None:
             raise InvalidToken(reason)
+
+
+def _copy(claims: dict[str, Any]) -> dict[str, Any]:
+    """A copy the caller may change (lists included) without touching the cached claims."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in claims.items()}
 
 
 def _number(value: object) -> bool:
