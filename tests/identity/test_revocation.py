@@ -192,3 +192,29 @@ async def test_introspection(world: World) -> None:
     assert rt["active"] is True and rt["token_type"] == "refresh_token" and rt["sub"] == world.vendor_user_id
     unauth = await world.http.post("/oauth2/introspect", data={"token": token})
     assert unauth.status_code == 401 and unauth.json()["error"] == "invalid_client"
+
+
+async def test_disabling_an_organisation_reaches_members_whose_home_is_elsewhere(world: World) -> None:
+    """A consultant at home in the operator but also member of the vendor: the tokens that could carry roles held
+    through the vendor are revoked, and new ones no longer carry those roles."""
+    d = world.service.directory
+    user, _ = await d.create_user(SYSTEM_ACTOR, {
+        "organisation_id": world.operator_id, "username": "cora", "email": "cora@op.example",
+        "password": "consultant-pass-1", "role": "member"})
+    await d.set_membership(SYSTEM_ACTOR, user.id, world.vendor_id, "member")
+    role = await d.create_role(SYSTEM_ACTOR, world.app_id, {"name": "vendor-support"})
+    await d.assign_role(SYSTEM_ACTOR, world.app_id, {"role_id": role.id, "principal_type": "organisation",
+                                                      "principal_id": world.vendor_id})
+    code, verifier = await world.authorize("cora", "consultant-pass-1")
+    token = (await world.token({"grant_type": "authorization_code", "code": code,
+                                "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
+    assert "vendor-support" in (await world.service.validate(token["access_token"]))["roles"]
+    await d.set_organisation_enabled(SYSTEM_ACTOR, world.vendor_id, False)
+    with pytest.raises(InvalidToken, match=f"user:{user.id}"):
+        await world.service.validate(token["access_token"])
+    await asyncio.sleep(1.05)  # iat has one-second resolution
+    code, verifier = await world.authorize("cora", "consultant-pass-1")
+    fresh = (await world.token({"grant_type": "authorization_code", "code": code,
+                                "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
+    claims = await world.service.validate(fresh["access_token"])
+    assert claims["org_kind"] == "operator" and "vendor-support" not in claims["roles"]

@@ -84,8 +84,11 @@ class PrincipalDirectory:
         if org is None or not org.enabled:
             raise AccessDenied("the user's organisation is disabled")
         memberships = tuple(await self.store.memberships_of(user_id))
-        principals = [(PrincipalType.USER, user_id)] + [(PrincipalType.ORGANISATION, m.organisation_id)
-                                                         for m in memberships]
+        principals = [(PrincipalType.USER, user_id)]
+        for m in memberships:  # roles held through a disabled organisation do not count
+            member_of = await self.organisation(m.organisation_id)
+            if member_of is not None and member_of.enabled:
+                principals.append((PrincipalType.ORGANISATION, m.organisation_id))
         app_roles: list[Role] = await self.store.roles_of(principals, application_id) if application_id else []
         home_roles = [m.role for m in memberships if m.organisation_id == user.organisation_id]
         ctx = PrincipalContext(

@@ -8,8 +8,8 @@ grant under ``oauth2/rfc6749/grants/``; introspection, revocation and discovery 
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from sleutelbos.identity.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidToken,
-    LoginThrottled,
+    NotFound,
     ServerError,
 )
 from sleutelbos.identity.jose import jwk_from_public_key
@@ -266,8 +266,6 @@ class IdentityService:
         """First start only: the operator organisation and its first administrator (with TOTP)."""
         if await self.store.count_operator_organisations() > 0:
             return None
-        import secrets
-
         org = await self.directory.create_organisation(
             SYSTEM_ACTOR, {"name": operator_name, "kind": "operator", "country": operator_country}
         )
@@ -289,8 +287,6 @@ class IdentityService:
         """What ``sleutelbos identity create-client`` does: find the organisation by id or name, then create."""
         org = await self.store.find_organisation(org_ref)
         if org is None:
-            from sleutelbos.identity.errors import NotFound
-
             raise NotFound(f"no organisation with id or name {org_ref!r}")
         if not org.enabled:
             raise AccessDenied("the organisation is disabled")
@@ -298,9 +294,3 @@ class IdentityService:
             actor, client_type, {"organisation_id": org.id, "name": name, "scope": scope},
         )
 
-
-def new_family_id() -> str:
-    return str(uuid.uuid4())
-
-
-__all__ = ["Authenticated", "BootstrapCredentials", "IdentityConfig", "IdentityService", "LoginThrottled"]

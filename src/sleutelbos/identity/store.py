@@ -229,6 +229,13 @@ class IdentityStore:
             await tx.execute("UPDATE identity_organisations SET enabled = ? WHERE id = ?", int(enabled), org_id)
             await self._principal_event(tx, f"org:{org_id}", disabled=not enabled, at=at)
             if not enabled:
+                # members whose home is elsewhere: their tokens may carry roles held through this organisation
+                others = await tx.fetchall(
+                    "SELECT m.user_id FROM identity_memberships m JOIN identity_users u ON u.id = m.user_id"
+                    " WHERE m.organisation_id = ? AND u.organisation_id != ?", org_id, org_id,
+                )
+                for (user_id,) in others:
+                    await self._revoke_tokens_before(tx, f"user:{user_id}", at)
                 await tx.execute(
                     "UPDATE identity_refresh_tokens SET state = 'revoked' WHERE state != 'revoked' AND ("
                     " client_id IN (SELECT id FROM identity_clients WHERE organisation_id = ?) OR"
@@ -554,12 +561,15 @@ class IdentityStore:
         """Refuse every token of ``principal`` issued up to ``at`` without disabling it (e.g. after a password
         reset): a principal event with ``disabled`` false and ``revoked_before`` = at."""
         async with self.db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO identity_revocations (kind, value, expires_at, revoked_before, disabled, at)"
-                " SELECT 'principal', ?, NULL, ?, COALESCE((SELECT disabled FROM identity_revocations"
-                " WHERE kind = 'principal' AND value = ? ORDER BY seq DESC LIMIT 1), 0), ?",
-                principal, at, principal, at,
-            )
+            await self._revoke_tokens_before(tx, principal, at)
+
+    async def _revoke_tokens_before(self, tx: Executor, principal: str, at: float) -> None:
+        await tx.execute(
+            "INSERT INTO identity_revocations (kind, value, expires_at, revoked_before, disabled, at)"
+            " SELECT 'principal', ?, NULL, ?, COALESCE((SELECT disabled FROM identity_revocations"
+            " WHERE kind = 'principal' AND value = ? ORDER BY seq DESC LIMIT 1), 0), ?",
+            principal, at, principal, at,
+        )
 
     async def revocations_since(self, cursor: int, limit: int = 1000) -> list[tuple[Any, ...]]:
         """Feed entries after ``cursor``: (seq, kind, value, expires_at, revoked_before, disabled, at)."""
