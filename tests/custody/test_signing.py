@@ -122,3 +122,13 @@ def test_usage_is_counted_not_audited(custody: KeyCustody, audit_sink) -> None:
         signer.sign(b"m%d" % i)
     assert custody.usage()[signer.key_id]["sign"] == 5
     assert audit_sink.actions() == ["custody.key.generate"]
+
+
+
+async def test_prepare_signer_creates_the_key_once_with_its_audit_record(hsm_custody, audit_sink) -> None:
+    first = await hsm_custody.prepare_signer("audit-checkpoint")
+    again = await hsm_custody.prepare_signer("audit-checkpoint")
+    assert first.key_id == again.key_id == hsm_custody.signer_for("audit-checkpoint").key_id
+    generated = [e for e in audit_sink.events if e.action.endswith("generate")]
+    assert [e.target for e in generated] == [first.key_id]
+    assert hsm_custody.verify(first.key_id, b"note", first.sign(b"note"))

@@ -56,6 +56,13 @@ class SignerProvider(Protocol):
     def signer_for(self, purpose: str) -> Signer:
         """The active key for ``purpose``, created on first use; raises when custody is unavailable."""
 
+    async def prepare_signer(self, purpose: str) -> Signer:
+        """Like :meth:`signer_for`, but creates a missing key with its audit record awaited on the caller's loop.
+
+        Components call this from ``start()`` for the purposes they sign with, so that key creation (a control
+        action, written ahead to the audit log) never has to bridge from synchronous code into the event loop.
+        """
+
     def public_keys_for(self, purpose: str) -> list[PublicKeyInfo]:
         """Active and still-valid previous versions, so verifiers accept signatures made before a rotation."""
 

@@ -401,6 +401,14 @@ class KeyCustody:
             raise WrongPurpose(f"the active key for {purpose!r} is {record.algorithm.value}; it cannot sign")
         return CustodySigner(self, record.key_id, record.algorithm)
 
+    async def prepare_signer(self, purpose: str) -> CustodySigner:
+        """The active signing key for ``purpose``; a missing one is generated here, its audit record awaited on
+        the running loop (see :class:`~sleutelbos.core.protocols.SignerProvider`)."""
+        check_purpose_name(purpose)
+        if self._active(purpose) is None:
+            await self.generate(purpose, self.signing_algorithm, reason="first use by a signing consumer")
+        return self.signer_for(purpose)
+
     def signer(self, key_id: str, purpose: str) -> CustodySigner:
         """A specific key version as a signer, for a caller that states what it signs for."""
         record = self.record(key_id)
