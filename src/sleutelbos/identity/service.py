@@ -8,6 +8,7 @@ grant under ``oauth2/rfc6749/grants/``; introspection, revocation and discovery 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from sleutelbos.identity.revocation_feed import RevocationFeed
 from sleutelbos.identity.store import IdentityStore
 from sleutelbos.identity.tokens import SIGNING_PURPOSE, TokenMinter
 from sleutelbos.identity.verifier import TokenVerifier
+
+log = logging.getLogger("sleutelbos.identity")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,11 @@ class IdentityService:
         return cls(await IdentityStore.open(database_url), signers, audit, config)
 
     async def start(self) -> None:
+        """Make sure the token key exists (created, audited, on our loop), then follow the feed."""
+        try:
+            await self.signers.prepare_signer(SIGNING_PURPOSE)
+        except Exception as exc:  # nothing can be signed; issuance answers server_error until custody can
+            log.error("identity token key unavailable: %s", exc)
         await self.feed.start()
         await self.verifier.start()
 
@@ -144,11 +152,10 @@ class IdentityService:
         """RFC 7517 key set: custody's active and still-valid previous ``identity-token`` keys."""
         try:
             infos = self.signers.public_keys_for(SIGNING_PURPOSE)
-            if not infos:
-                self.signers.signer_for(SIGNING_PURPOSE)  # created on first use
-                infos = self.signers.public_keys_for(SIGNING_PURPOSE)
         except Exception as exc:
             raise ServerError(f"custody unavailable: {type(exc).__name__}") from exc
+        if not infos:
+            raise ServerError("no identity-token key in custody yet: nothing is signed, nothing to verify")
         return {"keys": [jwk_from_public_key(info) for info in infos]}
 
     async def _jwks_async(self) -> dict[str, Any]:
