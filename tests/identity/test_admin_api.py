@@ -33,6 +33,22 @@ async def test_admin_api_is_for_operator_admins_with_a_second_factor(world: Worl
     refused2 = await world.http.get("/v1/organisations",
                                     headers={"Authorization": f"Bearer {member['access_token']}"})
     assert refused2.status_code == 403
+    # an application role that happens to be called "admin" does not make an operator administrator
+    d = world.service.directory
+    role = await d.create_role(SYSTEM_ACTOR, world.app_id, {"name": "admin"})
+    olaf = await world.service.store.get_user_by_username("olaf")
+    await d.enrol_totp(SYSTEM_ACTOR, olaf.id)
+    olaf = await world.service.store.get_user_by_username("olaf")
+    await d.assign_role(SYSTEM_ACTOR, world.app_id, {"role_id": role.id, "principal_type": "user",
+                                                      "principal_id": olaf.id})
+    code, verifier = await world.authorize("olaf", "operator-member-1", world.totp_code(olaf.totp_secret))
+    app_admin = (await world.token({"grant_type": "authorization_code", "code": code,
+                                    "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
+    claims = await world.service.validate(app_admin["access_token"])
+    assert claims["roles"] == ["admin"] and claims["org_role"] == "member" and "otp" in claims["amr"]
+    refused3 = await world.http.get("/v1/organisations",
+                                    headers={"Authorization": f"Bearer {app_admin['access_token']}"})
+    assert refused3.status_code == 403 and refused3.json()["error"] == "insufficient_scope"
     ok = await world.http.get("/v1/organisations",
                               headers={"Authorization": f"Bearer {await world.admin_token()}"})
     assert ok.status_code == 200 and {o["kind"] for o in ok.json()} == {"operator", "vendor"}
@@ -247,3 +263,11 @@ async def test_service_accounts_and_meters(world: World, admin: dict[str, str]) 
     assert wrong_kind.status_code == 404
     disabled = await world.http.post(f"/v1/meters/{meter.json()['client_id']}/disable", headers=admin)
     assert disabled.json()["enabled"] is False and world.sink.events[-1].action == "identity.meter.disable"
+
+
+async def test_a_demoted_admin_loses_the_admin_api_at_once(world: World, admin: dict[str, str]) -> None:
+    assert (await world.http.get("/v1/organisations", headers=admin)).status_code == 200
+    user = await world.service.store.get_user_by_username("admin")
+    await world.service.directory.set_membership(SYSTEM_ACTOR, user.id, world.operator_id, "member")
+    refused = await world.http.get("/v1/organisations", headers=admin)  # same, unexpired token
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"

@@ -82,8 +82,8 @@ async def test_userinfo(world: World) -> None:
     info = await world.http.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert info.status_code == 200
     assert info.json() == {"sub": world.vendor_user_id, "org": world.vendor_id, "org_kind": "vendor",
-                           "country": "DE", "roles": ["member"], "preferred_username": "vera", "name": "vera",
-                           "email": "vera@meterco.example"}
+                           "country": "DE", "roles": [], "org_role": "member", "preferred_username": "vera",
+                           "name": "vera", "email": "vera@meterco.example"}
     none = await world.http.get("/oauth2/userinfo")
     assert none.status_code == 401 and none.json()["error"] == "invalid_token"
     cid, secret = await world.service_account()
@@ -107,7 +107,7 @@ async def test_keyrock_user_shape_with_application_and_organisation_roles(world:
     token = (await world.token({"grant_type": "authorization_code", "code": code,
                                 "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
     claims = await world.service.validate(token["access_token"])
-    assert claims["roles"] == ["auditor", "member", "reader"]
+    assert claims["roles"] == ["auditor", "reader"] and claims["org_role"] == "member"
 
     response = await world.http.get("/user", params={"access_token": token["access_token"], "app_id": world.app_id})
     assert response.status_code == 200

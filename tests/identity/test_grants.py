@@ -67,7 +67,7 @@ async def test_authorization_code_with_pkce_issues_access_refresh_and_id_token(w
     body = response.json()
     claims = decode(world, body["access_token"])
     assert claims["sub"] == world.vendor_user_id and claims["principal_kind"] == "user"
-    assert claims["org_kind"] == "vendor" and claims["roles"] == ["member"]
+    assert claims["org_kind"] == "vendor" and claims["roles"] == [] and claims["org_role"] == "member"
     assert claims["amr"] == ["pwd"] and claims["acr"] == "urn:sleutelbos:acr:pwd"
     assert claims["username"] == "vera" and claims["scope"] == "openid profile email"
     id_token = decode(world, body["id_token"], audience=world.app_id)
@@ -82,7 +82,7 @@ async def test_operator_admin_login_needs_totp_and_token_says_mfa(world: World) 
     token = await world.admin_token()
     claims = decode(world, token)
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "urn:sleutelbos:acr:mfa"
-    assert claims["org_kind"] == "operator" and claims["country"] == "NL" and "admin" in claims["roles"]
+    assert claims["org_kind"] == "operator" and claims["country"] == "NL" and claims["org_role"] == "admin"
 
 
 async def test_refresh_rotates_and_the_new_token_works(world: World) -> None:

@@ -50,7 +50,7 @@ async def test_roles_and_keyrock_user_on_both_stores(any_world: World) -> None:
     token = await login(w, "meters:read")
     body = (await w.http.get("/user", params={"access_token": token["access_token"], "app_id": w.app_id})).json()
     assert body["organizations"][0]["roles"] == [{"id": role.id, "name": "viewer"}]
-    assert (await w.service.validate(token["access_token"]))["roles"] == ["member", "viewer"]
+    assert (await w.service.validate(token["access_token"]))["roles"] == ["viewer"]
     with pytest.raises(Conflict):
         await d.create_role(SYSTEM_ACTOR, w.app_id, {"name": "viewer"})
     with pytest.raises(Conflict):

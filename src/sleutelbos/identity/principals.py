@@ -22,10 +22,11 @@ class PrincipalContext:
     subject: str
     kind: str  # "user", or the client type: application, service, meter
     organisation: Organisation
-    roles: tuple[str, ...]
+    roles: tuple[str, ...]  # application roles (Keyrock's sense)
     user: User | None = None
     client: Client | None = None
     memberships: tuple[Membership, ...] = ()
+    org_role: str | None = None  # a user's membership role in its home organisation (admin, approver, …)
 
 
 class PrincipalDirectory:
@@ -70,8 +71,9 @@ class PrincipalDirectory:
         return ctx
 
     async def user_principal(self, user_id: str, application_id: str | None) -> PrincipalContext:
-        """A user, as seen by one application: membership role in the home organisation plus the application's
-        roles assigned to the user or to any of the user's organisations (Keyrock's rule)."""
+        """A user, as seen by one application: the application's roles assigned to the user or to any of the
+        user's (enabled) organisations (Keyrock's rule), and, apart, the membership role in the home organisation
+        — kept apart so that an application role that happens to be called "admin" is never an operator admin."""
         key = ("user", user_id, application_id)
         hit = self._cache.get(key)
         now = time.monotonic()
@@ -90,10 +92,10 @@ class PrincipalDirectory:
             if member_of is not None and member_of.enabled:
                 principals.append((PrincipalType.ORGANISATION, m.organisation_id))
         app_roles: list[Role] = await self.store.roles_of(principals, application_id) if application_id else []
-        home_roles = [m.role for m in memberships if m.organisation_id == user.organisation_id]
+        org_role = next((m.role for m in memberships if m.organisation_id == user.organisation_id), None)
         ctx = PrincipalContext(
-            subject=user.id, kind="user", organisation=org,
-            roles=tuple(sorted({*home_roles, *(r.name for r in app_roles)})), user=user, memberships=memberships,
+            subject=user.id, kind="user", organisation=org, roles=tuple(sorted({r.name for r in app_roles})),
+            user=user, memberships=memberships, org_role=org_role,
         )
         self._cache[key] = (now + self.ttl_s, ctx)
         return ctx

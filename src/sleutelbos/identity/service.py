@@ -259,13 +259,19 @@ class IdentityService:
         if not authorization or not authorization.startswith("Bearer "):
             raise InvalidToken("a Bearer access token is required")
         claims = await self.validate(authorization[7:].strip())
-        if claims.get("org_kind") != OrganisationKind.OPERATOR.value or ORG_ROLE_ADMIN not in claims.get("roles", []):
+        if claims.get("principal_kind") != "user" or claims.get("org_kind") != OrganisationKind.OPERATOR.value:
             raise InsufficientScope("the admin API is for operator administrators")
-        if claims.get("principal_kind") == "user" and "otp" not in claims.get("amr", []):
+        if "otp" not in claims.get("amr", []):
             raise InsufficientScope("the admin API requires a login with a second factor (amr otp)")
+        try:  # the membership as it is now, not as it was when the token was issued
+            principal = await self.principals.user_principal(claims["sub"], None)
+        except (InvalidGrant, AccessDenied) as exc:
+            raise InvalidToken(exc.detail) from exc
+        if principal.organisation.kind is not OrganisationKind.OPERATOR or principal.org_role != ORG_ROLE_ADMIN:
+            raise InsufficientScope("the admin API is for operator administrators")
         return Actor(
-            principal=f"{'user' if claims.get('principal_kind') == 'user' else 'client'}:{claims['sub']}",
-            organisation=claims.get("org"), kind=claims.get("org_kind"), country=claims.get("country"),
+            principal=f"user:{principal.subject}", organisation=principal.organisation.id,
+            kind=str(principal.organisation.kind), country=principal.organisation.country,
         )
 
     # --- bootstrap ----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Minting tokens: JWT access tokens (RFC 9068 profile), OpenID Connect ID tokens, opaque refresh tokens.
 
 Access tokens carry ``iss, sub, aud, exp, iat, nbf, jti, scope, client_id`` (RFC 9068 §2.2) and the facts the
-sovereignty policies are written on: ``org``, ``org_kind``, ``country``, ``roles``, ``principal_kind``, and ``amr``
+sovereignty policies are written on: ``org``, ``org_kind``, ``country``, ``roles`` (application roles), for users
+``org_role`` (the membership role in ``org``: admin, approver, breakglass-officer, member), ``principal_kind``, ``amr``
 (RFC 8176 values) with ``acr``, so a policy can demand MFA. They are signed ES256 by custody's ``identity-token``
 key through the ``Signer`` protocol; ``kid`` is the key version. ID tokens follow OIDC Core §2 and §3.1.3.6
 (``at_hash``). Refresh tokens and authorization codes are 256-bit random strings, stored only as digests.
@@ -79,6 +80,7 @@ class TokenMinter:
         }
         if principal.user is not None:
             claims["username"] = principal.user.username
+            claims["org_role"] = principal.org_role
         return self._sign({"typ": ACCESS_TOKEN_TYPE}, claims), claims
 
     def id_token(

@@ -18,6 +18,7 @@ async def userinfo(service: Any, claims: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sub": principal.subject, "org": principal.organisation.id, "org_kind": str(principal.organisation.kind),
         "country": principal.organisation.country, "roles": list(principal.roles),
+        "org_role": principal.org_role,
     }
     assert principal.user is not None
     if "profile" in scope:

@@ -15,7 +15,7 @@ from sleutelbos.identity.models import Client
 from sleutelbos.identity.passwords import bearer_digest
 
 _CLAIMS = ("scope", "client_id", "username", "exp", "iat", "nbf", "sub", "aud", "iss", "jti",
-           "org", "org_kind", "country", "roles", "amr", "acr", "principal_kind")
+           "org", "org_kind", "country", "roles", "org_role", "amr", "acr", "principal_kind")
 
 
 async def introspect(service: Any, caller: Client, token: str | None, hint: str | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from authlib.oidc.discovery import OpenIDProviderMetadata
 
 SCOPES = ["openid", "profile", "email"]
 CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "client_id", "org", "org_kind", "country",
-          "roles", "amr", "acr", "auth_time", "nonce", "at_hash", "azp", "preferred_username", "email",
+          "roles", "org_role", "amr", "acr", "auth_time", "nonce", "at_hash", "azp", "preferred_username", "email",
           "principal_kind"]
 
 
