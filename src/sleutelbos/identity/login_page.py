@@ -2,7 +2,9 @@
 
 It shows which application asks for which scopes, takes username, password and (when enrolled) a TOTP code, and
 posts back to ``/oauth2/authorize`` with the authorization request's parameters, which are validated again there.
-Every value is HTML-escaped; the page may not be framed (clickjacking) and is not cached.
+Every value is HTML-escaped; the page may not be framed (clickjacking) and is not cached. Left out: a CSRF token
+on the form (a forged post can at most log the victim into an attacker-chosen account for a client and redirect URI
+that are registered), remembered sessions (every authorization asks for the password again), and consent memory.
 """
 
 from __future__ import annotations
