@@ -16,20 +16,17 @@ import typer
 
 from sleutelbos.core.errors import SleutelbosError
 from sleutelbos.core.settings import DEFAULT_DATA_DIR, load_settings
+from sleutelbos.identity.models import ClientType
+from sleutelbos.stack import StackContext, build_components
 
 app = typer.Typer(help="Identity manager: OAuth 2.0 / OpenID Connect, Keyrock-compatible.", no_args_is_help=True)
 
 
-def _build(ctx: Any) -> list[Any]:
-    from sleutelbos.stack import build_components
-
+def _build(ctx: StackContext) -> list[Any]:
     return build_components(ctx, ("identity",))
 
 
 async def _create_client(data_dir: Path, org: str, name: str, scope: str, client_type: str) -> dict[str, Any]:
-    from sleutelbos.identity.models import ClientType
-    from sleutelbos.stack import StackContext
-
     settings = load_settings(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg, err=True))

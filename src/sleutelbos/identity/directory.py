@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from sleutelbos.core.protocols import Actor, AuditEvent, AuditSink
 from sleutelbos.identity import mfa
@@ -53,8 +54,6 @@ def _redirect_uris(value: object) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or len(value) > _REDIRECT_MAX:
         raise InvalidRequest(f"redirect_uris must be a list of at most {_REDIRECT_MAX} URIs")
-    from urllib.parse import urlsplit
-
     out: list[str] = []
     for uri in value:
         if not isinstance(uri, str) or len(uri) > 2000:
