@@ -1,14 +1,20 @@
 """Fixtures for the identity tests: a signer provider, a recording audit sink, services and an HTTP client.
 
-Tokens are signed by custody's real ``SignerProvider`` on a fresh SoftHSM2 token per test (``softhsm_token``); the
+Tokens are signed by custody's real ``SignerProvider`` on a SoftHSM2 token (one per module, or one per test where
+keys are rotated, destroyed or closed); the
 identity code itself sees only the ``SignerProvider`` protocol. ``AttackerKey`` is the one software key here: the
 key a forger signs with, which custody never issued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import os
+import secrets
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,6 +40,7 @@ from sleutelbos.identity.login_guard import LoginPolicy
 from sleutelbos.identity.models import ClientType
 from sleutelbos.identity.service import IdentityConfig, IdentityService
 from sleutelbos.identity.store import IdentityStore
+from tests.conftest import SoftHsmToken, missing_part, softhsm_module
 
 ISSUER = "https://idm.test"
 # Still Argon2id, with a small memory cost so the suite stays fast; production uses RFC 9106's 64 MiB profile.
@@ -104,19 +111,44 @@ class RecordingSink:
         return [e.action for e in self.events]
 
 
-@pytest.fixture
-def custody_sink() -> RecordingSink:
-    """Custody's own audit events (key generation, rotation) go here, identity's to ``sink``."""
-    return RecordingSink()
+@pytest.fixture(scope="module")
+def module_custody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyCustody]:
+    """Custody's real ``SignerProvider`` on a SoftHSM2 token made for this test module (as ``softhsm_token`` makes
+    one per test): tokens are signed inside the HSM. One token per module because creating the token and its
+    first key costs ~0.8 s; modules that rotate, destroy or close keys use :func:`fresh_custody` instead."""
+    module, util = softhsm_module(), shutil.which("softhsm2-util")
+    if module is None or util is None:
+        missing_part("SoftHSM2 (Debian package softhsm2)")
+    workdir = tmp_path_factory.mktemp("identity-softhsm")
+    (workdir / "tokens").mkdir()
+    conf = workdir / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {workdir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    label, pin = "identity-test", secrets.token_hex(4)
+    subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", pin],
+                   check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(conf)})
+    token = SoftHsmToken(module, conf, label, pin, pin)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in token.env().items():
+            patch.setenv(key, value)
+        custody = custody_for_tests(workdir / "custody", RecordingSink())
+        assert custody.sovereign
+        asyncio.run(custody.prepare_signer("identity-token"))
+        yield custody
+        custody.close()
 
 
 @pytest.fixture
-def signers(softhsm_token: Any, tmp_path: Path, custody_sink: RecordingSink) -> Iterator[KeyCustody]:
-    """Custody's real ``SignerProvider`` on a fresh SoftHSM2 token: tokens are signed inside the HSM."""
-    custody = custody_for_tests(tmp_path / "custody", custody_sink)
+def fresh_custody(softhsm_token: Any, tmp_path: Path) -> Iterator[KeyCustody]:
+    """Custody on a fresh SoftHSM2 token for one test (``softhsm_token``), for tests that change its keys."""
+    custody = custody_for_tests(tmp_path / "custody", RecordingSink())
     assert custody.sovereign
     yield custody
     custody.close()
+
+
+@pytest.fixture
+def signers(module_custody: KeyCustody) -> KeyCustody:
+    return module_custody
 
 
 @pytest.fixture

@@ -19,6 +19,11 @@ from sleutelbos.identity.verifier import TokenVerifier
 from .conftest import ISSUER, World
 
 
+@pytest.fixture
+def signers(fresh_custody):  # these tests rotate, destroy and close custody keys: a token of their own each
+    return fresh_custody
+
+
 async def test_discovery_documents(world: World) -> None:
     oidc = (await world.http.get("/.well-known/openid-configuration")).json()
     oauth = (await world.http.get("/.well-known/oauth-authorization-server")).json()
