@@ -276,6 +276,8 @@ async def test_oversized_and_malformed_token_requests(world: World) -> None:
     assert both.status_code == 400 and both.json()["error"] == "invalid_request"
     wrong_secret = await world.token({"grant_type": "client_credentials"}, (world.app_id, "not-the-secret"))
     assert wrong_secret.status_code == 401 and wrong_secret.json()["error"] == "invalid_client"
+    get = await world.http.get("/oauth2/token", params={"grant_type": "client_credentials"}, headers=world.basic())
+    assert get.status_code == 405 and get.json()["error"] == "invalid_request" and "access_token" not in get.json()
     feed = await world.http.get("/oauth2/revocations", params={"since": "-1"})
     assert feed.status_code == 400 and feed.json()["error"] == "invalid_request"
 

@@ -4,10 +4,15 @@ in process, and polled over HTTP), disabling an organisation, introspection (RFC
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 
 from sleutelbos.core.protocols import SYSTEM_ACTOR
@@ -15,7 +20,10 @@ from sleutelbos.identity import api
 from sleutelbos.identity.errors import InvalidToken
 from sleutelbos.identity.verifier import TokenVerifier
 
-from .conftest import ISSUER, World
+from .conftest import ISSUER, World, open_service, seed_world
+
+VERIFIER_PROCESS = str(Path(__file__).with_name("verifier_process.py"))
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 async def client_token(world: World, org_id: str | None = None) -> tuple[str, str, str]:
@@ -218,3 +226,46 @@ async def test_disabling_an_organisation_reaches_members_whose_home_is_elsewhere
                                 "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
     claims = await world.service.validate(fresh["access_token"])
     assert claims["org_kind"] == "operator" and "vendor-support" not in claims["roles"]
+
+
+async def test_revocation_reaches_a_verifier_in_another_process_within_one_second(
+    sqlite_url: str, signers, sink,
+) -> None:
+    """The IdM served over real HTTP; a separate process follows its feed; revoke, and time the refusal."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    issuer = f"http://127.0.0.1:{port}"  # the verifier checks iss: the issuer is this server's own URL
+    service = await open_service(sqlite_url, signers, sink, issuer=issuer)
+    world = await seed_world(service, sink, signers)
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=api.routes(service)), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    proc = None
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        token, cid, secret = await client_token(world)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, VERIFIER_PROCESS, issuer, token, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC})
+        assert proc.stdout is not None and proc.stderr is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert first == "accepted", (await proc.stderr.read()).decode()[-3000:]
+        revoked_at = time.time()
+        response = await world.http.post("/oauth2/revoke", data={"token": token}, headers=world.basic(cid, secret))
+        assert response.status_code == 200
+        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().split(" ", 2)
+        assert line[0] == "refused" and line[2].strip() == "token revoked"
+        assert float(line[1]) - revoked_at < 1.0
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+        if proc is not None:
+            await proc.wait()
+        server.should_exit = True
+        await serving
+        await world.http.aclose()
+        await service.close()

@@ -25,6 +25,7 @@ from sleutelbos.identity.errors import (
     InvalidRequest,
     InvalidToken,
     LoginThrottled,
+    MethodNotAllowed,
 )
 from sleutelbos.identity.http import NO_STORE, json_response, oauth_errors, query_params, read_form
 from sleutelbos.identity.keyrock import KeyrockUserInfo
@@ -168,12 +169,19 @@ def routes(service: IdentityService) -> list[BaseRoute]:
     async def oauth_metadata(request: Request) -> Response:
         return json_response(as_metadata)
 
+    @oauth_errors
+    async def post_only(request: Request) -> Response:
+        raise MethodNotAllowed(f"{request.method} is not allowed here: use POST (RFC 6749 §3.2)")
+
+    others = ["GET", "PUT", "PATCH", "DELETE"]
     return [
         Route("/oauth2/authorize", authorize_get, methods=["GET"]),
         Route("/oauth2/authorize", authorize_post, methods=["POST"]),
         Route("/oauth2/token", token, methods=["POST"]),
         Route("/oauth2/introspect", introspect, methods=["POST"]),
         Route("/oauth2/revoke", revoke, methods=["POST"]),
+        *(Route(path, post_only, methods=others) for path in ("/oauth2/token", "/oauth2/introspect",
+                                                               "/oauth2/revoke")),
         Route("/oauth2/userinfo", userinfo_endpoint, methods=["GET", "POST"]),
         Route("/oauth2/revocations", revocations, methods=["GET"]),
         Route("/.well-known/openid-configuration", openid, methods=["GET"]),

@@ -102,6 +102,10 @@ class Conflict(IdentityError):
     status = 409
 
 
+class MethodNotAllowed(IdentityError):
+    status = 405
+
+
 class RequestTooLarge(IdentityError):
     error = "invalid_request"
     status = 413
