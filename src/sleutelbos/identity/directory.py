@@ -179,7 +179,7 @@ class Directory:
         secret = mfa.new_secret() if needs_totp or body.get("totp") is True else None
         user = User(
             id=str(uuid.uuid4()), username=username(body.get("username")), email=email(body.get("email")),
-            organisation_id=org.id, password_hash=self.passwords.hash(_password(body.get("password"))),
+            organisation_id=org.id, password_hash=await self.passwords.hash_async(_password(body.get("password"))),
             totp_secret=secret, created_at=time.time(),
         )
         if await self.store.get_user_by_username(user.username) is not None:
@@ -206,7 +206,7 @@ class Directory:
     async def set_password(self, actor: Actor, user_id: str, password: object) -> None:
         """A new password; every token issued to the user until now is refused (via the feed)."""
         user = await self.user(user_id)
-        new_hash = self.passwords.hash(_password(password))
+        new_hash = await self.passwords.hash_async(_password(password))
         await self._record(actor, "identity.user.password.set", user.id, {"username": user.username})
         await self.store.update_user(user.id, user.email, new_hash)
         await self.store.revoke_principal_tokens(f"user:{user.id}", time.time())

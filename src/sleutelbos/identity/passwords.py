@@ -7,6 +7,7 @@ constant time is as strong for them and keeps client authentication cheap enough
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -30,6 +31,14 @@ class PasswordHashing:
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
+
+    async def hash_async(self, password: str) -> str:
+        """:meth:`hash` on a worker thread: Argon2id takes ~0.5 s of CPU by design and releases the GIL, so the
+        event loop keeps serving token validations meanwhile."""
+        return await asyncio.to_thread(self.hash, password)
+
+    async def verify_async(self, password_hash: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self.verify, password_hash, password)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; an unknown user (``None``) still pays for one verification."""

@@ -197,7 +197,7 @@ class IdentityService:
             raise InvalidGrant("invalid username or password")
         await self.guard.check(username, source)
         user = await self.store.get_user_by_username(username)
-        ok = self.passwords.verify(user.password_hash if user else None, password)
+        ok = await self.passwords.verify_async(user.password_hash if user else None, password)
         amr: tuple[str, ...] = ("pwd",)
         reason = "invalid username or password"
         if ok and user is not None:
