@@ -108,12 +108,6 @@ class IdentityService:
         self.change_listeners: list[Callable[[], None]] = [self.principals.invalidate, self._client_cache.clear]
         self.feed.subscribe(lambda _entries: self._notify())
 
-    @classmethod
-    async def open(
-        cls, database_url: str, signers: SignerProvider, audit: AuditSink, config: IdentityConfig,
-    ) -> IdentityService:
-        return cls(await IdentityStore.open(database_url), signers, audit, config)
-
     async def start(self) -> None:
         """Make sure the token key exists (created, audited, on our loop), then follow the feed."""
         try:

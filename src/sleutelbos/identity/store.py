@@ -169,10 +169,6 @@ class IdentityStore:
         """Open the database and bring its schema forward (the component calls this in ``start``)."""
         self._db = await open_database(url, "identity", MIGRATIONS)
 
-    @classmethod
-    async def open(cls, url: str) -> IdentityStore:
-        return cls(await open_database(url, "identity", MIGRATIONS))
-
     async def close(self) -> None:
         await self.db.close()
 
