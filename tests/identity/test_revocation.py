@@ -269,3 +269,14 @@ async def test_revocation_reaches_a_verifier_in_another_process_within_one_secon
         await serving
         await world.http.aclose()
         await service.close()
+
+
+async def test_members_of_a_disabled_organisation_cannot_log_in(world: World) -> None:
+    await world.service.directory.set_organisation_enabled(SYSTEM_ACTOR, world.vendor_id, False)
+    params = {"response_type": "code", "client_id": world.app_id, "redirect_uri": world.redirect_uri,
+              "code_challenge": "A" * 43, "code_challenge_method": "S256", "state": "s1"}
+    response = await world.http.post("/oauth2/authorize", data={**params, "username": "vera",
+                                                               "password": world.vendor_password, "consent": "allow"})
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert "error=access_denied" in location and "code=" not in location and "state=s1" in location
