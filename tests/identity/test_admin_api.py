@@ -271,3 +271,31 @@ async def test_a_demoted_admin_loses_the_admin_api_at_once(world: World, admin: 
     await world.service.directory.set_membership(SYSTEM_ACTOR, user.id, world.operator_id, "member")
     refused = await world.http.get("/v1/organisations", headers=admin)  # same, unexpired token
     assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+
+
+async def test_each_change_is_in_the_audit_log_before_it_takes_effect(world: World) -> None:
+    """For several kinds of change: at the moment the sink records, the store still shows the old state."""
+    d, store = world.service.directory, world.service.store
+    role = await d.create_role(SYSTEM_ACTOR, world.app_id, {"name": "probe-role"})
+    cases = [
+        ("identity.user.disable", lambda: store.get_user(world.vendor_user_id),
+         lambda: d.set_user_enabled(SYSTEM_ACTOR, world.vendor_user_id, False), lambda u: u.enabled),
+        ("identity.role.assign", lambda: store.list_assignments(world.app_id),
+         lambda: d.assign_role(SYSTEM_ACTOR, world.app_id, {"role_id": role.id, "principal_type": "organisation",
+                                                             "principal_id": world.vendor_id}), lambda a: a == []),
+        ("identity.service.create", lambda: store.list_clients(),
+         lambda: world.service.create_client_for(world.vendor_id, "probe-svc", ""),
+         lambda clients: "probe-svc" not in [c.name for c in clients]),
+        ("identity.user.password.set", lambda: store.get_user(world.vendor_user_id),
+         lambda: d.set_password(SYSTEM_ACTOR, world.vendor_user_id, "another-password-1"),
+         lambda u: world.service.passwords.verify(u.password_hash, world.vendor_password)),
+        ("identity.role.delete", lambda: store.get_role(role.id),
+         lambda: d.delete_role(SYSTEM_ACTOR, world.app_id, role.id), lambda r: r is not None),
+    ]
+    for action, read_state, change, still_old in cases:
+        world.sink.probe = lambda _event, read=read_state: read()
+        world.sink.probed.clear()
+        await change()
+        assert world.sink.events[-1].action == action
+        assert still_old(world.sink.probed[-1]), action  # recorded while the old state was still in force
+        assert not still_old(await read_state()), action  # and the change happened afterwards
