@@ -305,3 +305,16 @@ async def test_a_token_verified_before_is_still_checked_for_expiry_and_audience(
     returned["sub"] = "someone-else"
     again = verifier.verify(token)
     assert again["roles"] == [] and again["sub"] == claims["sub"]
+
+
+async def test_embedded_keys_in_the_header_are_ignored(world: World) -> None:
+    """A forger who signs with their own key and points at it (jwk / jku headers) still hits "unknown key"."""
+    _, claims = await valid_token(world)
+    forger = AttackerKey("identity-token", 7)
+    from sleutelbos.identity.jose import jwk_from_public_key
+
+    token = sign_compact({"typ": "at+jwt", "jwk": jwk_from_public_key(forger.public_key()),
+                          "jku": "https://evil.example/jwks.json"}, claims, forger)
+    await assert_refused(world, token, "unknown key")
+    crit = sign_compact({"typ": "at+jwt", "crit": ["exp"]}, claims, world.signers.signer_for("identity-token"))
+    await assert_refused(world, crit, "critical")

@@ -3,7 +3,9 @@
 Signing builds ``BASE64URL(header) '.' BASE64URL(payload)`` here and hands it to a custody ``Signer`` with the
 ``raw`` (r‖s) encoding JOSE wants, so the private key never enters Python. Verification accepts exactly one
 algorithm, ES256, chosen by the verifier and never by the token: ``alg: none``, HS256 keyed with the public key and
-every other algorithm are refused before any key is touched (RFC 8725 §3.1, §3.2). JWKs are made with ``joserfc``.
+every other algorithm are refused before any key is touched (RFC 8725 §3.1, §3.2); ``jku``, ``x5u`` and ``jwk``
+headers are ignored — keys come only from the verifier's configured JWKS — and ``crit`` is refused. JWKs are made
+with ``joserfc``.
 """
 
 from __future__ import annotations
