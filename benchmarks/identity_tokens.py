@@ -140,7 +140,7 @@ async def in_process(data_dir: Path, software: bool, issue_n: int, verify_n: int
     from sleutelbos.identity.verifier import TokenVerifier
 
     cached = service.verifier  # the verifier /user and introspection use: verified-signature cache on
-    uncached = TokenVerifier(issuer=issuer, jwks=service._jwks_async, feed=service.feed, verified_cache_size=0)
+    uncached = TokenVerifier(issuer=issuer, jwks=service.jwks_async, feed=service.feed, verified_cache_size=0)
     await uncached.start()
     key = load_der_public_key(signer.public_key().spki_der)
     cached.verify(token, audience="sleutelbos")

@@ -284,7 +284,7 @@ async def test_oversized_and_malformed_token_requests(world: World) -> None:
 
 async def test_verifier_refuses_everything_when_its_feed_is_stale(world: World) -> None:
     token, _ = await valid_token(world)
-    verifier = TokenVerifier(issuer=ISSUER, jwks=world.service._jwks_async, feed="http://127.0.0.1:9/feed",
+    verifier = TokenVerifier(issuer=ISSUER, jwks=world.service.jwks_async, feed="http://127.0.0.1:9/feed",
                              max_staleness_s=5.0)
     await verifier.refresh_jwks(force=True)  # keys known, but the feed never answered
     with pytest.raises(InvalidToken, match="stale"):

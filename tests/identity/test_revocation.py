@@ -67,7 +67,7 @@ async def test_revoked_token_refused_by_http_polling_verifier_within_one_second(
 
 async def test_revoked_token_refused_by_in_process_verifier_at_once(world: World) -> None:
     token, cid, secret = await client_token(world)
-    verifier = TokenVerifier(issuer=ISSUER, jwks=world.service._jwks_async, feed=world.service.feed)
+    verifier = world.service.verifier_for()
     await verifier.start()
     try:
         verifier.verify(token)
@@ -117,7 +117,7 @@ async def test_disabling_an_organisation_revokes_all_its_tokens_and_refuses_new_
     user = (await world.token({"grant_type": "authorization_code", "code": code,
                                "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
     operator_token, _, _ = await client_token(world, world.operator_id)
-    watcher = TokenVerifier(issuer=ISSUER, jwks=world.service._jwks_async, feed=world.service.feed)
+    watcher = TokenVerifier(issuer=ISSUER, jwks=world.service.jwks_async, feed=world.service.feed)
     await watcher.start()
 
     def snapshot(event):  # at audit time the organisation must still be enabled: write-ahead

@@ -103,7 +103,7 @@ class IdentityService:
         self.guard = LoginGuard(store, config.login_policy)
         self.passwords = PasswordHashing(config.password_parameters)
         self.directory = Directory(store, audit, self._changed, self.passwords)
-        self.verifier = TokenVerifier(issuer=config.issuer, jwks=self._jwks_async, feed=self.feed)
+        self.verifier = TokenVerifier(issuer=config.issuer, jwks=self.jwks_async, feed=self.feed)
         self._client_cache: dict[str, tuple[float, Client]] = {}
         self.change_listeners: list[Callable[[], None]] = [self.principals.invalidate, self._client_cache.clear]
         self.feed.subscribe(lambda _entries: self._notify())
@@ -152,8 +152,14 @@ class IdentityService:
             raise ServerError("no identity-token key in custody yet: nothing is signed, nothing to verify")
         return {"keys": [jwk_from_public_key(info) for info in infos]}
 
-    async def _jwks_async(self) -> dict[str, Any]:
+    async def jwks_async(self) -> dict[str, Any]:
+        """The key set as a ``TokenVerifier`` JWKS source, for verifiers in this process (the PEP)."""
         return self.jwks()
+
+    def verifier_for(self, audience: str | None = None) -> TokenVerifier:
+        """A ``TokenVerifier`` for a resource server in this process: JWKS and revocation feed taken directly
+        (pushed at commit), no HTTP. Call ``await verifier.start()`` before use."""
+        return TokenVerifier(issuer=self.config.issuer, audience=audience, jwks=self.jwks_async, feed=self.feed)
 
     # --- clients ------------------------------------------------------------------------------------------
     async def authenticate_client(self, client_id: str | None, secret: str | None) -> Client:
