@@ -133,3 +133,21 @@ async def test_password_grant_for_mfa_role_requires_totp(world: World) -> None:
 async def test_unsupported_grant_type(world: World) -> None:
     response = await world.token({"grant_type": "urn:ietf:params:oauth:grant-type:device_code"})
     assert response.status_code == 400 and response.json()["error"] == "unsupported_grant_type"
+
+
+async def test_expired_authorization_code_and_refresh_token_are_refused(world: World) -> None:
+    import dataclasses
+
+    world.service.config = dataclasses.replace(world.service.config, code_lifetime_s=-1)
+    code, verifier = await world.authorize("vera", world.vendor_password)
+    late = await world.token({"grant_type": "authorization_code", "code": code,
+                              "redirect_uri": world.redirect_uri, "code_verifier": verifier})
+    assert late.status_code == 400 and late.json() == {"error": "invalid_grant",
+                                                       "error_description": "authorization code expired"}
+    world.service.config = dataclasses.replace(world.service.config, code_lifetime_s=60,
+                                               refresh_token_lifetime_s=-1)
+    code, verifier = await world.authorize("vera", world.vendor_password)
+    issued = (await world.token({"grant_type": "authorization_code", "code": code,
+                                 "redirect_uri": world.redirect_uri, "code_verifier": verifier})).json()
+    stale = await world.token({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})
+    assert stale.status_code == 400 and stale.json()["error_description"] == "refresh token expired"
