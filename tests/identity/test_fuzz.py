@@ -17,7 +17,7 @@ from sleutelbos.identity.verifier import TokenVerifier
 
 from .conftest import ISSUER
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def seg(data: bytes) -> str:
