@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # --- identity ---------------------------------------------------------------------------------------
     identity_database_url: str | None = None
     token_lifetime_s: int = 600
+    token_audience: str = "sleutelbos"  # noqa: S105 - an audience name, not a secret
+    refresh_token_lifetime_s: int = 14 * 24 * 3600
 
 
     @classmethod
