@@ -1,0 +1,113 @@
+"""Log entries: the canonical JSON that is hashed into the Merkle tree as one leaf (RFC 9162 §2.1.1 ``d``).
+
+The canonical form is: UTF-8, object keys sorted (by Unicode code point, at every depth), no insignificant
+whitespace, strings with only the escapes JSON requires, numbers in their shortest round-trip form (what
+``orjson`` writes). The bytes are what is stored, exported and hashed; a verifier re-canonicalises them to detect an
+entry that was rewritten in a different (but equivalent-looking) form.
+
+Fields (the issue's list): ``time`` (RFC 3339 UTC with microseconds, stamped by the log when the event is
+recorded), ``actor`` (principal, organisation, kind, country), ``action``, ``target``, ``decision``, ``reason``,
+``request_id``, ``details`` (a JSON object). Left out: RFC 8785 (JCS) number and key-order rules for astral-plane
+characters; entries never need them (keys are ASCII field names, details are ours).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from sleutelbos.core.errors import SleutelbosError
+from sleutelbos.core.protocols import Actor, AuditEvent
+
+_OPTS = orjson.OPT_SORT_KEYS
+
+
+class InvalidAuditEvent(SleutelbosError):
+    """The event cannot be written as a canonical JSON entry (e.g. details that are not JSON)."""
+
+
+class NonCanonicalEntry(SleutelbosError):
+    """Stored or exported entry bytes that are not the canonical form of the JSON they contain."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, compact separators, UTF-8 — the only form in which entries are hashed."""
+    try:
+        return orjson.dumps(value, option=_OPTS)
+    except TypeError as exc:
+        raise InvalidAuditEvent(f"audit entry is not plain JSON: {exc}") from None
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with a fixed six-digit fraction, so that text order is time order (used by search)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Accepts RFC 3339 / ISO 8601 (``Z`` or an offset); naive times are taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidAuditEvent(f"not an RFC 3339 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry as stored: its canonical bytes and the fields a search needs."""
+
+    time: str
+    actor: str
+    action: str
+    target: str
+    decision: str
+    data: bytes  # canonical JSON, the RFC 9162 leaf input
+
+    def as_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = orjson.loads(self.data)
+        return result
+
+
+def entry_document(event: AuditEvent, time: str) -> dict[str, Any]:
+    """The JSON object for ``event``: every field present (``null`` where absent), so entries have one shape."""
+    if not isinstance(event.details, Mapping):
+        raise InvalidAuditEvent("details must be a JSON object")
+    if not event.action or not isinstance(event.action, str):
+        raise InvalidAuditEvent("action must be a non-empty string")
+    if not isinstance(event.target, str):
+        raise InvalidAuditEvent("target must be a string")
+    actor: Actor = event.actor
+    return {
+        "time": time,
+        "actor": actor.as_dict(),
+        "action": event.action,
+        "target": event.target,
+        "decision": event.decision,
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "details": dict(event.details),
+    }
+
+
+def make_entry(event: AuditEvent, moment: datetime | None = None) -> Entry:
+    """Canonicalise ``event`` now; raises :class:`InvalidAuditEvent` before anything is written."""
+    time = format_time(moment or datetime.now(UTC))
+    data = canonical_json(entry_document(event, time))
+    return Entry(time, event.actor.principal, event.action, event.target, event.decision, data)
+
+
+def check_canonical(data: bytes) -> dict[str, Any]:
+    """Parse entry bytes and insist they are in canonical form; returns the parsed object."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise NonCanonicalEntry(f"entry is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise NonCanonicalEntry("entry is not a JSON object")
+    if orjson.dumps(parsed, option=_OPTS) != data:
+        raise NonCanonicalEntry("entry bytes are not in canonical form (sorted keys, no whitespace)")
+    return parsed
