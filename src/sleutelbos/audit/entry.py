@@ -13,6 +13,7 @@ characters; entries never need them (keys are ASCII field names, details are our
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,28 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class LogClock:
+    """The log's time stamps: :func:`format_time` of now, never earlier than the previous stamp (so that entry
+    times never go backwards in log order even if the wall clock is stepped back), and cheap — the seconds part is
+    formatted once per second, since every append pays for this."""
+
+    __slots__ = ("_last", "_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+        self._last = 0
+
+    def now(self) -> str:
+        micros = max(time.time_ns() // 1000, self._last)
+        self._last = micros
+        second = micros // 1_000_000
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{micros % 1_000_000:06d}Z"
+
+
 def parse_time(text: str) -> datetime:
     """Accepts RFC 3339 / ISO 8601 (``Z`` or an offset); naive times are taken as UTC."""
     try:
@@ -56,9 +79,10 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """One log entry as stored: its canonical bytes and the fields a search needs."""
+    """One log entry as stored: its canonical bytes and the fields a search needs (built once per append, hence
+    a plain slotted class rather than a frozen one)."""
 
     time: str
     actor: str
@@ -83,21 +107,30 @@ def entry_document(event: AuditEvent, time: str) -> dict[str, Any]:
     actor: Actor = event.actor
     return {
         "time": time,
-        "actor": actor.as_dict(),
+        "actor": {
+            "principal": actor.principal,
+            "organisation": actor.organisation,
+            "kind": actor.kind,
+            "country": actor.country,
+        },
         "action": event.action,
         "target": event.target,
         "decision": event.decision,
         "reason": event.reason,
         "request_id": event.request_id,
-        "details": dict(event.details),
+        "details": event.details if type(event.details) is dict else dict(event.details),
     }
 
 
-def make_entry(event: AuditEvent, moment: datetime | None = None) -> Entry:
-    """Canonicalise ``event`` now; raises :class:`InvalidAuditEvent` before anything is written."""
-    time = format_time(moment or datetime.now(UTC))
-    data = canonical_json(entry_document(event, time))
-    return Entry(time, event.actor.principal, event.action, event.target, event.decision, data)
+def make_entry(event: AuditEvent, stamp: str | None = None) -> Entry:
+    """Canonicalise ``event`` stamped with ``stamp`` (default: now); raises :class:`InvalidAuditEvent` before
+    anything is written."""
+    stamp = stamp or format_time(datetime.now(UTC))
+    try:
+        data = orjson.dumps(entry_document(event, stamp), option=_OPTS)
+    except TypeError as exc:
+        raise InvalidAuditEvent(f"audit entry is not plain JSON: {exc}") from None
+    return Entry(stamp, event.actor.principal, event.action, event.target, event.decision, data)
 
 
 def check_canonical(data: bytes) -> dict[str, Any]:

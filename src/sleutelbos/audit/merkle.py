@@ -11,14 +11,16 @@ What is here, in the RFC's own terms:
 - ``verify_inclusion`` / ``verify_consistency``: the verification algorithms of §2.1.3.2 and §2.1.4.2, raising
   :class:`ProofError` with the reason instead of returning a boolean.
 - ``Frontier``: the compact range of a growing tree (the perfect subtrees that make up ``D[0:n]``), used by the
-  writer to compute the new stored nodes of a batch and the root without reading anything back.
+  writer to compute the new stored subtree hashes of a batch and the root without reading anything back.
 
 Left out: other hash algorithms than SHA-256 (RFC 9162 allows a log to choose), and the TLS presentation of proofs
 (§4); proofs travel as lists of hashes.
 
-Node numbering: a perfect subtree at ``level`` L covering leaves ``[i·2^L, (i+1)·2^L)`` has the in-order number
-``node_id(L, i) = i·2^(L+1) + 2^L − 1``; leaves are the even numbers, inner nodes the odd ones, and the numbers of a
-tree of n leaves stay below 2n. Stores key their subtree hashes by this one integer.
+Where subtree hashes live: leaf ``c`` *completes* the perfect subtrees of heights 1…t that end at it (t = the
+number of trailing one bits of c). ``Frontier.append`` returns their hashes, lowest first, concatenated; a store
+keeps that blob in leaf c's own row, so a subtree ``(level, index)`` is found in the row of
+``completing_leaf(level, index)`` at offset ``(level − 1)·32``. Every entry row then carries on average one subtree
+hash, and an append is one row per entry.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return _sha256(b"\x01" + left + right).digest()
 
 
-def node_id(level: int, index: int) -> int:
-    """In-order number of the perfect subtree ``(level, index)`` (see the module docstring)."""
-    return (index << (level + 1)) + (1 << level) - 1
+def completing_leaf(level: int, index: int) -> int:
+    """The leaf whose append completes the perfect subtree ``(level, index)``: its last leaf."""
+    return ((index + 1) << level) - 1
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -236,8 +238,8 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
 class Frontier:
     """The compact range ``D[0:n]``: the hashes of its perfect subtrees, largest (leftmost) first.
 
-    ``append`` adds one leaf and returns the inner nodes that became complete — exactly the rows a store must add
-    for that leaf — so that stored subtree hashes are written once and never updated.
+    ``append`` adds one leaf and returns the hashes of the subtrees it completes — exactly what a store keeps with
+    that leaf — so that stored subtree hashes are written once, with their leaf, and never updated.
     """
 
     __slots__ = ("_hashes", "_levels", "size")
@@ -260,21 +262,20 @@ class Frontier:
         f.size, f._levels, f._hashes = self.size, list(self._levels), list(self._hashes)
         return f
 
-    def append(self, leaf: bytes, out: list[tuple[int, bytes]] | None = None) -> list[tuple[int, bytes]]:
-        """Add one leaf hash; append ``(node_id, hash)`` of every newly complete inner node to ``out``."""
-        nodes = out if out is not None else []
+    def append(self, leaf: bytes) -> bytes:
+        """Add one leaf hash; return the hashes of the subtrees it completes (heights 1…t), concatenated."""
         levels, hashes = self._levels, self._hashes
-        level, h, idx = 0, leaf, self.size
+        level, h = 0, leaf
+        completed = b""
         while levels and levels[-1] == level:
             levels.pop()
             h = _sha256(b"\x01" + hashes.pop() + h).digest()
             level += 1
-            idx >>= 1
-            nodes.append(((idx << (level + 1)) + (1 << level) - 1, h))
+            completed += h
         levels.append(level)
         hashes.append(h)
         self.size += 1
-        return nodes
+        return completed
 
     def root(self) -> bytes:
         """MTH(D[0:n]) — the right fold of the frontier."""

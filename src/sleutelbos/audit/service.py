@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sleutelbos.audit.checkpoint import Checkpoint, NoteVerifier, sign_checkpoint
-from sleutelbos.audit.entry import Entry, InvalidAuditEvent, format_time, make_entry, parse_time
+from sleutelbos.audit.entry import Entry, InvalidAuditEvent, LogClock, format_time, make_entry, parse_time
 from sleutelbos.audit.merkle import (
     Frontier,
     ProofError,
@@ -95,7 +95,7 @@ class AuditLog:
         signer_source: SignerSource,
         checkpoint_interval_s: float = 10.0,
         checkpoint_entries: int = 1000,
-        max_batch: int = 8192,
+        max_batch: int = 1024,
     ) -> None:
         if checkpoint_entries < 1 or checkpoint_interval_s <= 0:
             raise ValueError("checkpoint_entries must be ≥ 1 and checkpoint_interval_s > 0")
@@ -105,6 +105,7 @@ class AuditLog:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_entries = checkpoint_entries
         self.max_batch = max_batch
+        self._clock = LogClock()
         self._frontier = Frontier()
         self._head: tuple[int, bytes] = (0, Frontier().root())
         self._pending: list[tuple[Entry, asyncio.Future[AuditReceipt]]] = []
@@ -137,9 +138,8 @@ class AuditLog:
         if self._writer is not None:
             await self._writer
         if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
+            self._checkpoint_wake.set()  # the loop sees _running is False and returns (no cancel: see the loop)
+            await self._checkpointer
         if final_checkpoint:
             try:
                 await self.checkpoint()
@@ -154,7 +154,7 @@ class AuditLog:
         if not self._running:
             raise AuditUnavailable("the audit log is not running")
         try:
-            entry = make_entry(event)
+            entry = make_entry(event, self._clock.now())
         except InvalidAuditEvent as exc:
             raise AuditUnavailable(f"event cannot be logged: {exc.detail}") from exc
         future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
@@ -187,11 +187,9 @@ class AuditLog:
         for attempt in range(3):
             start = self._frontier.size
             frontier = self._frontier.copy()
-            nodes: list[tuple[int, bytes]] = []
-            for leaf in leaves:
-                frontier.append(leaf, nodes)
+            subtrees = [frontier.append(leaf) for leaf in leaves]
             try:
-                await self.store.append(start, entries, leaves, nodes)
+                await self.store.append(start, entries, leaves, subtrees)
                 break
             except StoreConflict:
                 # Another writer appended (or an earlier commit we reported as failed did land): reload, retry.
@@ -213,9 +211,14 @@ class AuditLog:
     # --- checkpoints ----------------------------------------------------------------------------------
 
     async def _run_checkpointer(self) -> None:
+        # Stopped by clearing _running and setting the event, not by cancel(): Python 3.11's wait_for can swallow a
+        # cancellation that races with the event, and a checkpoint being signed should finish, not be cut off.
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._checkpoint_wake.wait(), timeout=self.checkpoint_interval_s)
+                async with asyncio.timeout(self.checkpoint_interval_s):
+                    await self._checkpoint_wake.wait()
+            if not self._running:
+                return
             self._checkpoint_wake.clear()
             try:
                 await self.checkpoint()

@@ -2,19 +2,20 @@
 
 Layout (both databases):
 
-- ``audit_entries``: one row per leaf — index, the canonical entry bytes, its RFC 9162 leaf hash, and the fields a
-  search needs (time, actor principal, action, target, decision), each searchable field indexed with the index.
-- ``audit_nodes``: the hash of every *complete* perfect subtree of height ≥ 1, keyed by its in-order node number
-  (:func:`sleutelbos.audit.merkle.node_id`). A node is written once, in the same transaction as the leaf that
-  completes it, and never updated. Any proof range decomposes into O(log n) of these (plus leaf hashes), so an
-  inclusion or consistency proof is a single O(log n) point read.
+- ``audit_entries``: one row per leaf — index, the canonical entry bytes, its RFC 9162 leaf hash, the hashes of the
+  perfect subtrees this leaf completes (``subtrees``: heights 1…t concatenated, see
+  :class:`sleutelbos.audit.merkle.Frontier`), and the fields a search needs (time, actor principal, action, target,
+  decision), each searchable field indexed with the index. A subtree hash is written once, in its completing leaf's
+  row, and never updated; any proof range decomposes into O(log n) stored subtrees, so an inclusion or consistency
+  proof is one O(log n) point read by primary key. An append is one row per entry: the entry, its leaf hash and the
+  subtree hashes it completes are in, or none of them.
 - ``audit_log_state``: one row with the tree size. Every append batch moves it from the size the writer expected to
-  the new size in the same transaction as the batch's rows: that is the atomicity of an append (all of a batch's
-  entries and nodes, or none) and the guard against two writers (a second writer finds the size moved and reloads).
+  the new size in the same transaction as the batch's rows: that is the atomicity of a batch (all of its entries,
+  or none) and the guard against two writers (a second writer finds the size moved and reloads).
 - ``audit_checkpoints``: every signed checkpoint (tree size, root, the signed note, the verifier key).
 
 Left out: tiles (c2sp.org/tlog-tiles) — a static-file presentation of the same hashes that could be generated from
-``audit_nodes`` if a read-only mirror is wanted.
+the stored subtree hashes if a read-only mirror is wanted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sleutelbos.audit.entry import Entry
-from sleutelbos.audit.merkle import Subtree
+from sleutelbos.audit.merkle import HASH_SIZE, Subtree, completing_leaf
 from sleutelbos.core.database import parse_database_url
 from sleutelbos.core.errors import SleutelbosError
 
@@ -50,6 +51,7 @@ class StoredEntry:
     decision: str
     data: bytes
     leaf_hash: bytes
+    subtrees: bytes = b""  # hashes of the subtrees this leaf completes, heights 1…t, 32 bytes each
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,9 @@ class AuditStore(Protocol):
         """Tree size and the hashes of its frontier subtrees (``Frontier.subtrees_for(size)``)."""
 
     async def append(
-        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], nodes: Sequence[tuple[int, bytes]]
+        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], subtrees: Sequence[bytes]
     ) -> None:
-        """Atomically add entries ``old_size…`` with their leaf hashes and newly complete nodes, or nothing;
+        """Atomically add entries ``old_size…`` with their leaf hashes and completed subtree hashes, or nothing;
         raises :class:`StoreConflict` if the stored size is not ``old_size``."""
 
     async def tree_size(self) -> int: ...
@@ -99,9 +101,6 @@ class AuditStore(Protocol):
 
     async def subtree_hashes(self, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
         """Hashes of perfect subtrees (level 0 = leaf hashes); raises :class:`AuditStoreError` if any is missing."""
-
-    async def node_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        """Stored inner-node hashes by node number (only those that exist)."""
 
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
 
@@ -137,6 +136,29 @@ def open_store(url: str) -> AuditStore:
     from sleutelbos.audit.store_postgres import PostgresAuditStore
 
     return PostgresAuditStore(parsed.dsn)
+
+
+def rows_for(subtrees: Sequence[Subtree]) -> list[int]:
+    """The entry rows that hold the given subtree hashes (a leaf's own row, or its completing leaf's)."""
+    return sorted({idx if level == 0 else completing_leaf(level, idx) for level, idx in subtrees})
+
+
+def pick_subtrees(subtrees: Sequence[Subtree], rows: dict[int, tuple[bytes, bytes]]) -> dict[Subtree, bytes]:
+    """Extract subtree hashes from ``rows`` (index → (leaf hash, completed subtrees blob))."""
+    out: dict[Subtree, bytes] = {}
+    for level, idx in subtrees:
+        if level == 0:
+            row = rows.get(idx)
+            if row is not None:
+                out[(0, idx)] = row[0]
+            continue
+        row = rows.get(completing_leaf(level, idx))
+        if row is not None and len(row[1]) >= level * HASH_SIZE:
+            out[(level, idx)] = row[1][(level - 1) * HASH_SIZE : level * HASH_SIZE]
+    missing = [st for st in subtrees if st not in out]
+    if missing:
+        raise AuditStoreError(f"stored subtree hashes missing for {missing[:4]} (level, index)")
+    return out
 
 
 def action_bounds(action: str) -> tuple[str, str] | None:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from sleutelbos.audit.entry import Entry
-from sleutelbos.audit.merkle import Frontier, Subtree, node_id
+from sleutelbos.audit.merkle import Frontier, Subtree
 from sleutelbos.audit.store import (
     COMPONENT,
     AuditStoreError,
@@ -22,6 +22,8 @@ from sleutelbos.audit.store import (
     StoredCheckpoint,
     StoredEntry,
     action_bounds,
+    pick_subtrees,
+    rows_for,
 )
 from sleutelbos.core.database import migrate_postgres
 
@@ -35,13 +37,13 @@ MIGRATIONS = [
         target TEXT NOT NULL,
         decision TEXT NOT NULL,
         entry BYTEA NOT NULL,
-        leaf_hash BYTEA NOT NULL
+        leaf_hash BYTEA NOT NULL,
+        subtrees BYTEA NOT NULL
     );
     CREATE INDEX audit_entries_actor ON audit_entries (actor, idx);
     CREATE INDEX audit_entries_action ON audit_entries (action text_pattern_ops, idx);
     CREATE INDEX audit_entries_target ON audit_entries (target, idx);
     CREATE INDEX audit_entries_time ON audit_entries (time);
-    CREATE TABLE audit_nodes (id BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
     CREATE TABLE audit_log_state (id INTEGER PRIMARY KEY CHECK (id = 1), tree_size BIGINT NOT NULL);
     INSERT INTO audit_log_state (id, tree_size) VALUES (1, 0);
     CREATE TABLE audit_checkpoints (
@@ -54,11 +56,11 @@ MIGRATIONS = [
     """
 ]
 
-_ENTRY_COLUMNS = "idx, time, actor, action, target, decision, entry, leaf_hash"
+_ENTRY_COLUMNS = "idx, time, actor, action, target, decision, entry, leaf_hash, subtrees"
 
 
 def _entry(row: Any) -> StoredEntry:
-    return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]))
+    return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]), bytes(row[8]))
 
 
 def _checkpoint(row: Any) -> StoredCheckpoint:
@@ -100,7 +102,7 @@ class PostgresAuditStore:
         return size, [hashes[st] for st in subtrees]
 
     async def append(
-        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], nodes: Sequence[tuple[int, bytes]]
+        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], subtrees: Sequence[bytes]
     ) -> None:
         n = len(entries)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -110,9 +112,9 @@ class PostgresAuditStore:
             if status != "UPDATE 1":
                 raise StoreConflict
             await conn.execute(
-                "INSERT INTO audit_entries (idx, time, actor, action, target, decision, entry, leaf_hash) "
+                "INSERT INTO audit_entries (idx, time, actor, action, target, decision, entry, leaf_hash, subtrees) "
                 "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-                "$7::bytea[], $8::bytea[])",
+                "$7::bytea[], $8::bytea[], $9::bytea[])",
                 list(range(old_size, old_size + n)),
                 [e.time for e in entries],
                 [e.actor for e in entries],
@@ -121,13 +123,8 @@ class PostgresAuditStore:
                 [e.decision for e in entries],
                 [e.data for e in entries],
                 list(leaf_hashes),
+                list(subtrees),
             )
-            if nodes:
-                await conn.execute(
-                    "INSERT INTO audit_nodes (id, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-                    [nid for nid, _ in nodes],
-                    [h for _, h in nodes],
-                )
 
     async def entry(self, index: int) -> StoredEntry | None:
         row = await self.pool.fetchrow(f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE idx = $1", index)  # noqa: S608
@@ -142,30 +139,14 @@ class PostgresAuditStore:
         return [_entry(r) for r in rows]
 
     async def _subtree_hashes(self, conn: Any, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
-        leaves = [idx for level, idx in subtrees if level == 0]
-        inner = {node_id(level, idx): (level, idx) for level, idx in subtrees if level > 0}
-        out: dict[Subtree, bytes] = {}
-        if leaves:
-            for idx, h in await conn.fetch(
-                "SELECT idx, leaf_hash FROM audit_entries WHERE idx = ANY($1::bigint[])", leaves
-            ):
-                out[(0, idx)] = bytes(h)
-        if inner:
-            rows = await conn.fetch("SELECT id, hash FROM audit_nodes WHERE id = ANY($1::bigint[])", list(inner))
-            for nid, h in rows:
-                out[inner[nid]] = bytes(h)
-        missing = [st for st in subtrees if st not in out]
-        if missing:
-            raise AuditStoreError(f"stored subtree hashes missing for {missing[:4]} (level, index)")
-        return out
+        rows = await conn.fetch(
+            "SELECT idx, leaf_hash, subtrees FROM audit_entries WHERE idx = ANY($1::bigint[])", rows_for(subtrees)
+        )
+        return pick_subtrees(subtrees, {r[0]: (bytes(r[1]), bytes(r[2])) for r in rows})
 
     async def subtree_hashes(self, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
         async with self.pool.acquire() as conn:
             return await self._subtree_hashes(conn, subtrees)
-
-    async def node_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        rows = await self.pool.fetch("SELECT id, hash FROM audit_nodes WHERE id = ANY($1::bigint[])", list(ids))
-        return {int(r[0]): bytes(r[1]) for r in rows}
 
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         await self.pool.execute(

@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from sleutelbos.audit.entry import Entry
-from sleutelbos.audit.merkle import Frontier, Subtree, node_id
+from sleutelbos.audit.merkle import Frontier, Subtree
 from sleutelbos.audit.store import (
     COMPONENT,
     AuditStoreError,
@@ -24,6 +24,8 @@ from sleutelbos.audit.store import (
     StoredCheckpoint,
     StoredEntry,
     action_bounds,
+    pick_subtrees,
+    rows_for,
 )
 from sleutelbos.core.database import migrate_sqlite
 
@@ -37,13 +39,13 @@ MIGRATIONS = [
         target TEXT NOT NULL,
         decision TEXT NOT NULL,
         entry BLOB NOT NULL,
-        leaf_hash BLOB NOT NULL
+        leaf_hash BLOB NOT NULL,
+        subtrees BLOB NOT NULL
     );
     CREATE INDEX audit_entries_actor ON audit_entries (actor, idx);
     CREATE INDEX audit_entries_action ON audit_entries (action, idx);
     CREATE INDEX audit_entries_target ON audit_entries (target, idx);
     CREATE INDEX audit_entries_time ON audit_entries (time);
-    CREATE TABLE audit_nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
     CREATE TABLE audit_log_state (id INTEGER PRIMARY KEY CHECK (id = 1), tree_size INTEGER NOT NULL);
     INSERT INTO audit_log_state (id, tree_size) VALUES (1, 0);
     CREATE TABLE audit_checkpoints (
@@ -56,13 +58,12 @@ MIGRATIONS = [
     """
 ]
 
-_ENTRY_COLUMNS = "idx, time, actor, action, target, decision, entry, leaf_hash"
-_INSERT_ENTRY = f"INSERT INTO audit_entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-_INSERT_NODE = "INSERT INTO audit_nodes (id, hash) VALUES (?, ?)"
+_ENTRY_COLUMNS = "idx, time, actor, action, target, decision, entry, leaf_hash, subtrees"
+_INSERT_ENTRY = f"INSERT INTO audit_entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 
 def _entry(row: Any) -> StoredEntry:
-    return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]))
+    return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]), bytes(row[8]))
 
 
 class SqliteAuditStore:
@@ -126,11 +127,11 @@ class SqliteAuditStore:
         return size, [hashes[st] for st in subtrees]
 
     async def append(
-        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], nodes: Sequence[tuple[int, bytes]]
+        self, old_size: int, entries: Sequence[Entry], leaf_hashes: Sequence[bytes], subtrees: Sequence[bytes]
     ) -> None:
         rows = [
-            (old_size + i, e.time, e.actor, e.action, e.target, e.decision, e.data, h)
-            for i, (e, h) in enumerate(zip(entries, leaf_hashes, strict=True))
+            (old_size + i, e.time, e.actor, e.action, e.target, e.decision, e.data, h, st)
+            for i, (e, h, st) in enumerate(zip(entries, leaf_hashes, subtrees, strict=True))
         ]
         async with self._lock:
             w = self._w
@@ -143,8 +144,6 @@ class SqliteAuditStore:
                 if cur.rowcount != 1:
                     raise StoreConflict
                 await w.executemany(_INSERT_ENTRY, rows)
-                if nodes:
-                    await w.executemany(_INSERT_NODE, nodes)
                 await w.execute("COMMIT")
             except BaseException:
                 if w.in_transaction:
@@ -163,36 +162,19 @@ class SqliteAuditStore:
         return [_entry(r) for r in rows]
 
     async def _subtree_hashes(self, conn: aiosqlite.Connection, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
-        leaves = [idx for level, idx in subtrees if level == 0]
-        inner = {node_id(level, idx): (level, idx) for level, idx in subtrees if level > 0}
-        out: dict[Subtree, bytes] = {}
-        if leaves:
-            marks = ",".join("?" * len(leaves))
-            sql = f"SELECT idx, leaf_hash FROM audit_entries WHERE idx IN ({marks})"  # noqa: S608
-            async with conn.execute(sql, leaves) as cur:
-                for idx, h in await cur.fetchall():
-                    out[(0, idx)] = bytes(h)
-        if inner:
-            marks = ",".join("?" * len(inner))
-            async with conn.execute(f"SELECT id, hash FROM audit_nodes WHERE id IN ({marks})", list(inner)) as cur:  # noqa: S608
-                for nid, h in await cur.fetchall():
-                    out[inner[nid]] = bytes(h)
-        missing = [st for st in subtrees if st not in out]
-        if missing:
-            raise AuditStoreError(f"stored subtree hashes missing for {missing[:4]} (level, index)")
-        return out
+        wanted = rows_for(subtrees)
+        rows: dict[int, tuple[bytes, bytes]] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT idx, leaf_hash, subtrees FROM audit_entries WHERE idx IN ({marks})"  # noqa: S608
+            async with conn.execute(sql, chunk) as cur:
+                for idx, h, st in await cur.fetchall():
+                    rows[idx] = (bytes(h), bytes(st))
+        return pick_subtrees(subtrees, rows)
 
     async def subtree_hashes(self, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
         return await self._subtree_hashes(self._r, subtrees)
-
-    async def node_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        out: dict[int, bytes] = {}
-        for start in range(0, len(ids), 900):
-            chunk = list(ids[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            for nid, h in await self._fetchall(f"SELECT id, hash FROM audit_nodes WHERE id IN ({marks})", chunk):  # noqa: S608
-                out[int(nid)] = bytes(h)
-        return out
 
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         async with self._lock:

@@ -77,7 +77,7 @@ class LogVerifier:
         self.frontier = Frontier()
         self.last_good_checkpoint = 0
         self.checkpoints = 0
-        self.new_nodes: list[tuple[int, bytes]] = []
+        self.completed = b""  # the subtree hashes the last entry completed
 
     def entry(self, index: int, data: bytes, recorded_leaf_hash: bytes) -> None:
         expected = self.frontier.size
@@ -92,7 +92,7 @@ class LogVerifier:
         computed = leaf_hash(data)
         if computed != recorded_leaf_hash:
             raise VerificationFailure(index, "the entry does not hash to its recorded leaf hash (entry or hash edited)")
-        self.frontier.append(computed, self.new_nodes)
+        self.completed = self.frontier.append(computed)
 
     def checkpoint(self, tree_size: int, note: str) -> None:
         if tree_size != self.frontier.size:
@@ -215,29 +215,21 @@ async def _verify_store(store: AuditStore, origin: str, trusted: list[NoteVerifi
     pending = iter(checkpoints)
     next_cp = next(pending, None)
 
-    async def check_nodes() -> None:
-        if not verifier.new_nodes:
-            return
-        stored = await store.node_hashes([nid for nid, _ in verifier.new_nodes])
-        for nid, computed in verifier.new_nodes:
-            if stored.get(nid) != computed:
-                level = ((nid + 1) & -(nid + 1)).bit_length() - 1
-                first = (nid >> (level + 1)) << level
-                raise VerificationFailure(
-                    first,
-                    f"stored subtree hash for entries [{first}, {first + (1 << level)}) does not match the entries",
-                )
-        verifier.new_nodes.clear()
-
     async for row in iter_entries(store, 0, size):
         verifier.entry(row.index, row.data, row.leaf_hash)
-        if len(verifier.new_nodes) >= 2000:
-            await check_nodes()
+        if row.subtrees != verifier.completed:
+            level = next(
+                (lvl for lvl in range(1, 64) if row.subtrees[(lvl - 1) * 32 : lvl * 32]
+                 != verifier.completed[(lvl - 1) * 32 : lvl * 32]),
+                1,
+            )
+            first = row.index + 1 - (1 << level)
+            raise VerificationFailure(
+                first, f"stored subtree hash for entries [{first}, {row.index + 1}) does not match the entries"
+            )
         while next_cp is not None and next_cp.tree_size == verifier.frontier.size:
-            await check_nodes()
             verifier.checkpoint(next_cp.tree_size, next_cp.note)
             next_cp = next(pending, None)
-    await check_nodes()
     if next_cp is not None:
         raise VerificationFailure(size, f"a checkpoint of size {next_cp.tree_size} is beyond the log (size {size})")
     report = verifier.finish(size)
