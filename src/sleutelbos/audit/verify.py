@@ -217,6 +217,10 @@ async def _verify_store(store: AuditStore, origin: str, trusted: list[NoteVerifi
 
     async for row in iter_entries(store, 0, size):
         verifier.entry(row.index, row.data, row.leaf_hash)
+        if len(row.subtrees) != len(verifier.completed):
+            raise VerificationFailure(
+                row.index, "the row holds the subtree hashes of another position: entries were moved or reordered"
+            )
         if row.subtrees != verifier.completed:
             level = next(
                 (lvl for lvl in range(1, 64) if row.subtrees[(lvl - 1) * 32 : lvl * 32]
