@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import ORIGIN, event
 
+from conftest import ORIGIN, event
 from sleutelbos.audit import merkle
 from sleutelbos.audit.checkpoint import open_note
 from sleutelbos.audit.service import AuditLog, InvalidProofRequest, InvalidSearch, TreeSizeBeyondLog
@@ -131,7 +131,8 @@ async def test_search_by_actor_action_target_and_time(audit_log: AuditLog) -> No
     await asyncio.gather(*(audit_log.record(event(i, actor="alice")) for i in range(5)))
     await audit_log.record(event(5, actor="bob", action="policy.root.set", target="domain-1"))
     marker = (await audit_log.get_entry(5)).time
-    await asyncio.gather(*(audit_log.record(event(i, actor="vendor-x", action="access.grant.approve")) for i in range(6, 9)))
+    vendor = (event(i, actor="vendor-x", action="access.grant.approve") for i in range(6, 9))
+    await asyncio.gather(*(audit_log.record(e) for e in vendor))
     assert [e.index for e in await audit_log.search(actor="alice")] == [0, 1, 2, 3, 4]
     assert [e.index for e in await audit_log.search(action="policy.root.set")] == [5]
     assert [e.index for e in await audit_log.search(action="access.*")] == [6, 7, 8]

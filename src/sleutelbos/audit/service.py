@@ -276,11 +276,13 @@ class AuditLog:
         return await self.store.entries(start, start + limit)
 
     async def _size(self, tree_size: int | None) -> int:
+        if tree_size is not None and tree_size < 0:
+            raise InvalidProofRequest(f"tree size {tree_size} is negative")
+        if tree_size is not None and self._running and tree_size <= self._frontier.size:
+            return tree_size  # committed by this writer: no need to ask the store (proofs stay one read)
         current = await self.store.tree_size()
         if tree_size is None:
             return current
-        if tree_size < 0:
-            raise InvalidProofRequest(f"tree size {tree_size} is negative")
         if tree_size > current:
             raise TreeSizeBeyondLog(f"tree size {tree_size} is beyond the log (size {current})")
         return tree_size

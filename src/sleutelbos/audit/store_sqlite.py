@@ -2,12 +2,19 @@
 
 Durability: WAL journal with ``synchronous=FULL`` — a commit returns after the WAL is fsynced, so an acknowledged
 append survives a crash or power loss. One connection writes (serialised by a lock: a batch is several statements
-in one transaction); a second connection reads, so that proofs and searches are not queued behind a commit.
+in one transaction); a second connection reads scans (entry ranges, search, checkpoints), so that they are not
+queued behind a commit.
+
+Primary-key lookups — the O(log n) rows of a proof, one entry, the tree size — run on a third, plain ``sqlite3``
+connection directly on the event loop: such a lookup is tens of microseconds of C in SQLite's page cache, while
+the hand-off to aiosqlite's thread and back costs more than that (100–400 µs measured on a loaded machine), and the
+issue's goal is a proof in under 1 ms (see docs/decisions/0101-proof-reads-on-the-event-loop.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +80,7 @@ class SqliteAuditStore:
         self.path = path
         self._write: aiosqlite.Connection | None = None
         self._read: aiosqlite.Connection | None = None
+        self._lookup: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -89,8 +97,14 @@ class SqliteAuditStore:
         await self._write.execute("PRAGMA synchronous = FULL")
         await migrate_sqlite(self._write, COMPONENT, MIGRATIONS)
         self._read = await self._connect() if self.path is not None else self._write
+        if self.path is not None:
+            self._lookup = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._lookup.execute("PRAGMA query_only = ON")
 
     async def close(self) -> None:
+        if self._lookup is not None:
+            self._lookup.close()
+            self._lookup = None
         if self._read is not None and self._read is not self._write:
             await self._read.close()
         if self._write is not None:
@@ -113,8 +127,14 @@ class SqliteAuditStore:
         async with self._r.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
+    async def _lookup_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Primary-key lookups: synchronously on the event loop (see the module docstring)."""
+        if self._lookup is None:
+            return await self._fetchall(sql, params)
+        return self._lookup.execute(sql, params).fetchall()
+
     async def tree_size(self) -> int:
-        rows = await self._fetchall("SELECT tree_size FROM audit_log_state WHERE id = 1")
+        rows = await self._lookup_rows("SELECT tree_size FROM audit_log_state WHERE id = 1")
         return int(rows[0][0])
 
     async def load_tree(self) -> tuple[int, list[bytes]]:
@@ -151,7 +171,7 @@ class SqliteAuditStore:
                 raise
 
     async def entry(self, index: int) -> StoredEntry | None:
-        rows = await self._fetchall(f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE idx = ?", (index,))  # noqa: S608
+        rows = await self._lookup_rows(f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE idx = ?", (index,))  # noqa: S608
         return _entry(rows[0]) if rows else None
 
     async def entries(self, start: int, end: int) -> list[StoredEntry]:
@@ -168,9 +188,13 @@ class SqliteAuditStore:
             chunk = wanted[start : start + 900]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT idx, leaf_hash, subtrees FROM audit_entries WHERE idx IN ({marks})"  # noqa: S608
-            async with conn.execute(sql, chunk) as cur:
-                for idx, h, st in await cur.fetchall():
-                    rows[idx] = (bytes(h), bytes(st))
+            if conn is self._write or self._lookup is None:
+                async with conn.execute(sql, chunk) as cur:
+                    found = await cur.fetchall()
+            else:
+                found = self._lookup.execute(sql, chunk).fetchall()
+            for idx, h, st in found:
+                rows[idx] = (bytes(h), bytes(st))
         return pick_subtrees(subtrees, rows)
 
     async def subtree_hashes(self, subtrees: Sequence[Subtree]) -> dict[Subtree, bytes]:
