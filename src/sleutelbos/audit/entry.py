@@ -35,14 +35,6 @@ class NonCanonicalEntry(SleutelbosError):
     """Stored or exported entry bytes that are not the canonical form of the JSON they contain."""
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, compact separators, UTF-8 — the only form in which entries are hashed."""
-    try:
-        return orjson.dumps(value, option=_OPTS)
-    except TypeError as exc:
-        raise InvalidAuditEvent(f"audit entry is not plain JSON: {exc}") from None
-
-
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with a fixed six-digit fraction, so that text order is time order (used by search)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -91,12 +83,8 @@ class Entry:
     decision: str
     data: bytes  # canonical JSON, the RFC 9162 leaf input
 
-    def as_json(self) -> dict[str, Any]:
-        result: dict[str, Any] = orjson.loads(self.data)
-        return result
 
-
-def entry_document(event: AuditEvent, time: str) -> dict[str, Any]:
+def entry_document(event: AuditEvent, stamp: str) -> dict[str, Any]:
     """The JSON object for ``event``: every field present (``null`` where absent), so entries have one shape."""
     if not isinstance(event.details, Mapping):
         raise InvalidAuditEvent("details must be a JSON object")
@@ -106,7 +94,7 @@ def entry_document(event: AuditEvent, time: str) -> dict[str, Any]:
         raise InvalidAuditEvent("target must be a string")
     actor: Actor = event.actor
     return {
-        "time": time,
+        "time": stamp,
         "actor": {
             "principal": actor.principal,
             "organisation": actor.organisation,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sleutelbos.audit.checkpoint import Checkpoint, NoteVerifier, sign_checkpoint
+from sleutelbos.audit.checkpoint import Checkpoint, sign_checkpoint
 from sleutelbos.audit.entry import Entry, InvalidAuditEvent, LogClock, format_time, make_entry, parse_time
 from sleutelbos.audit.merkle import (
     Frontier,
@@ -254,10 +254,6 @@ class AuditLog:
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
         return await self.store.latest_checkpoint()
-
-    def signer_vkey(self) -> str:
-        """The verifier key of the current checkpoint signer (asks the signer source)."""
-        return NoteVerifier.for_public_key(self.origin, self.signer_source().public_key()).vkey
 
     # --- reads and proofs -----------------------------------------------------------------------------
 

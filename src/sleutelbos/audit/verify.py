@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -51,7 +51,6 @@ class VerificationReport:
     keys_from: str = "given"
     first_bad_index: int | None = None
     reason: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.ok:
