@@ -84,6 +84,29 @@ class ConsistencyProof:
     hashes: list[bytes]
 
 
+Pending = list[tuple[Entry, "asyncio.Future[AuditReceipt]"]]
+
+
+@dataclass
+class _Prepared:
+    """A batch hashed onto a frontier: its leaf hashes, the subtree hashes each leaf completes, the new frontier."""
+
+    batch: Pending
+    start: int
+    entries: list[Entry]
+    leaves: list[bytes]
+    subtrees: list[bytes]
+    frontier: Frontier
+
+    @classmethod
+    def hash(cls, batch: Pending, base: Frontier) -> _Prepared:
+        entries = [entry for entry, _ in batch]
+        leaves = [leaf_hash(entry.data) for entry in entries]
+        frontier = base.copy()
+        subtrees = [frontier.append(leaf) for leaf in leaves]
+        return cls(batch, base.size, entries, leaves, subtrees, frontier)
+
+
 class AuditLog:
     """The log; ``start()`` before use, ``stop()`` to drain the writer and issue a final checkpoint."""
 
@@ -108,7 +131,7 @@ class AuditLog:
         self._clock = LogClock()
         self._frontier = Frontier()
         self._head: tuple[int, bytes] = (0, Frontier().root())
-        self._pending: list[tuple[Entry, asyncio.Future[AuditReceipt]]] = []
+        self._pending: Pending = []
         self._wake = asyncio.Event()
         self._checkpoint_wake = asyncio.Event()
         self._checkpoint_lock = asyncio.Lock()
@@ -163,8 +186,16 @@ class AuditLog:
         return await future
 
     async def _run_writer(self) -> None:
+        """Group commit, pipelined one deep: while batch k is in the database, batch k+1 is taken and hashed on
+        top of k's (tentative) frontier; if k fails or the tree moved, k+1 is re-hashed on the real frontier."""
+        inflight: asyncio.Task[bool] | None = None
+        tentative = self._frontier
         while True:
             if not self._pending:
+                if inflight is not None:
+                    await inflight
+                    inflight = None
+                    continue
                 if not self._running:
                     return
                 self._wake.clear()
@@ -172,41 +203,48 @@ class AuditLog:
                 continue
             batch = self._pending[: self.max_batch]
             del self._pending[: len(batch)]
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # the store failed: nobody in this batch may act
-                log.error("audit append failed", extra={"error": repr(exc), "entries": len(batch)})
-                failure = AuditUnavailable(f"the audit store could not make the entry durable: {exc!r}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
+            prepared = _Prepared.hash(batch, tentative if inflight is not None else self._frontier)
+            if inflight is not None:
+                ok = await inflight
+                if not ok or prepared.start != self._frontier.size:
+                    prepared = _Prepared.hash(batch, self._frontier)
+            tentative = prepared.frontier
+            inflight = asyncio.create_task(self._commit(prepared))
 
-    async def _commit(self, batch: list[tuple[Entry, asyncio.Future[AuditReceipt]]]) -> None:
-        entries = [entry for entry, _ in batch]
-        leaves = [leaf_hash(entry.data) for entry in entries]
-        for attempt in range(3):
-            start = self._frontier.size
-            frontier = self._frontier.copy()
-            subtrees = [frontier.append(leaf) for leaf in leaves]
-            try:
-                await self.store.append(start, entries, leaves, subtrees)
-                break
-            except StoreConflict:
-                # Another writer appended (or an earlier commit we reported as failed did land): reload, retry.
-                size, hashes = await self.store.load_tree()
-                self._frontier = Frontier(size, hashes)
-                log.warning("audit tree moved under the writer; reloaded", extra={"size": size, "attempt": attempt})
-        else:
-            raise StoreConflict
+    async def _commit(self, prepared: _Prepared) -> bool:
+        """Make one batch durable and answer its callers; False (and every caller told) if the store failed."""
+        try:
+            for attempt in range(3):
+                try:
+                    await self.store.append(prepared.start, prepared.entries, prepared.leaves, prepared.subtrees)
+                    break
+                except StoreConflict:
+                    # Another writer appended (or a commit reported as failed did land): reload and re-hash.
+                    size, hashes = await self.store.load_tree()
+                    self._frontier = Frontier(size, hashes)
+                    prepared = _Prepared.hash(prepared.batch, self._frontier)
+                    log.warning("audit tree moved under the writer; reloaded", extra={"size": size, "try": attempt})
+            else:
+                raise StoreConflict
+        except Exception as exc:  # the store failed: nobody in this batch may act
+            log.error("audit append failed", extra={"error": repr(exc), "entries": len(prepared.batch)})
+            failure = AuditUnavailable(f"the audit store could not make the entry durable: {exc!r}")
+            for _, future in prepared.batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return False
+        frontier = prepared.frontier
         self._frontier = frontier
         self._head = (frontier.size, frontier.root())
         self.batches += 1
-        for i, (_, future) in enumerate(batch):
+        start, leaves = prepared.start, prepared.leaves
+        for i, (_, future) in enumerate(prepared.batch):
             if not future.done():
                 future.set_result(AuditReceipt(start + i, leaves[i].hex()))
         last = self._last_checkpoint.tree_size if self._last_checkpoint else 0
         if frontier.size - last >= self.checkpoint_entries:
             self._checkpoint_wake.set()
+        return True
 
     # --- checkpoints ----------------------------------------------------------------------------------
 
