@@ -61,8 +61,9 @@ class VerificationReport:
             if self.uncovered_entries:
                 text += f"; {self.uncovered_entries} entries after the last checkpoint are not yet signed"
             return text
-        where = f"entry {self.first_bad_index}" if self.first_bad_index is not None else "log"
-        return f"FAILED at {where}: {self.reason}"
+        if self.first_bad_index is None:
+            return f"FAILED: {self.reason}"
+        return f"FAILED at entry {self.first_bad_index}: {self.reason}"
 
 
 class LogVerifier:
@@ -101,15 +102,13 @@ class LogVerifier:
             )
         try:
             body, _ = open_note(note, self.verifiers)
-        except CheckpointError as exc:
-            raise VerificationFailure(
-                self.last_good_checkpoint, f"checkpoint at size {tree_size} rejected: {exc.detail}"
-            ) from None
+        except CheckpointError as exc:  # the checkpoint itself is bad, not an entry
+            raise VerificationFailure(None, f"checkpoint at size {tree_size} rejected: {exc.detail}") from None
         if body.origin != self.origin:
-            raise VerificationFailure(self.last_good_checkpoint, f"checkpoint origin {body.origin!r} is not this log's")
+            raise VerificationFailure(None, f"checkpoint at size {tree_size} is from origin {body.origin!r}")
         if body.tree_size != tree_size:
             raise VerificationFailure(
-                self.last_good_checkpoint, f"checkpoint line says size {tree_size} but its note says {body.tree_size}"
+                None, f"checkpoint line says size {tree_size} but its signed note says {body.tree_size}"
             )
         if body.root_hash != self.frontier.root():
             raise VerificationFailure(
