@@ -171,4 +171,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    try:  # the loop `sleutelbos up` runs on (uvicorn picks uvloop when it is installed, as uvicorn[standard] does)
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        print("event loop: uvloop")
+    except ImportError:
+        print("event loop: asyncio")
     asyncio.run(main())
