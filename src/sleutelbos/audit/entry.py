@@ -86,8 +86,11 @@ class Entry:
 
 def entry_document(event: AuditEvent, stamp: str) -> dict[str, Any]:
     """The JSON object for ``event``: every field present (``null`` where absent), so entries have one shape."""
-    if not isinstance(event.details, Mapping):
-        raise InvalidAuditEvent("details must be a JSON object")
+    details = event.details
+    if type(details) is not dict:  # the common case skips the (slow) ABC check
+        if not isinstance(details, Mapping):
+            raise InvalidAuditEvent("details must be a JSON object")
+        details = dict(details)
     if not event.action or not isinstance(event.action, str):
         raise InvalidAuditEvent("action must be a non-empty string")
     if not isinstance(event.target, str):
@@ -106,7 +109,7 @@ def entry_document(event: AuditEvent, stamp: str) -> dict[str, Any]:
         "decision": event.decision,
         "reason": event.reason,
         "request_id": event.request_id,
-        "details": event.details if type(event.details) is dict else dict(event.details),
+        "details": details,
     }
 
 
