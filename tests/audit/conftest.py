@@ -6,14 +6,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from audit_samples import ORIGIN
 
 from sleutelbos.audit.checkpoint import NoteVerifier
 from sleutelbos.audit.service import AuditLog
 from sleutelbos.audit.software_signer import SoftwareSigner
 from sleutelbos.audit.store import open_store
-from sleutelbos.core.protocols import Actor, AuditEvent
-
-ORIGIN = "test.sleutelbos.local/audit"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,14 +41,3 @@ async def audit_log(store_url: str, signer: SoftwareSigner) -> AsyncIterator[Aud
     await log.start()
     yield log
     await log.stop(final_checkpoint=False)
-
-
-def event(i: int, actor: str = "alice", action: str = "custody.key.generate", target: str | None = None) -> AuditEvent:
-    return AuditEvent(
-        actor=Actor(actor, organisation="Operator", kind="operator", country="NL"),
-        action=action,
-        target=target or f"key-{i}",
-        reason="test",
-        request_id=f"req-{i}",
-        details={"n": i, "note": "ünïcode ✓"},
-    )

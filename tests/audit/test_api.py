@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audit_samples import event
 from starlette.testclient import TestClient
 
-from conftest import event
 from sleutelbos.audit import merkle
 from sleutelbos.audit.checkpoint import NoteVerifier, open_note
 from sleutelbos.core.settings import Settings

@@ -10,10 +10,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from audit_samples import ORIGIN, event
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import ORIGIN, event
 from sleutelbos.audit.checkpoint import (
     Checkpoint,
     CheckpointError,

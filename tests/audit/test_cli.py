@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import orjson
+from audit_samples import event
 from typer.testing import CliRunner
 
-from conftest import event
 from sleutelbos.cli import app
 from sleutelbos.core.settings import Settings
 from sleutelbos.stack import StackContext, build_components

@@ -65,6 +65,6 @@ async def test_sigkill_during_appends_loses_no_acknowledged_entry(store_url: str
 
     log = AuditLog(open_store(store_url), origin="crash.test/audit", signer_source=lambda: signer)
     await log.start()
-    receipt = await log.record(__import__("conftest").event(0))
+    receipt = await log.record(__import__("audit_samples").event(0))
     assert receipt.index == size
     await log.stop()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from audit_samples import event
 
-from conftest import event
 from sleutelbos.audit import entry as entry_module
 from sleutelbos.audit.entry import LogClock, NonCanonicalEntry, check_canonical, make_entry, parse_time
 

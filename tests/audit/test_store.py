@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from audit_samples import ORIGIN, event
 
-from conftest import ORIGIN, event
 from sleutelbos.audit import merkle
 from sleutelbos.audit.checkpoint import open_note
 from sleutelbos.audit.service import AuditLog, InvalidProofRequest, InvalidSearch, TreeSizeBeyondLog

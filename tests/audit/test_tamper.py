@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from audit_samples import ORIGIN, event
 
-from conftest import ORIGIN, event
 from sleutelbos.audit.checkpoint import NoteVerifier
 from sleutelbos.audit.export import export_log
 from sleutelbos.audit.service import AuditLog
