@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from sleutelbos.audit.service import AuditLog
 from sleutelbos.audit.software_signer import SoftwareSigner
@@ -13,7 +14,7 @@ from sleutelbos.core.protocols import Actor, AuditEvent
 
 
 async def main(url: str, key_dir: str) -> None:
-    signer = SoftwareSigner.load_or_create(__import__("pathlib").Path(key_dir))
+    signer = SoftwareSigner.load_or_create(Path(key_dir))
     log = AuditLog(open_store(url), origin="crash.test/audit", signer_source=lambda: signer,
                    checkpoint_interval_s=0.05, checkpoint_entries=50)
     await log.start()

@@ -75,3 +75,7 @@ def test_verify_with_a_wrong_key_fails_and_a_malformed_key_is_a_usage_error(tmp_
     assert result.exit_code == 1 and "not signed by any trusted key" in result.output
     assert runner.invoke(app, ["audit", "verify", str(out), "--key", "nonsense"]).exit_code == 2
     assert runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.jsonl")]).exit_code == 2
+    nowhere = tmp_path / "nowhere"
+    assert runner.invoke(app, ["audit", "verify", "--data-dir", str(nowhere)]).exit_code == 2
+    assert runner.invoke(app, ["audit", "export", str(tmp_path / "x.jsonl"), "--data-dir", str(nowhere)]).exit_code == 2
+    assert not nowhere.exists()

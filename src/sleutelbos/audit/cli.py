@@ -17,11 +17,22 @@ from sleutelbos.audit.export import export_log
 from sleutelbos.audit.software_signer import KEY_FILE, SoftwareSigner
 from sleutelbos.audit.store import open_store
 from sleutelbos.audit.verify import VerificationReport, verify_export, verify_store
+from sleutelbos.core.database import parse_database_url
 from sleutelbos.core.settings import DEFAULT_DATA_DIR, Settings, load_settings
 
 app = typer.Typer(help="Tamper-evident audit log (RFC 9162 Merkle tree, signed checkpoints).", no_args_is_help=True)
 
 DataDir = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Where the embedded stack keeps its state.")
+
+
+def _existing_store_url(settings: Settings) -> str:
+    """The log's database URL; a missing SQLite file is an error here (reading must not create an empty log)."""
+    url = settings.database_url_for("audit")
+    parsed = parse_database_url(url)
+    if parsed.kind == "sqlite" and parsed.path is not None and not parsed.path.exists():
+        typer.echo(f"error: no audit log at {parsed.path} (check --data-dir)", err=True)
+        raise typer.Exit(2)
+    return url
 
 
 def _software_vkey(settings: Settings) -> list[str]:
@@ -40,8 +51,10 @@ def export(
     """Write the log, its checkpoints and its public key(s) as JSON Lines (format in docs/audit.md)."""
     settings = load_settings(data_dir=data_dir)
 
+    url = _existing_store_url(settings)
+
     async def run() -> None:
-        store = open_store(settings.database_url_for("audit"))
+        store = open_store(url)
         await store.open()
         try:
             if str(file) == "-":
@@ -79,9 +92,10 @@ def verify(
         with file.open("rb") as handle:
             report = verify_export(handle, trusted)
     else:
+        url = _existing_store_url(settings)
 
         async def run() -> VerificationReport:
-            store = open_store(settings.database_url_for("audit"))
+            store = open_store(url)
             await store.open()
             try:
                 return await verify_store(store, settings.audit_origin, trusted)
@@ -99,8 +113,10 @@ def key(data_dir: Path = DataDir) -> None:
     """Print the verifier key(s) of the log's checkpoints (to pass to ``verify --key`` elsewhere)."""
     settings = load_settings(data_dir=data_dir)
 
+    url = _existing_store_url(settings)
+
     async def run() -> list[str]:
-        store = open_store(settings.database_url_for("audit"))
+        store = open_store(url)
         await store.open()
         try:
             return [cp.vkey for cp in await store.checkpoints()]
