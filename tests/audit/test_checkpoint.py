@@ -217,3 +217,27 @@ async def test_component_registers_the_sink_and_asks_custody_lazily(tmp_path: Pa
     verifier = NoteVerifier.from_vkey(custody.vkey)
     assert verifier.sig_type == 0x02 and open_note(custody.note, [verifier])[0].tree_size == 2
     await component.stop()
+
+
+async def test_checkpoint_is_retried_after_the_signer_comes_back(tmp_path: Path, signer: SoftwareSigner) -> None:
+    available = {"hsm": False}
+
+    def source() -> SoftwareSigner:
+        if not available["hsm"]:
+            raise RuntimeError("token not present")
+        return signer
+
+    log = AuditLog(open_store(f"sqlite:///{tmp_path / 'a.sqlite'}"), origin=ORIGIN, signer_source=source,
+                   checkpoint_interval_s=0.1, checkpoint_entries=1)
+    await log.start()
+    await asyncio.gather(*(log.record(event(i)) for i in range(3)))
+    await asyncio.sleep(0.3)
+    assert await log.latest_checkpoint() is None
+    available["hsm"] = True
+    for _ in range(50):
+        if await log.latest_checkpoint() is not None:
+            break
+        await asyncio.sleep(0.05)
+    latest = await log.latest_checkpoint()
+    assert latest is not None and latest.tree_size == 3
+    await log.stop(final_checkpoint=False)

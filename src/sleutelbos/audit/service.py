@@ -251,17 +251,23 @@ class AuditLog:
     async def _run_checkpointer(self) -> None:
         # Stopped by clearing _running and setting the event, not by cancel(): Python 3.11's wait_for can swallow a
         # cancellation that races with the event, and a checkpoint being signed should finish, not be cut off.
+        loop = asyncio.get_running_loop()
+        retry_at = 0.0  # after a failure (no signer, HSM away) wait an interval instead of retrying every batch
         while True:
+            timeout = max(retry_at - loop.time(), 0.0) or self.checkpoint_interval_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.checkpoint_interval_s):
+                async with asyncio.timeout(timeout):
                     await self._checkpoint_wake.wait()
             if not self._running:
                 return
             self._checkpoint_wake.clear()
+            if loop.time() < retry_at:
+                continue
             try:
                 await self.checkpoint()
             except Exception as exc:
                 log.error("audit checkpoint not issued", extra={"error": repr(exc)})
+                retry_at = loop.time() + self.checkpoint_interval_s
 
     async def checkpoint(self) -> StoredCheckpoint | None:
         """Sign and store a checkpoint of the current tree if it grew since the last one; return the latest."""
