@@ -79,3 +79,12 @@ def test_verify_with_a_wrong_key_fails_and_a_malformed_key_is_a_usage_error(tmp_
     assert runner.invoke(app, ["audit", "verify", "--data-dir", str(nowhere)]).exit_code == 2
     assert runner.invoke(app, ["audit", "export", str(tmp_path / "x.jsonl"), "--data-dir", str(nowhere)]).exit_code == 2
     assert not nowhere.exists()
+
+
+def test_an_empty_log_verifies(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    asyncio.run(_run_stack_log(data, 0))
+    out = tmp_path / "empty.jsonl"
+    assert runner.invoke(app, ["audit", "export", str(out), "--data-dir", str(data)]).exit_code == 0
+    result = runner.invoke(app, ["audit", "verify", str(out)])
+    assert result.exit_code == 0 and "OK: 0 entries" in result.output

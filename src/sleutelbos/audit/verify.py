@@ -70,8 +70,6 @@ class LogVerifier:
     """Streaming verifier: feed entries and checkpoints in log order, then ``finish``."""
 
     def __init__(self, origin: str, verifiers: list[NoteVerifier]) -> None:
-        if not verifiers:
-            raise VerificationFailure(None, "no public key to verify checkpoints with")
         self.origin = origin
         self.verifiers = verifiers
         self.frontier = Frontier()
@@ -100,6 +98,8 @@ class LogVerifier:
                 min(tree_size, self.frontier.size),
                 f"checkpoint of size {tree_size} follows entry {self.frontier.size - 1}: entries are missing or moved",
             )
+        if not self.verifiers:
+            raise VerificationFailure(None, "no public key to verify checkpoints with (pass --key)")
         try:
             body, _ = open_note(note, self.verifiers)
         except CheckpointError as exc:  # the checkpoint itself is bad, not an entry
