@@ -29,8 +29,10 @@ from sleutelbos.core.settings import Settings
 
 log = logging.getLogger("sleutelbos.stack")
 
-# Build and start order: audit first (everyone records into it), custody next (signers), then the rest.
-COMPONENTS: tuple[str, ...] = ("audit", "custody", "policy", "identity", "broker")
+# Build and start order (stop is the reverse): custody first, so that it is closed last — the audit log signs its
+# final checkpoint with a custody key when it stops; custody finds the audit sink on the context when it records.
+# Then audit (everyone records into it), then the rest.
+COMPONENTS: tuple[str, ...] = ("custody", "audit", "policy", "identity", "broker")
 
 
 @dataclass
@@ -62,9 +64,16 @@ def _closure(names: tuple[str, ...]) -> list[str]:
 
 
 def build_components(ctx: StackContext, names: tuple[str, ...] = COMPONENTS) -> list[Component]:
+    """Build ``names`` and what they require. A required (not named) component whose offering is already on the
+    context — its module's ``PROVIDES`` attribute, e.g. ``audit_sink`` — is not built again: that is how a
+    standalone service is handed a remote audit sink, and how a test puts a recording sink in its place."""
     built: list[Component] = []
     for name in _closure(names):
-        component = _component_module(name).build(ctx)
+        module = _component_module(name)
+        provides = getattr(module, "PROVIDES", None)
+        if name not in names and provides and getattr(ctx, provides, None) is not None:
+            continue
+        component = module.build(ctx)
         if component is not None:
             built.append(component)
     return built

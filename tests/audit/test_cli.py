@@ -16,29 +16,37 @@ from sleutelbos.stack import StackContext, build_components
 runner = CliRunner()
 
 
-async def _run_stack_log(data_dir: Path, entries: int) -> None:
-    """Build the embedded stack's components, record events through ctx.audit_sink, stop (final checkpoint)."""
+async def _run_stack_log(data_dir: Path, entries: int, names: tuple[str, ...] | None = None) -> int:
+    """Build the embedded stack's components, record events through ctx.audit_sink, stop (final checkpoint).
+
+    Returns the log's size: the other components record their own start-up actions (key generation, the
+    identity bootstrap) into the same log, before these."""
     ctx = StackContext(settings=Settings(data_dir=data_dir))
-    components = build_components(ctx)
+    components = build_components(ctx) if names is None else build_components(ctx, names)
     for c in components:
         await c.start()
     assert ctx.audit_sink is not None
+    receipts = []
     for start in range(0, entries, 25):
-        await asyncio.gather(*(ctx.audit_sink.record(event(i)) for i in range(start, min(entries, start + 25))))
+        receipts += await asyncio.gather(
+            *(ctx.audit_sink.record(event(i)) for i in range(start, min(entries, start + 25)))
+        )
     for c in reversed(components):
         await c.stop()
+    return max((r.index + 1 for r in receipts), default=0)
 
 
 def test_export_and_verify_the_embedded_log(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    asyncio.run(_run_stack_log(data, 60))
+    size = asyncio.run(_run_stack_log(data, 60))
+    assert size >= 60
     out = tmp_path / "audit.jsonl"
     result = runner.invoke(app, ["audit", "export", str(out), "--data-dir", str(data)])
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    assert lines[0]["type"] == "log" and lines[0]["tree_size"] == 60 and lines[0]["public_keys"]
-    assert [x["index"] for x in lines if x["type"] == "entry"] == list(range(60))
-    assert lines[-1] == {"type": "checkpoint", "tree_size": 60, "note": lines[-1]["note"]}
+    assert lines[0]["type"] == "log" and lines[0]["tree_size"] == size and lines[0]["public_keys"]
+    assert [x["index"] for x in lines if x["type"] == "entry"] == list(range(size))
+    assert lines[-1] == {"type": "checkpoint", "tree_size": size, "note": lines[-1]["note"]}
 
     key = runner.invoke(app, ["audit", "key", "--data-dir", str(data)])
     assert key.exit_code == 0
@@ -47,20 +55,21 @@ def test_export_and_verify_the_embedded_log(tmp_path: Path) -> None:
 
     ok = runner.invoke(app, ["audit", "verify", str(out), "--key", vkey])
     assert ok.exit_code == 0, ok.output
-    assert "OK: 60 entries" in ok.output
+    assert f"OK: {size} entries" in ok.output
     live = runner.invoke(app, ["audit", "verify", "--key", vkey, "--data-dir", str(data)])
     assert live.exit_code == 0, live.output
 
     raw = out.read_bytes().splitlines()
-    edited = orjson.loads(raw[1 + 42])
-    assert edited["index"] == 42
+    target = size - 18  # one of the events this test recorded
+    edited = orjson.loads(raw[1 + target])
+    assert edited["index"] == target
     edited["entry"] = edited["entry"].replace('"decision":"permit"', '"decision":"deny"')
-    raw[1 + 42] = orjson.dumps(edited)
+    raw[1 + target] = orjson.dumps(edited)
     bad = tmp_path / "edited.jsonl"
     bad.write_bytes(b"\n".join(raw) + b"\n")
     failed = runner.invoke(app, ["audit", "verify", str(bad), "--key", vkey])
     assert failed.exit_code == 1
-    assert "FAILED at entry 42" in failed.output
+    assert f"FAILED at entry {target}" in failed.output
 
 
 def test_verify_with_a_wrong_key_fails_and_a_malformed_key_is_a_usage_error(tmp_path: Path) -> None:
@@ -83,7 +92,7 @@ def test_verify_with_a_wrong_key_fails_and_a_malformed_key_is_a_usage_error(tmp_
 
 def test_an_empty_log_verifies(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    asyncio.run(_run_stack_log(data, 0))
+    assert asyncio.run(_run_stack_log(data, 0, names=("audit",))) == 0  # the log alone: nothing recorded yet
     out = tmp_path / "empty.jsonl"
     assert runner.invoke(app, ["audit", "export", str(out), "--data-dir", str(data)]).exit_code == 0
     result = runner.invoke(app, ["audit", "verify", str(out)])

@@ -39,10 +39,10 @@ def test_build_refuses_without_signers(tmp_path: Path) -> None:
 
 
 async def test_without_audit_sink_nothing_changes_and_bootstrap_waits(softhsm_token: Any, tmp_path: Path) -> None:
-    """No audit component: the IdM serves, but creates nothing unaudited — not even the operator's admin."""
+    """The audit log refuses: the IdM serves, but creates nothing unaudited — not even the operator's admin."""
     messages: list[str] = []
     settings = Settings(data_dir=tmp_path / "data", operator_name="Netbeheer Zuid", port=18080)
-    ctx = StackContext(settings=settings, announce=messages.append)
+    ctx = StackContext(settings=settings, announce=messages.append, audit_sink=RecordingSink(failing=True))
     async with running(ctx) as http:
         service = ctx.services["identity"]
         # custody itself will not generate the token key unaudited, so nothing can be signed either

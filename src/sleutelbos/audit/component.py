@@ -19,6 +19,7 @@ from sleutelbos.audit.store import open_store
 from sleutelbos.core.protocols import Signer
 from sleutelbos.stack import StackContext
 
+PROVIDES = "audit_sink"  # the StackContext attribute this component fills
 REQUIRES: tuple[str, ...] = ()
 CHECKPOINT_PURPOSE = "audit-checkpoint"
 
@@ -26,14 +27,19 @@ CHECKPOINT_PURPOSE = "audit-checkpoint"
 class AuditComponent:
     name = "audit"
 
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog, ctx: StackContext) -> None:
         self.log = log
+        self._ctx = ctx
 
     def routes(self) -> list[BaseRoute]:
         return audit_routes(self.log)
 
     async def start(self) -> None:
         await self.log.start()
+        if self._ctx.signers is not None:
+            # Create custody's checkpoint key now, its audit record awaited on this loop, so that the first
+            # checkpoint never has to create a key (an audited action) from inside the log's own signing path.
+            await self._ctx.signers.prepare_signer(CHECKPOINT_PURPOSE)
 
     async def stop(self) -> None:
         await self.log.stop()
@@ -65,4 +71,4 @@ def build(ctx: StackContext) -> AuditComponent:
     )
     ctx.audit_sink = log
     ctx.services["audit"] = log
-    return AuditComponent(log)
+    return AuditComponent(log, ctx)

@@ -19,14 +19,25 @@ from sleutelbos.core.protocols import AuditEvent, AuditReceipt, AuditUnavailable
 from sleutelbos.custody.keystores import open_custody
 from sleutelbos.custody.service import KeyCustody
 
-REQUIRES: tuple[str, ...] = ("audit",)
+PROVIDES = "signers"  # the StackContext attribute this component fills
+REQUIRES: tuple[str, ...] = ("audit",)  # at record time, through ContextAuditSink
 
 
-class NoAuditSink:
-    """Stands in when no audit component registered a sink: refuses, so nothing unaudited happens."""
+class ContextAuditSink:
+    """The stack's audit sink, looked up at record time.
+
+    Custody is built before the audit log (so that the log's final checkpoint, at shutdown, can still be signed
+    by a custody key that is closed after it), so the sink is found on the context when an action is recorded.
+    No sink registered by then: refuse, so nothing unaudited happens."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
 
     async def record(self, event: AuditEvent) -> AuditReceipt:
-        raise AuditUnavailable(f"no audit sink is configured; {event.action} refused (fail closed)")
+        sink = self._ctx.audit_sink
+        if sink is None:
+            raise AuditUnavailable(f"no audit sink is configured; {event.action} refused (fail closed)")
+        return await sink.record(event)
 
 
 class CustodyComponent:
@@ -48,7 +59,7 @@ class CustodyComponent:
 
 
 def build(ctx: Any) -> CustodyComponent:
-    custody = open_custody(ctx.settings, ctx.audit_sink or NoAuditSink(), embedded=True)
+    custody = open_custody(ctx.settings, ContextAuditSink(ctx), embedded=True)
     ctx.signers = custody
     ctx.services["custody"] = custody
     store = "PKCS#11 token " + custody.token_identity().label if custody.sovereign else "software key store"
