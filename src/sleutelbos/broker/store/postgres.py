@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.query.sql import POSTGRES_FUNCTIONS_DDL
 from sleutelbos.broker.store.base import (
     DEFAULT_TENANT,
     EntityFilter,
@@ -47,6 +48,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document JSONB NOT NULL,
                                          created_at TEXT NOT NULL);
     """,
+    POSTGRES_FUNCTIONS_DDL,
 ]
 
 _UPSERT = (

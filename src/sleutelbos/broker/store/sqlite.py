@@ -22,6 +22,7 @@ import aiosqlite
 import orjson
 
 from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.query.sql import register_aiosqlite_functions
 from sleutelbos.broker.store.base import (
     DEFAULT_TENANT,
     EntityFilter,
@@ -184,6 +185,7 @@ class SqliteEntityStore(EntityStore):
         await conn.execute("PRAGMA busy_timeout=10000")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.create_function("regexp", 2, _regexp, deterministic=True)
+        await register_aiosqlite_functions(conn)
         return conn
 
     async def open(self) -> None:
