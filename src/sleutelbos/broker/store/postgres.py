@@ -91,8 +91,8 @@ class _Params:
 def _has_type(t: str, extra: set[str], p: _Params) -> str:
     """As in the SQLite store: the first-type index alone unless some entity carries ``t`` as a further type."""
     if t in extra:
-        return (f"(e.type = {p(t)} OR e.id IN (SELECT x.id FROM broker_entity_extra_types x"
-                f" WHERE x.tenant = e.tenant AND x.type = {p(t)}))")  # noqa: S608 - placeholders only
+        first, other = p(t), p(t)
+        return f"(e.type = {first} OR e.id IN (SELECT x.id FROM broker_entity_extra_types x WHERE x.tenant = e.tenant AND x.type = {other}))"  # noqa: S608, E501
     return f"e.type = {p(t)}"
 
 
