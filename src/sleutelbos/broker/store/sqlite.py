@@ -58,10 +58,9 @@ MIGRATIONS: list[str] = [
         UNIQUE (tenant, id)
     );
     CREATE INDEX broker_entities_type ON broker_entities (tenant, type, id);
-    CREATE TABLE broker_attribute_instances (
-        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL,
-        dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
-        instance TEXT
+    CREATE TABLE broker_entity_history (
+        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0, instances TEXT
     );
     CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document TEXT NOT NULL,
                                          created_at TEXT NOT NULL);
@@ -81,10 +80,7 @@ _UPSERT = (
     " types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at, doc=excluded.doc,"
     " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
 )
-_HISTORY = (
-    "INSERT INTO broker_attribute_instances (tenant, entity_id, attr, dataset_id, observed_at, modified_at, deleted,"
-    " instance) VALUES (?,?,?,?,?,?,?,?)"
-)
+_HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
@@ -99,8 +95,8 @@ def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
 
 
 def history_row(tenant: str, row: HistoryRow) -> tuple[Any, ...]:
-    return (tenant, row.entity_id, row.attr, row.dataset_id, row.observed_at, row.modified_at, int(row.deleted),
-            None if row.instance is None else orjson.dumps(row.instance).decode())
+    return (tenant, row.entity_id, row.modified_at, int(row.deleted),
+            None if row.instances is None else orjson.dumps(row.instances).decode())
 
 
 def _has_type(t: str, extra: set[str], params: list[Any]) -> str:
@@ -337,7 +333,7 @@ class SqliteEntityStore(EntityStore):
 
     async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
         assert self._reader is not None
-        sql = "SELECT COUNT(*) FROM broker_attribute_instances WHERE tenant = ?"
+        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ?"
         params: list[Any] = [tenant]
         if entity_id is not None:
             sql += " AND entity_id = ?"
