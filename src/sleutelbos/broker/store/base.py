@@ -9,8 +9,9 @@ prefixed ``broker_`` because one database may be shared by several components):
     One row per entity, primary key ``(tenant, id)``. ``doc`` is the whole entity in the expanded normalized form of
     :mod:`sleutelbos.broker.entity` (JSON text in SQLite, ``jsonb`` in PostgreSQL). ``type`` is the first expanded type
     and ``types`` all of them (JSON array text in SQLite, ``text[]`` in PostgreSQL); ``geo_*`` is the bounding box of
-    the default instance of ``location``, a pre-filter for geo-queries. Indexes: ``(tenant, type, id)``; PostgreSQL
-    also a GIN index on ``types`` and on ``doc`` (``jsonb_path_ops``) for ``q`` containment tests.
+    the default instance of ``location``, a pre-filter for geo-queries. Indexes: ``(tenant, id)`` unique and
+    ``(tenant, type, id)``; entities with several types also have rows in ``broker_entity_extra_types(tenant, type,
+    id)`` for their further types, so that a type query is an index range scan in id order that LIMIT stops early.
     A ``q`` translated to SQL addresses the document as ``e.doc`` (see ``sleutelbos.broker.query``).
 ``broker_entity_history(seq, tenant, entity_id, modified_at, deleted, instances)``
     Append-only history: one row per change of an entity, holding every attribute instance the change wrote
