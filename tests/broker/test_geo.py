@@ -77,7 +77,7 @@ def test_invalid_geometries_say_where(geometry, fragment):
 
 
 def q(georel: str, geometry: str, coordinates) -> GeoQuery:
-    query = parse_geoquery(georel, geometry, coordinates, CTX)
+    query = parse_geoquery(georel, geometry, coordinates, None, CTX)
     assert query is not None
     return query
 
@@ -149,9 +149,10 @@ def test_entity_matching_uses_any_instance_of_the_geoproperty():
     assert not q("within", "Polygon", FAR).matches(entity)
     assert not q("within", "Polygon", SQUARE).matches({"id": "urn:y", "type": ["T"]})
     space = asyncio.run(ContextStore().compile({"observationSpace": "https://uri.etsi.org/ngsi-ld/observationSpace"}))
-    other = parse_geoquery("within", "Polygon", SQUARE, space, geoproperty="observationSpace")
+    other = parse_geoquery("within", "Polygon", SQUARE, "observationSpace", space)
     assert other.geoproperty == "https://uri.etsi.org/ngsi-ld/observationSpace"
     assert not other.matches(entity)
+    assert other.bbox is None and q("within", "Polygon", SQUARE).bbox == (0.0, 0.0, 10.0, 10.0)
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -170,16 +171,16 @@ def test_entity_matching_uses_any_instance_of_the_geoproperty():
 ])
 def test_geoquery_errors(args, fragment):
     with pytest.raises(InvalidGeoQuery) as info:
-        parse_geoquery(*args, CTX)
+        parse_geoquery(*args, None, CTX)
     assert isinstance(info.value, BadRequestData)
     assert fragment in info.value.detail
 
 
 def test_no_geoquery_and_lenient_spellings():
-    assert parse_geoquery(None, None, None, CTX) is None
-    assert parse_geoquery("within", "polygon", SQUARE, CTX).geometry["type"] == "Polygon"
+    assert parse_geoquery(None, None, None, None, CTX) is None
+    assert parse_geoquery("within", "polygon", SQUARE, None, CTX).geometry["type"] == "Polygon"
     with pytest.raises(InvalidGeoQuery):
-        parse_geoquery(None, None, None, CTX, geoproperty="location")
+        parse_geoquery(None, None, None, "location", CTX)
 
 
 @settings(max_examples=200, deadline=None)

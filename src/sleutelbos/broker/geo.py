@@ -177,6 +177,11 @@ class GeoQuery:
                 return True
         return False
 
+    @property
+    def bbox(self) -> tuple[float, float, float, float] | None:
+        """:meth:`prefilter_bbox` when the target is ``location`` (the property the store keeps a bounding box of)."""
+        return self.prefilter_bbox() if self.geoproperty == LOCATION else None
+
     def prefilter_bbox(self) -> tuple[float, float, float, float] | None:
         """The rectangle a matching target's bounding box must intersect, or None when no rectangle bounds it."""
         if self.georel == "disjoint" or (self.georel == "near" and self.max_distance is None):
@@ -234,8 +239,8 @@ def parse_georel(georel: str) -> tuple[str, float | None, float | None]:
     return ("near", distance, None) if key == "maxDistance" else ("near", None, distance)
 
 
-def parse_geoquery(georel: str | None, geometry: str | None, coordinates: Any, context: TermExpander,
-                   geoproperty: str | None = None) -> GeoQuery | None:
+def parse_geoquery(georel: str | None, geometry: str | None, coordinates: Any, geoproperty: str | None,
+                   context: TermExpander) -> GeoQuery | None:
     """Build a :class:`GeoQuery` from the request parameters; None when none of them is given."""
     given = {"georel": georel, "geometry": geometry, "coordinates": coordinates}
     if all(v in (None, "") for v in given.values()):
