@@ -230,6 +230,8 @@ class SqliteEntityStore(EntityStore):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+        conn.execute("PRAGMA mmap_size=1073741824")  # read pages through mmap, not a read() per page
         conn.create_function("regexp", 2, _regexp, deterministic=True)
         for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
             conn.create_function(name, nargs, fn, deterministic=True)
