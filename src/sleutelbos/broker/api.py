@@ -444,8 +444,13 @@ class BrokerApi:
                 projection: tuple[set[str] | None, set[str] | None]) -> dict[str, Any]:
         from sleutelbos.broker.compaction import render
 
-        form = "keyValues" if ("keyValues" in options or "simplified" in options or params.get("format") in (
-            "keyValues", "simplified")) else "normalized"
+        fmt = params.get("format")
+        if "keyValues" in options or "simplified" in options or fmt in ("keyValues", "simplified"):
+            form = "keyValues"
+        elif "concise" in options or fmt == "concise":
+            form = "concise"
+        else:
+            form = "normalized"
         datasets = params.get("datasetId")
         pick, omit = projection
         return render(entity, rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit,

@@ -4,7 +4,7 @@ representations, 4.8 sysAttrs): the minimal rendering the API needs when the rep
 
 ``render(entity, ctx, form=..., sys_attrs=..., pick=..., omit=..., lang=..., dataset_id=...)`` returns the JSON the
 client sees: attribute names and types compacted with the caller's @context (dict lookups), one instance shown as an
-object and several as an array; ``keyValues`` replaces each attribute by its value; without ``sysAttrs``,
+object and several as an array; ``keyValues`` replaces each attribute by its value; ``concise`` drops ``type`` members (a Property with only a value becomes the value); without ``sysAttrs``,
 ``createdAt``/``modifiedAt`` are dropped at every level.
 """
 
@@ -29,7 +29,10 @@ def _instance(inst: dict[str, Any], ctx: CompiledContext, form: str, sys_attrs: 
             return [ctx.compact_iri(v) for v in value] if isinstance(value, list) else ctx.compact_iri(value)
         return value
     out: dict[str, Any] = {}
+    concise = form == "concise"
     for key, value in inst.items():
+        if concise and key == "type":
+            continue  # clause 4.5.x concise: the kind is implied by the value member
         if key in INSTANCE_MEMBERS:
             if not sys_attrs and key in _SYS:
                 continue
@@ -50,6 +53,8 @@ def _instance(inst: dict[str, Any], ctx: CompiledContext, form: str, sys_attrs: 
             out[key] = value
         else:
             out[ctx.compact_iri(key)] = _attribute(value, ctx, form, sys_attrs, lang)
+    if concise and kind == "Property" and set(out) == {"value"} and not isinstance(out["value"], dict):
+        return out["value"]  # a Property with nothing but a value is the value itself
     return out
 
 
