@@ -4,8 +4,9 @@ representations, 4.8 sysAttrs): the minimal rendering the API needs when the rep
 
 ``render(entity, ctx, form=..., sys_attrs=..., pick=..., omit=..., lang=..., dataset_id=...)`` returns the JSON the
 client sees: attribute names and types compacted with the caller's @context (dict lookups), one instance shown as an
-object and several as an array; ``keyValues`` replaces each attribute by its value; ``concise`` drops ``type`` members (a Property with only a value becomes the value); without ``sysAttrs``,
-``createdAt``/``modifiedAt`` are dropped at every level.
+object and several as an array; ``keyValues`` replaces each attribute by its value; ``concise`` drops
+``type`` members (a Property with only a value becomes the value); without ``sysAttrs``, ``createdAt``/``modifiedAt``
+are dropped at every level.
 """
 
 from __future__ import annotations
