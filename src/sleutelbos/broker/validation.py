@@ -150,13 +150,20 @@ def expand_fragment(body: Any, ctx: CompiledContext, now: str, *, allow_null: bo
             continue
         check_name(name)
         iri = ctx.expand_term(name)
-        if allow_null and (raw is None or raw == NGSI_LD_NULL or (
-                isinstance(raw, dict) and raw.get(VALUE_MEMBER.get(raw.get("type", "Property"), "value"),
-                                                  "") in (None, NGSI_LD_NULL))):
+        if allow_null and (raw is None or raw == NGSI_LD_NULL or _null_valued(raw)):
             out[iri] = None
             continue
         out[iri] = expand_attribute(name, raw, ctx, now)
     return out
+
+
+def _null_valued(raw: Any) -> bool:
+    """A merge-patch attribute whose value member is null/NGSI-LD null (clause 5.6.17: delete it)."""
+    if not isinstance(raw, dict):
+        return False
+    kind = raw.get("type", "Property")
+    member = VALUE_MEMBER.get(kind, "value") if type(kind) is str else "value"
+    return member in raw and (raw[member] is None or raw[member] == NGSI_LD_NULL)
 
 
 def expand_attribute(name: str, raw: Any, ctx: CompiledContext, now: str, depth: int = 0) -> list[AttributeInstance]:
@@ -200,7 +207,7 @@ def expand_instance(name: str, raw: Any, ctx: CompiledContext, now: str, depth: 
         return out
     if kind is None:
         raise BadRequestData(f"attribute {name!r} has no type (Property, Relationship, GeoProperty, ...)")
-    if kind not in ATTRIBUTE_TYPES:
+    if type(kind) is not str or kind not in ATTRIBUTE_TYPES:
         kinds = ", ".join(sorted(ATTRIBUTE_TYPES))
         raise BadRequestData(f"attribute {name!r} has unknown type {kind!r}; one of {kinds}")
     member = VALUE_MEMBER[kind]
