@@ -114,7 +114,8 @@ async def test_unreachable_remote_context_is_503(broker: Broker, context_server:
 async def test_odd_json_shapes_are_400_not_500(broker: Broker) -> None:
     assert (await broker.create(GOOD)).status_code == 201
     odd = [
-        ("POST", "/entities", {"id": "urn:ngsi-ld:Device:o", "type": "Device", "p": {"type": ["Property"], "value": 1}}),
+        ("POST", "/entities", {"id": "urn:ngsi-ld:Device:o", "type": "Device",
+                                "p": {"type": ["Property"], "value": 1}}),
         ("POST", "/entities", {"id": "urn:ngsi-ld:Device:o", "type": [["Device"]]}),
         ("POST", "/entities", {"id": ["urn:ngsi-ld:Device:o"], "type": "Device"}),
         ("POST", "/entities", [1, 2, 3]),
