@@ -11,9 +11,10 @@ Two ways to answer a term:
   ``jsonb_path_query`` (PostgreSQL) of the attribute's instances and their target elements. Correct for every term;
   costs a JSON walk per candidate row.
 * **Attribute value index** (when the store keeps it, see :data:`VALUE_INDEX_DDL` and :func:`attribute_value_rows`):
-  a side table with one row per scalar element of each top-level attribute, indexed on ``(attr, num)`` and
-  ``(attr, txt)``. The common index-friendly terms — ``attr==v``, value lists, ranges, ``< <= > >=`` on numbers and
-  strings, booleans — become ``(e.tenant, e.id) IN (SELECT ... WHERE attr = ? AND num > ?)``, an index range scan.
+  a side table with one row per scalar element of each top-level attribute, with covering indexes led by
+  ``(attr, num)`` and ``(attr, txt)``. The common index-friendly terms — ``attr==v``, value lists, ranges,
+  ``< <= > >=`` on numbers and strings, booleans — become
+  ``(e.tenant, e.id) IN (SELECT ... WHERE attr = ? AND num > ?)``, an index range scan.
   Everything else (``!=``, regex, dotted/compound paths, dateTime/date/time) uses the document scan.
 
 Both dialects need two helper functions, also given here: SQLite gets Python functions registered on each connection
@@ -50,8 +51,10 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
         f"CREATE TABLE IF NOT EXISTS {VALUE_INDEX_TABLE} ("
         " tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL, kind TEXT NOT NULL,"
         " num REAL, txt TEXT, rel INTEGER NOT NULL DEFAULT 0, vocab INTEGER NOT NULL DEFAULT 0)",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} (attr, num) WHERE num IS NOT NULL",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} (attr, txt) WHERE txt IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} "
+        " (attr, num, kind, rel, tenant, entity_id) WHERE num IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} "
+        " (attr, txt, kind, vocab, tenant, entity_id) WHERE txt IS NOT NULL",
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_entity ON {VALUE_INDEX_TABLE} (tenant, entity_id)",
     ),
     "postgresql": (
@@ -59,8 +62,10 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
         " tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL, kind CHAR(1) NOT NULL,"
         ' num DOUBLE PRECISION, txt TEXT COLLATE "C", rel BOOLEAN NOT NULL DEFAULT false,'
         " vocab BOOLEAN NOT NULL DEFAULT false)",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} (attr, num) WHERE num IS NOT NULL",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} (attr, txt) WHERE txt IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} "
+        " (attr, num, kind, rel, tenant, entity_id) WHERE num IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} "
+        " (attr, txt, kind, vocab, tenant, entity_id) WHERE txt IS NOT NULL",
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_entity ON {VALUE_INDEX_TABLE} (tenant, entity_id)",
     ),
 }
