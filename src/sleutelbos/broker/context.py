@@ -96,15 +96,18 @@ class CompiledContext:
         return self.vocab + name
 
     def compact_iri(self, iri: str) -> str:
-        """The term for an expanded IRI, or the IRI's ``@vocab``-relative name, or the IRI itself."""
+        """The term for an expanded IRI, or the IRI's ``@vocab``-relative name, or the IRI itself (memoised)."""
         term = self._compact.get(iri)
         if term is not None:
             return term
+        term = iri
         if iri.startswith(self.vocab) and len(iri) > len(self.vocab):
             rest = iri[len(self.vocab):]
             if rest not in self._expand and ":" not in rest:
-                return rest
-        return iri
+                term = rest
+        if len(self._compact) < 100_000:
+            self._compact[iri] = term
+        return term
 
     def has_term(self, name: str) -> bool:
         return name in self._expand
