@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20_000, help="meter entities in the SQLite table")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=2_000, help="SQL queries per round")
+    parser.add_argument("--pg-dsn", default=None,
+                        help="also measure on PostgreSQL (a scratch schema is created and dropped), e.g. "
+                             "postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     rng = random.Random(7)
     ctx = ContextStore().core
@@ -191,6 +194,78 @@ def main() -> None:
         print(f"  {label}")
         for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx), ("doc scan", doc)):
             print(f"    {name:20s} {qps:9,.0f} q/s  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ratio {qps / ref[0]:5.2f}")
+
+
+    if args.pg_dsn:
+        import asyncio
+
+        asyncio.run(postgres(args, ctx))
+
+
+async def postgres(args: argparse.Namespace, ctx: Any) -> None:
+    """Section 3 on PostgreSQL (JSONB documents; jit off, as the store should run it)."""
+    import asyncpg
+
+    from sleutelbos.broker.query import POSTGRES_FUNCTIONS_DDL
+
+    print(f"== 4. PostgreSQL, {args.entities:,} meters: LIMIT 20 queries (value index / doc scan / plain column) ==")
+    rng = random.Random(11)
+    conn = await asyncpg.connect(args.pg_dsn, server_settings={"jit": "off"})
+    schema = f"bench_query_{random.randrange(1 << 30)}"
+    await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    try:
+        await conn.execute(POSTGRES_FUNCTIONS_DDL)
+        await conn.execute("CREATE TABLE broker_entities (tenant TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, "
+                           "doc JSONB NOT NULL, serial TEXT, battery DOUBLE PRECISION, PRIMARY KEY (tenant, id))")
+        await conn.execute("CREATE INDEX ON broker_entities (serial); CREATE INDEX ON broker_entities (battery)")
+        for ddl in VALUE_INDEX_DDL["postgresql"]:
+            await conn.execute(ddl)
+        start = time.perf_counter()
+        for lo in range(0, args.entities, 5_000):
+            batch = [meter(i, rng) for i in range(lo, min(lo + 5_000, args.entities))]
+            await conn.executemany("INSERT INTO broker_entities VALUES ('', $1, $2, $3::jsonb, $4, $5)", [
+                (e["id"], V + "Device", json.dumps(e), e[V + "serialNumber"][0]["value"],
+                 e[V + "batteryLevel"][0]["value"]) for e in batch])
+            await conn.copy_records_to_table(VALUE_INDEX_TABLE, records=[
+                r for e in batch for r in attribute_value_rows("", e)])
+        await conn.execute("ANALYZE")
+        print(f"  loaded in {time.perf_counter() - start:.1f}s")
+        base = "SELECT e.id, e.doc FROM broker_entities AS e WHERE e.tenant = '' AND e.type = $1 AND "
+
+        async def timed(make: Callable[[int], tuple[str, list[Any]]], n: int) -> tuple[float, float, float]:
+            latencies = []
+            for i in range(n):
+                sql, params = make(i)
+                numbered = sql.format(*(f"${k}" for k in range(2, sql.count("{}") + 2)))
+                t = time.perf_counter()
+                await conn.fetch(base + numbered + " ORDER BY e.id LIMIT 20", V + "Device", *params)
+                latencies.append(time.perf_counter() - t)
+            latencies.sort()
+            return n / sum(latencies), latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * .99)] * 1e3
+
+        def via(target: SqlTarget, template: str, value: Callable[[int], str]) -> Callable[[int], tuple[str, list[Any]]]:
+            def make(i: int) -> tuple[str, list[Any]]:
+                condition = translate(parse_query(template.format(value(i)), ctx), target)
+                return condition.sql, condition.params
+            return make
+
+        n = args.lookups
+        cases = [
+            ('serialNumber=="SN-…" (1 hit)', 'serialNumber=="{}"', lambda i: f"SN-{(i * 7919) % args.entities:06d}",
+             lambda i: ("e.serial = {}", [f"SN-{(i * 7919) % args.entities:06d}"]), n, 5),
+            ("batteryLevel>0.99 (1% hits)", "batteryLevel>{}", lambda i: "0.99",
+             lambda i: ("e.battery > {}", [0.99]), n // 4, 5),
+        ]
+        for label, template, value, plain, count, count_scan in cases:
+            ref = await timed(plain, count)
+            idx = await timed(via(SqlTarget("postgresql", value_index=VALUE_INDEX_TABLE), template, value), count)
+            doc = await timed(via(SqlTarget("postgresql"), template, value), count_scan)
+            print(f"  {label}")
+            for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx), ("doc scan", doc)):
+                print(f"    {name:20s} {qps:9,.0f} q/s  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ratio {qps / ref[0]:5.2f}")
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
 
 
 if __name__ == "__main__":
