@@ -124,3 +124,15 @@ async def test_hosted_context_survives_restart(database_url: str, tmp_path: Any)
             else:
                 r = await client.get(f"{BASE}/jsonldContexts/{locations[0].rsplit('/', 1)[1]}")
                 assert r.status_code == 200 and r.json() == doc
+
+
+async def test_cache_of_fetched_contexts_is_bounded() -> None:
+    async def fetcher(url: str, timeout_s: float) -> Any:
+        return {"@context": {"t": f"{url}#t"}}
+
+    store = ContextStore(fetcher=fetcher, max_cached=3)
+    for i in range(6):
+        ctx = await store.compile(f"https://example.org/{i}.jsonld")
+        assert ctx.expand_term("t") == f"https://example.org/{i}.jsonld#t"
+    assert len([e for e in store.list("Cached") if e.url.startswith("https://example.org/")]) <= 3
+    assert "https://example.org/5.jsonld" in [e.url for e in store.list("Cached")]

@@ -411,9 +411,11 @@ class BrokerApi:
 
     async def _query(self, request: Request, rc: RequestContext, params: dict[str, str]) -> Response:
         options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "count", "simplified"})
-        has_selector = any(params.get(k) for k in ("type", "attrs", "q", "georel", "id", "idPattern", "pick"))
+        # clause 5.7.2: a query must be bounded by a selector; an id list or idPattern also selects entities
+        has_selector = any(params.get(k) for k in ("type", "attrs", "q", "georel", "id", "idPattern"))
         if not has_selector:
-            raise BadRequestData("a query needs at least one of type, attrs, q or a geo-query (too wide otherwise)")
+            raise BadRequestData("a query needs at least one of type, attrs, q, a geo-query, id or idPattern "
+                                 "(too wide otherwise)")
         entity_filter = _filter(params, rc.ctx, self.service.store.dialect)
         entity_filter.limit = _int(params, "limit", 20)
         entity_filter.offset = _int(params, "offset", 0)

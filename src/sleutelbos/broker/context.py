@@ -150,8 +150,10 @@ async def fetch_with_httpx(url: str, timeout_s: float) -> Any:
 class ContextStore:
     """Resolves, compiles and caches @contexts; keeps the hosted contexts of ``/jsonldContexts``."""
 
-    def __init__(self, fetch_timeout_s: float = 5.0, fetcher: Fetcher | None = None, max_compiled: int = 512) -> None:
+    def __init__(self, fetch_timeout_s: float = 5.0, fetcher: Fetcher | None = None, max_compiled: int = 512,
+                 max_cached: int = 1000) -> None:
         self.fetch_timeout_s = fetch_timeout_s
+        self.max_cached = max_cached
         self._fetcher = fetcher or fetch_with_httpx
         self._documents: dict[str, CachedContext] = {}
         self._compiled: OrderedDict[str, CompiledContext] = OrderedDict()
@@ -252,17 +254,32 @@ class ContextStore:
         cached = self._documents.get(url) or self._hosted_by_url(url)
         if cached is None:
             lock = self._locks.setdefault(url, asyncio.Lock())
-            async with lock:
-                cached = self._documents.get(url)
-                if cached is None:
-                    doc = await self._fetcher(url, self.fetch_timeout_s)
-                    if not isinstance(doc, dict) or "@context" not in doc:
-                        raise LdContextNotAvailable(f"@context {url} is not a JSON-LD context document")
-                    cached = CachedContext(url=url, document=doc, kind="Cached")
-                    self._documents[url] = cached
+            try:
+                async with lock:
+                    cached = self._documents.get(url)
+                    if cached is None:
+                        doc = await self._fetcher(url, self.fetch_timeout_s)
+                        if not isinstance(doc, dict) or "@context" not in doc:
+                            raise LdContextNotAvailable(f"@context {url} is not a JSON-LD context document")
+                        cached = CachedContext(url=url, document=doc, kind="Cached")
+                        self._evict()
+                        self._documents[url] = cached
+            finally:
+                self._locks.pop(url, None)
         cached.hits += 1
         cached.last_usage = now_iso()
         return cached.document
+
+    def _evict(self) -> None:
+        """Bound the cache of fetched documents (a client naming endless URLs must not grow it forever): drop the
+        least recently used Cached entries; Hosted ones stay."""
+        cached = [e for e in self._documents.values() if e.kind == "Cached"]
+        if len(cached) < self.max_cached:
+            return
+        cached.sort(key=lambda e: e.last_usage or e.created_at)
+        for entry in cached[: len(cached) - self.max_cached + 1]:
+            del self._documents[entry.url]
+        self._compiled.clear()
 
     def _hosted_by_url(self, url: str) -> CachedContext | None:
         _, sep, local_id = url.partition(HOSTED_PATH)
