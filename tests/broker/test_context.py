@@ -31,7 +31,7 @@ async def test_core_context_is_bundled_and_never_fetched() -> None:
 
 async def test_remote_context_fetched_once_and_compiled_once(sdm_context_url: str) -> None:
     calls: list[str] = []
-    store = ContextStore(fetch_timeout_s=2)
+    store = ContextStore(fetch_timeout_s=2, allow_private_networks=True)
     original = store._fetcher
 
     async def counting(url: str, timeout_s: float) -> Any:
@@ -136,3 +136,14 @@ async def test_cache_of_fetched_contexts_is_bounded() -> None:
         assert ctx.expand_term("t") == f"https://example.org/{i}.jsonld#t"
     assert len([e for e in store.list("Cached") if e.url.startswith("https://example.org/")]) <= 3
     assert "https://example.org/5.jsonld" in [e.url for e in store.list("Cached")]
+
+
+async def test_private_network_contexts_refused_by_default(sdm_context_url: str) -> None:
+    store = ContextStore(fetch_timeout_s=2)
+    for url in (sdm_context_url, "http://10.1.2.3/ctx.jsonld", "http://localhost:9/ctx.jsonld",
+                "http://169.254.169.254/latest/meta-data"):
+        with pytest.raises(LdContextNotAvailable) as caught:
+            await store.compile(url)
+        assert "private or local network" in caught.value.detail
+    allowed = ContextStore(fetch_timeout_s=2, allow_private_networks=True)
+    assert (await allowed.compile(sdm_context_url)).expand_term("serialNumber").startswith("https://smartdatamodels")

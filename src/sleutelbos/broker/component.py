@@ -39,7 +39,8 @@ class BrokerComponent:
 def build(ctx: Any) -> BrokerComponent:
     settings = ctx.settings
     store = open_store(settings.database_url_for("broker"), settings.broker_sqlite_synchronous)
-    contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s)
+    contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s,
+                            allow_private_networks=settings.context_fetch_private_networks)
     service = BrokerService(store, contexts)
     api = BrokerApi(service, max_body_bytes=settings.max_body_bytes, base_url=settings.base_url)
     ctx.services["broker"] = service
