@@ -1,0 +1,826 @@
+"""The NGSI-LD HTTP binding (ETSI GS CIM 009 v1.8, clause 6) under ``/ngsi-ld/v1``: thin Starlette handlers that parse
+the request, call :class:`~sleutelbos.broker.service.BrokerService` and render the answer.
+
+HTTP rules implemented here (clause 6.3): ``Content-Type`` must be ``application/json`` (context in a ``Link``
+header) or ``application/ld+json`` (``@context`` in the body), else 415; ``Accept`` must allow JSON or JSON-LD, else
+406; the body is read up to ``max_body_bytes`` (413 beyond); unknown query parameters and ``options`` values are
+rejected; ``NGSILD-Tenant`` selects the tenant (clause 6.3.14); errors are ``application/problem+json``. Query results
+carry ``NGSILD-Results-Count`` with ``count=true`` and ``Link`` ``rel="next"``/``"prev"`` pages (clause 6.3.13).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sleutelbos.broker.context import CompiledContext, context_from_link_header, link_header_for
+from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.errors import (
+    BadRequestData,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NgsiLdError,
+    NotAcceptable,
+    PayloadTooLarge,
+    ResourceNotFound,
+    TooManyResults,
+    UnsupportedMediaType,
+)
+from sleutelbos.broker.representation import render
+from sleutelbos.broker.service import BatchResult, BrokerService, UpdateResult
+from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter
+from sleutelbos.broker.validation import (
+    check_entity_id,
+    check_name,
+    expand_attribute,
+    expand_entity,
+    expand_fragment,
+    expand_instance,
+    is_uri,
+)
+
+BASE: Final = "/ngsi-ld/v1"
+JSON: Final = "application/json"
+JSONLD: Final = "application/ld+json"
+MERGE_PATCH: Final = "application/merge-patch+json"
+PROBLEM: Final = "application/problem+json"
+MAX_LIMIT: Final = 1000
+_TENANT_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+Handler = Callable[[Request], Awaitable[Response]]
+_ALL_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
+log = logging.getLogger("sleutelbos.broker")
+
+
+def problem_response(error: NgsiLdError) -> Response:
+    return Response(orjson.dumps(error.problem()), status_code=error.status, media_type=PROBLEM)
+
+
+class RequestContext:
+    """What every handler needs from the request: tenant, compiled @context, response media type."""
+
+    __slots__ = ("accept", "context_url", "ctx", "tenant")
+
+    def __init__(self, tenant: str, ctx: CompiledContext, context_url: str | None, accept: str) -> None:
+        self.tenant = tenant
+        self.ctx = ctx
+        self.context_url = context_url
+        self.accept = accept
+
+
+def _accept(request: Request) -> str:
+    """Clause 6.3.4: JSON or JSON-LD (``*/*`` → JSON); anything else 406."""
+    header = request.headers.get("accept")
+    if not header:
+        return JSON
+    best: tuple[float, str] | None = None
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        media = fields[0].lower()
+        q = 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        chosen = {JSONLD: JSONLD, JSON: JSON, "*/*": JSON, "application/*": JSON,
+                  "application/geo+json": None}.get(media)
+        if chosen and (best is None or q > best[0] or (q == best[0] and chosen == JSONLD and best[1] != JSONLD)):
+            best = (q, chosen)
+    if best is None:
+        raise NotAcceptable(f"Accept {header!r} names no media type the broker produces ({JSON}, {JSONLD})")
+    return best[1]
+
+
+class BrokerApi:
+    """The route table and request plumbing; holds the service and the settings the HTTP layer needs."""
+
+    def __init__(self, service: BrokerService, max_body_bytes: int, base_url: str) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.base_url = base_url.rstrip("/")
+        self.contexts = service.contexts
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+    async def _context(self, request: Request, body_context: Any = None, from_body: bool = False) -> RequestContext:
+        tenant = request.headers.get("ngsild-tenant", DEFAULT_TENANT)
+        if tenant and not _TENANT_RE.match(tenant):
+            raise BadRequestData(f"NGSILD-Tenant {tenant!r} is not a valid tenant name ([A-Za-z0-9_-], ≤64)")
+        accept = _accept(request)
+        link = context_from_link_header(request.headers.get("link"))
+        if from_body:
+            ctx = await self.contexts.compile(body_context)
+            url = body_context if isinstance(body_context, str) else None
+        else:
+            ctx = await self.contexts.compile(link)
+            url = link
+        return RequestContext(tenant, ctx, url, accept)
+
+    async def _body(self, request: Request, allow_merge_patch: bool = False) -> tuple[Any, Any, bool]:
+        """(JSON body, its @context, whether the context came from the body). 415/413/400 on the way."""
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        allowed = (JSON, JSONLD, MERGE_PATCH) if allow_merge_patch else (JSON, JSONLD)
+        if ctype not in allowed:
+            raise UnsupportedMediaType(f"Content-Type must be one of {', '.join(allowed)}, got {ctype or 'none'!r}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"body is over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw:
+            raise InvalidRequest("the request body is empty; a JSON payload is required")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+        has_link = context_from_link_header(request.headers.get("link")) is not None
+        if ctype == JSONLD:
+            if has_link:
+                raise BadRequestData("with Content-Type application/ld+json the @context goes in the body, "
+                                     "not in a Link header")
+            contexts = _body_contexts(body)
+            if not contexts:
+                raise BadRequestData("Content-Type application/ld+json requires an @context member in the body")
+            return body, contexts[0], True
+        if _body_contexts(body):
+            raise BadRequestData("with Content-Type application/json the @context must be given in a Link header; "
+                                 "use application/ld+json to send it in the body")
+        return body, None, False
+
+    def _respond(self, rc: RequestContext, data: Any, status: int = 200, headers: dict[str, str] | None = None
+                 ) -> Response:
+        headers = dict(headers or {})
+        if rc.accept == JSONLD:
+            ctx_value = rc.ctx.context if rc.ctx.context is not None else _core_url()
+            if isinstance(data, list):
+                data = [{**d, "@context": ctx_value} for d in data]
+            elif isinstance(data, dict):
+                data = {**data, "@context": ctx_value}
+        else:
+            headers["Link"] = link_header_for(rc.context_url or _core_url())
+        return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
+
+    def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
+        """One route per path for every method, so that a wrong method is a 405 ProblemDetails, not plain text."""
+
+        async def endpoint(request: Request) -> Response:
+            handler = handlers.get(request.method)
+            try:
+                if handler is None:
+                    raise MethodNotAllowed(f"{request.method} is not allowed on {BASE}{path}; "
+                                           f"allowed: {', '.join(sorted(handlers))}")
+                return await handler(request)
+            except NgsiLdError as error:
+                response = problem_response(error)
+                if isinstance(error, MethodNotAllowed):
+                    response.headers["Allow"] = ", ".join(sorted(handlers))
+                return response
+            except Exception as exc:  # the last line of defence: a ProblemDetails body, never a stack trace
+                log.exception("unhandled error in %s %s", request.method, path)
+                return problem_response(InternalError(f"internal error: {type(exc).__name__}"))
+
+        return Route(BASE + path, endpoint, methods=list(_ALL_METHODS))
+
+    # --- routes ---------------------------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        from sleutelbos.broker.openapi import openapi_document
+
+        async def openapi(request: Request) -> Response:
+            return Response(orjson.dumps(openapi_document()), media_type="application/json")
+
+        async def unknown(request: Request) -> Response:
+            raise ResourceNotFound(f"no such resource: {request.url.path}")
+
+        return [
+            Route(BASE + "/openapi.json", openapi, methods=["GET"]),
+            self._route("/entities", {"POST": self.entities_post, "GET": self.entities_get,
+                                      "DELETE": self.entities_purge}),
+            self._route("/entities/{entityId:path}/attrs/{attrId}", {
+                "PATCH": self.attr_patch, "PUT": self.attr_put, "DELETE": self.attr_delete}),
+            self._route("/entities/{entityId:path}/attrs", {"POST": self.attrs_post, "PATCH": self.attrs_patch}),
+            self._route("/entities/{entityId:path}", {"GET": self.entity_get, "PUT": self.entity_put,
+                                                      "PATCH": self.entity_patch, "DELETE": self.entity_delete}),
+            self._route("/entityOperations/create", {"POST": self.batch_create}),
+            self._route("/entityOperations/upsert", {"POST": self.batch_upsert}),
+            self._route("/entityOperations/update", {"POST": self.batch_update}),
+            self._route("/entityOperations/delete", {"POST": self.batch_delete}),
+            self._route("/entityOperations/merge", {"POST": self.batch_merge}),
+            self._route("/entityOperations/query", {"POST": self.batch_query}),
+            self._route("/types", {"GET": self.types_get}),
+            self._route("/types/{type:path}", {"GET": self.type_get}),
+            self._route("/attributes", {"GET": self.attributes_get}),
+            self._route("/attributes/{attrId:path}", {"GET": self.attribute_get}),
+            self._route("/jsonldContexts", {"GET": self.contexts_get, "POST": self.contexts_post}),
+            self._route("/jsonldContexts/{contextId:path}", {"GET": self.context_get,
+                                                             "DELETE": self.context_delete}),
+            self._route("/{rest:path}", {m: unknown for m in _ALL_METHODS}),
+        ]
+
+    # --- entities ---------------------------------------------------------------------------------------------
+    async def entities_post(self, request: Request) -> Response:
+        _params(request, set())
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity = expand_entity(body, rc.ctx, now_iso())
+        entity_id = await self.service.create(rc.tenant, entity)
+        return Response(status_code=201, headers={"Location": f"{BASE}/entities/{entity_id}"})
+
+    async def entity_get(self, request: Request) -> Response:
+        params = _params(request, {"attrs", "pick", "omit", "options", "lang", "datasetId", "format", "local"})
+        rc = await self._context(request)
+        entity_id = _entity_id(request)
+        options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "simplified"})
+        entity = await self.service.get(rc.tenant, entity_id)
+        projection = _projection(params, rc.ctx)
+        return self._respond(rc, self._render(entity, rc, params, options, projection))
+
+    async def entity_put(self, request: Request) -> Response:
+        _params(request, set())
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id = _entity_id(request)
+        if isinstance(body, dict):
+            body = {"id": entity_id, **body}
+        entity = expand_entity(body, rc.ctx, now_iso(), require_type=False)
+        await self.service.replace(rc.tenant, entity_id, entity)
+        return Response(status_code=204)
+
+    async def entity_patch(self, request: Request) -> Response:
+        _params(request, {"options"})
+        body, body_ctx, from_body = await self._body(request, allow_merge_patch=True)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id = _entity_id(request)
+        now = now_iso()
+        fragment = expand_fragment(body, rc.ctx, now, allow_null=True)
+        await self.service.merge(rc.tenant, entity_id, fragment, now)
+        return Response(status_code=204)
+
+    async def entity_delete(self, request: Request) -> Response:
+        _params(request, {"type", "local"})
+        rc = await self._context(request)
+        await self.service.delete(rc.tenant, _entity_id(request))
+        return Response(status_code=204)
+
+    async def attrs_post(self, request: Request) -> Response:
+        params = _params(request, {"options"})
+        options = _options(params, {"noOverwrite"})
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id = _entity_id(request)
+        now = now_iso()
+        fragment = expand_fragment(body, rc.ctx, now)
+        fragment.pop("id", None)
+        result = await self.service.append_attrs(rc.tenant, entity_id, fragment, now, "noOverwrite" in options)
+        return self._update_result(rc, result)
+
+    async def attrs_patch(self, request: Request) -> Response:
+        _params(request, {"options"})
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id = _entity_id(request)
+        now = now_iso()
+        fragment = expand_fragment(body, rc.ctx, now)
+        result = await self.service.update_attrs(rc.tenant, entity_id, fragment, now)
+        return self._update_result(rc, result)
+
+    def _update_result(self, rc: RequestContext, result: UpdateResult) -> Response:
+        if not result.not_updated:
+            return Response(status_code=204)
+        return Response(orjson.dumps({
+            "updated": [rc.ctx.compact_iri(a) for a in result.updated],
+            "notUpdated": [{"attributeName": rc.ctx.compact_iri(a), "reason": r} for a, r in result.not_updated],
+        }), status_code=207, media_type=JSON)
+
+    async def attr_patch(self, request: Request) -> Response:
+        _params(request, {"options"})
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id, attr = _entity_id(request), _attr_name(request, rc.ctx)
+        if not isinstance(body, dict):
+            raise BadRequestData("a partial attribute update is a JSON object")
+        now = now_iso()
+        patch = dict(body)
+        patch.pop("@context", None)
+        if "type" not in patch:  # clause 5.6.4: the type may be omitted; take it from the stored instance
+            entity = await self.service.get(rc.tenant, entity_id)
+            stored = next((i for i in entity.get(attr, []) if i.get("datasetId") == patch.get("datasetId")), None)
+            if stored is None:
+                raise ResourceNotFound(f"entity {entity_id} has no attribute {request.path_params['attrId']}")
+            patch["type"] = stored.get("type", "Property")
+        instance = _partial_instance(request.path_params["attrId"], patch, rc.ctx, now)
+        await self.service.patch_attr(rc.tenant, entity_id, attr, instance, now)
+        return Response(status_code=204)
+
+    async def attr_put(self, request: Request) -> Response:
+        _params(request, set())
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        entity_id, attr = _entity_id(request), _attr_name(request, rc.ctx)
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k != "@context"}
+        now = now_iso()
+        instances = expand_attribute(request.path_params["attrId"], body, rc.ctx, now)
+        await self.service.replace_attr(rc.tenant, entity_id, attr, instances, now)
+        return Response(status_code=204)
+
+    async def attr_delete(self, request: Request) -> Response:
+        params = _params(request, {"datasetId", "deleteAll"})
+        rc = await self._context(request)
+        entity_id, attr = _entity_id(request), _attr_name(request, rc.ctx)
+        dataset_id = params.get("datasetId")
+        if dataset_id is not None and not is_uri(dataset_id):
+            raise BadRequestData(f"datasetId must be a URI, got {dataset_id!r}")
+        delete_all = _bool(params, "deleteAll")
+        await self.service.delete_attr(rc.tenant, entity_id, attr, dataset_id, delete_all)
+        return Response(status_code=204)
+
+    async def entities_purge(self, request: Request) -> Response:
+        params = _params(request, {"type", "q", "id", "idPattern", "scopeQ", "local"})
+        rc = await self._context(request)
+        if not params.get("type"):
+            raise BadRequestData("purge (DELETE /entities) requires the type parameter")
+        entity_filter = _filter(params, rc.ctx, self.service.store.dialect)
+        await self.service.purge(rc.tenant, entity_filter)
+        return Response(status_code=204)
+
+    # --- query ----------------------------------------------------------------------------------------------
+    _QUERY_PARAMS: Final = frozenset({
+        "type", "id", "idPattern", "attrs", "pick", "omit", "q", "georel", "geometry", "coordinates",
+        "geoproperty", "limit", "offset", "count", "options", "lang", "datasetId", "scopeQ", "csf", "local",
+        "format", "geometryProperty",
+    })
+
+    async def entities_get(self, request: Request) -> Response:
+        params = _params(request, set(self._QUERY_PARAMS))
+        rc = await self._context(request)
+        return await self._query(request, rc, params)
+
+    async def batch_query(self, request: Request) -> Response:
+        qparams = _params(request, {"limit", "offset", "count", "options", "lang", "local"})
+        body, body_ctx, from_body = await self._body(request)
+        rc = await self._context(request, body_ctx, from_body)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequestData('the body of a query must be a Query object ({"type": "Query", ...})')
+        params = dict(qparams)
+        entities = body.get("entities") or []
+        if not isinstance(entities, list):
+            raise BadRequestData("Query.entities must be an array of EntitySelector")
+        types = [e.get("type") for e in entities if isinstance(e, dict) and e.get("type")]
+        ids = [e.get("id") for e in entities if isinstance(e, dict) and e.get("id")]
+        patterns = [e.get("idPattern") for e in entities if isinstance(e, dict) and e.get("idPattern")]
+        if types:
+            params["type"] = ",".join(types)
+        if ids:
+            params["id"] = ",".join(ids)
+        if patterns:
+            params["idPattern"] = "|".join(f"(?:{p})" for p in patterns)
+        for key in ("attrs", "pick", "omit"):
+            if isinstance(body.get(key), list):
+                params[key] = ",".join(body[key])
+        if isinstance(body.get("q"), str):
+            params["q"] = body["q"]
+        geo = body.get("geoQ")
+        if isinstance(geo, dict):
+            params["georel"] = geo.get("georel", "")
+            params["geometry"] = geo.get("geometry", "")
+            coords = geo.get("coordinates")
+            params["coordinates"] = coords if isinstance(coords, str) else orjson.dumps(coords).decode()
+            if geo.get("geoproperty"):
+                params["geoproperty"] = geo["geoproperty"]
+        if isinstance(body.get("lang"), str):
+            params["lang"] = body["lang"]
+        return await self._query(request, rc, params)
+
+    async def _query(self, request: Request, rc: RequestContext, params: dict[str, str]) -> Response:
+        options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "count", "simplified"})
+        # clause 5.7.2: a query must be bounded by a selector; an id list or idPattern also selects entities
+        has_selector = any(params.get(k) for k in ("type", "attrs", "q", "georel", "id", "idPattern", "scopeQ"))
+        if not has_selector:
+            raise BadRequestData("a query needs at least one of type, attrs, q, a geo-query, scopeQ, id or idPattern "
+                                 "(too wide otherwise)")
+        entity_filter = _filter(params, rc.ctx, self.service.store.dialect)
+        entity_filter.limit = _int(params, "limit", 20)
+        entity_filter.offset = _int(params, "offset", 0)
+        entity_filter.count = _bool(params, "count") or "count" in options
+        if entity_filter.limit > MAX_LIMIT:
+            raise TooManyResults(f"limit {entity_filter.limit} is over the maximum of {MAX_LIMIT}")
+        if entity_filter.limit == 0 and not entity_filter.count:
+            raise BadRequestData("limit=0 is only allowed together with count=true")
+        entities, count = await self.service.query(rc.tenant, entity_filter)
+        projection = _projection(params, rc.ctx)
+        data = [self._render(e, rc, params, options, projection) for e in entities]
+        headers: dict[str, str] = {}
+        if count is not None:
+            headers["NGSILD-Results-Count"] = str(count)
+        links = []
+        limit, offset = entity_filter.limit, entity_filter.offset
+        if len(entities) == limit and limit > 0 and (count is None or offset + limit < count):
+            links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
+        if offset > 0 and limit > 0:
+            links.append(f'<{_page_url(request, max(0, offset - limit), limit)}>; rel="prev"')
+        response = self._respond(rc, data, headers=headers)
+        if links:
+            existing = response.headers.get("Link")
+            response.headers["Link"] = ", ".join([*([existing] if existing else []), *links])
+        return response
+
+    def _render(self, entity: Entity, rc: RequestContext, params: dict[str, str], options: set[str],
+                projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> dict[str, Any]:
+
+        fmt = params.get("format")
+        if "keyValues" in options or "simplified" in options or fmt in ("keyValues", "simplified"):
+            form = "keyValues"
+        elif "concise" in options or fmt == "concise":
+            form = "concise"
+        else:
+            form = "normalized"
+        datasets = params.get("datasetId")
+        pick, omit, attrs = projection
+        return render(entity, rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit,
+                      attrs=attrs, lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None)
+
+    # --- batch ----------------------------------------------------------------------------------------------
+    async def _batch_input(self, request: Request, allowed_options: set[str]) -> tuple[RequestContext, Any, set[str]]:
+        params = _params(request, {"options", "local"})
+        options = _options(params, allowed_options)
+        body, body_ctx, from_body = await self._body(request)
+        if not isinstance(body, list):
+            raise BadRequestData("a batch operation's body must be a JSON array")
+        if from_body:  # each entity carries its own @context in ld+json; the first one sets the response context
+            rc = await self._context(request, body_ctx, True)
+        else:
+            rc = await self._context(request)
+        return rc, body, options
+
+    async def _expand_batch(self, rc: RequestContext, body: list[Any], result: BatchResult, whole: bool,
+                            now: str, allow_null: bool = False) -> list[Entity]:
+        out: list[Entity] = []
+        for item in body:
+            entity_id = item.get("id", item.get("@id")) if isinstance(item, dict) else None
+            try:
+                ctx = rc.ctx
+                if isinstance(item, dict) and "@context" in item and item["@context"] != rc.ctx.context:
+                    ctx = await self.contexts.compile(item["@context"])
+                if whole:
+                    out.append(expand_entity(item, ctx, now))
+                else:
+                    if not isinstance(item, dict) or "id" not in item:
+                        raise BadRequestData("each entity in the batch needs an id")
+                    fragment = expand_fragment(item, ctx, now, allow_null=allow_null)
+                    fragment["modifiedAt"] = now
+                    out.append(fragment)
+            except NgsiLdError as error:
+                result.fail(entity_id if entity_id is not None else "", error)
+        return out
+
+    def _batch_response(self, rc: RequestContext, result: BatchResult, ok_status: int,
+                        ok_body: Any = None) -> Response:
+        if result.errors:
+            return Response(orjson.dumps(result.body()), status_code=207, media_type=JSON)
+        if ok_body is not None:
+            return Response(orjson.dumps(ok_body), status_code=ok_status, media_type=JSON)
+        return Response(status_code=ok_status)
+
+    async def batch_create(self, request: Request) -> Response:
+        rc, body, _ = await self._batch_input(request, set())
+        result = BatchResult()
+        entities = await self._expand_batch(rc, body, result, whole=True, now=now_iso())
+        if entities:
+            await self.service.batch_create(rc.tenant, entities, result)
+        return self._batch_response(rc, result, 201, result.success)
+
+    async def batch_upsert(self, request: Request) -> Response:
+        rc, body, options = await self._batch_input(request, {"replace", "update"})
+        if {"replace", "update"} <= options:
+            raise BadRequestData("options replace and update exclude each other")
+        result = BatchResult()
+        entities = await self._expand_batch(rc, body, result, whole=True, now=now_iso())
+        if entities:
+            await self.service.batch_upsert(rc.tenant, entities, result, update="update" in options)
+        if not result.errors and not result.created:
+            return Response(status_code=204)
+        return self._batch_response(rc, result, 201, result.created)
+
+    async def batch_update(self, request: Request) -> Response:
+        rc, body, options = await self._batch_input(request, {"noOverwrite"})
+        result = BatchResult()
+        fragments = await self._expand_batch(rc, body, result, whole=False, now=now_iso())
+        if fragments:
+            await self.service.batch_update(rc.tenant, fragments, result, "noOverwrite" in options)
+        return self._batch_response(rc, result, 204)
+
+    async def batch_merge(self, request: Request) -> Response:
+        rc, body, _ = await self._batch_input(request, set())
+        result = BatchResult()
+        fragments = await self._expand_batch(rc, body, result, whole=False, now=now_iso(), allow_null=True)
+        if fragments:
+            await self.service.batch_merge(rc.tenant, fragments, result)
+        return self._batch_response(rc, result, 204)
+
+    async def batch_delete(self, request: Request) -> Response:
+        rc, body, _ = await self._batch_input(request, set())
+        result = BatchResult()
+        ids: list[str] = []
+        for item in body:
+            try:
+                ids.append(check_entity_id(item))
+            except NgsiLdError as error:
+                result.fail(item, error)
+        if ids:
+            await self.service.require_tenant(rc.tenant)
+            await self.service.batch_delete(rc.tenant, ids, result)
+        return self._batch_response(rc, result, 204)
+
+    # --- discovery (clause 5.7.5-5.7.10) ---------------------------------------------------------------------
+    async def types_get(self, request: Request) -> Response:
+        params = _params(request, {"details", "local"})
+        rc = await self._context(request)
+        summary = await self.service.type_summary(rc.tenant)
+        if _bool(params, "details"):
+            data: Any = [{"id": t, "type": "EntityType", "typeName": rc.ctx.compact_iri(t),
+                          "attributeNames": sorted(rc.ctx.compact_iri(a) for a in info["attrs"])}
+                         for t, info in sorted(summary.items())]
+        else:
+            data = {"id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}", "type": "EntityTypeList",
+                    "typeList": sorted(rc.ctx.compact_iri(t) for t in summary)}
+        return self._respond(rc, data)
+
+    async def type_get(self, request: Request) -> Response:
+        _params(request, {"local"})
+        rc = await self._context(request)
+        name = request.path_params["type"]
+        check_name(name)
+        iri = rc.ctx.expand_term(name)
+        summary = await self.service.type_summary(rc.tenant, iri)
+        info = summary.get(iri)
+        if info is None:
+            raise ResourceNotFound(f"no entity of type {name}")
+        data = {"id": iri, "type": "EntityTypeInfo", "typeName": rc.ctx.compact_iri(iri),
+                "entityCount": info["count"],
+                "attributeDetails": [{"id": a, "type": "Attribute", "attributeName": rc.ctx.compact_iri(a),
+                                      "attributeTypes": sorted(kinds)} for a, kinds in sorted(info["attrs"].items())]}
+        return self._respond(rc, data)
+
+    async def attributes_get(self, request: Request) -> Response:
+        params = _params(request, {"details", "local"})
+        rc = await self._context(request)
+        summary = await self.service.attribute_summary(rc.tenant)
+        if _bool(params, "details"):
+            data: Any = [self._attribute_info(rc, a, info) for a, info in sorted(summary.items())]
+        else:
+            data = {"id": f"urn:ngsi-ld:AttributeList:{uuid.uuid4()}", "type": "AttributeList",
+                    "attributeList": sorted(rc.ctx.compact_iri(a) for a in summary)}
+        return self._respond(rc, data)
+
+    async def attribute_get(self, request: Request) -> Response:
+        _params(request, {"local"})
+        rc = await self._context(request)
+        name = request.path_params["attrId"]
+        check_name(name)
+        iri = rc.ctx.expand_term(name)
+        info = (await self.service.attribute_summary(rc.tenant)).get(iri)
+        if info is None:
+            raise ResourceNotFound(f"no attribute {name}")
+        return self._respond(rc, self._attribute_info(rc, iri, info))
+
+    @staticmethod
+    def _attribute_info(rc: RequestContext, iri: str, info: dict[str, Any]) -> dict[str, Any]:
+        return {"id": iri, "type": "Attribute", "attributeName": rc.ctx.compact_iri(iri),
+                "attributeCount": info["count"], "attributeTypes": sorted(info["kinds"]),
+                "typeNames": sorted(rc.ctx.compact_iri(t) for t in info["types"])}
+
+    # --- @context management (clause 5.13) -------------------------------------------------------------------
+    async def contexts_get(self, request: Request) -> Response:
+        params = _params(request, {"details", "kind"})
+        _accept(request)
+        kind = params.get("kind")
+        if kind is not None and kind not in ("Hosted", "Cached", "ImplicitlyCreated"):
+            raise BadRequestData("kind must be Hosted, Cached or ImplicitlyCreated")
+        entries = self.contexts.list(kind)
+        data = [e.info() for e in entries] if _bool(params, "details") else [e.url for e in entries]
+        return Response(orjson.dumps(data), media_type=JSON)
+
+    async def contexts_post(self, request: Request) -> Response:
+        _params(request, set())
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype not in (JSON, JSONLD):
+            raise UnsupportedMediaType(f"Content-Type must be {JSON} or {JSONLD}")
+        body = await _read_json(request, self.max_body_bytes)
+        entry = await self.contexts.add_hosted(body, self.base_url)
+        return Response(status_code=201, headers={"Location": entry.url})
+
+    async def context_get(self, request: Request) -> Response:
+        params = _params(request, {"details"})
+        entry = self.contexts.get(request.path_params["contextId"])
+        if _bool(params, "details"):
+            return Response(orjson.dumps(entry.info()), media_type=JSON)
+        return Response(orjson.dumps(entry.document), media_type=JSONLD)
+
+    async def context_delete(self, request: Request) -> Response:
+        params = _params(request, {"reload"})
+        await self.contexts.delete(request.path_params["contextId"], reload=_bool(params, "reload"))
+        return Response(status_code=204)
+
+
+# --- parameter helpers -----------------------------------------------------------------------------------------
+
+def _core_url() -> str:
+    from sleutelbos.broker.context import CORE_CONTEXT_URL
+
+    return CORE_CONTEXT_URL
+
+
+def _body_contexts(body: Any) -> list[Any]:
+    if isinstance(body, dict) and "@context" in body:
+        return [body["@context"]]
+    if isinstance(body, list):
+        return [item["@context"] for item in body if isinstance(item, dict) and "@context" in item][:1]
+    return []
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def _params(request: Request, allowed: set[str]) -> dict[str, str]:
+    """Query parameters, each at most once; an unknown one is rejected (clause 6.3.2 leaves no room for guesses)."""
+    out: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key not in allowed:
+            names = ", ".join(sorted(allowed)) or "none"
+            raise BadRequestData(f"unknown query parameter {key!r}; allowed here: {names}")
+        if key in out:
+            raise BadRequestData(f"query parameter {key!r} given more than once")
+        out[key] = value
+    return out
+
+
+def _options(params: dict[str, str], allowed: set[str]) -> set[str]:
+    raw = params.get("options")
+    if raw is None:
+        return set()
+    options = {o.strip() for o in raw.split(",") if o.strip()}
+    unknown = options - allowed
+    if unknown:
+        raise BadRequestData(f"unknown option(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+    if len(options & {"keyValues", "concise", "normalized", "simplified"}) > 1:
+        raise BadRequestData("options keyValues, concise and normalized exclude each other")
+    return options
+
+
+def _int(params: dict[str, str], key: str, default: int) -> int:
+    raw = params.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequestData(f"{key} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def _bool(params: dict[str, str], key: str) -> bool:
+    raw = params.get(key)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise BadRequestData(f"{key} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
+def _entity_id(request: Request) -> str:
+    return check_entity_id(request.path_params["entityId"])
+
+
+def _attr_name(request: Request, ctx: CompiledContext) -> str:
+    name = request.path_params["attrId"]
+    check_name(name)
+    return ctx.expand_term(name)
+
+
+def _partial_instance(name: str, patch: dict[str, Any], ctx: CompiledContext, now: str) -> dict[str, Any]:
+    from sleutelbos.broker.entity import VALUE_MEMBER
+
+    kind = patch.get("type", "Property")
+    member = VALUE_MEMBER.get(kind, "value") if isinstance(kind, str) else "value"
+    if member not in patch:
+        # a partial update may carry only metadata or sub-attributes: validate with a placeholder value
+        instance = expand_instance(name, {**patch, member: _placeholder(kind)}, ctx, now)
+        instance.pop(member, None)
+    else:
+        instance = expand_instance(name, patch, ctx, now)
+    instance.pop("createdAt", None)
+    return instance
+
+
+def _placeholder(kind: Any) -> Any:
+    return {"Relationship": "urn:ngsi-ld:placeholder", "GeoProperty": {"type": "Point", "coordinates": [0, 0]},
+            "LanguageProperty": {"en": ""}, "ListProperty": [], "ListRelationship": [],
+            "VocabProperty": "placeholder"}.get(kind, 0)
+
+
+def _page_url(request: Request, offset: int, limit: int) -> str:
+    params = dict(request.query_params)
+    params["offset"] = str(offset)
+    params["limit"] = str(limit)
+    return f"{request.url.path}?{urlencode(params)}"
+
+
+def _split(raw: str | None) -> list[str]:
+    return [p.strip() for p in raw.split(",") if p.strip()] if raw else []
+
+
+def _projection(params: dict[str, str], ctx: CompiledContext
+                ) -> tuple[set[str] | None, set[str] | None, set[str] | None]:
+    """``pick``, ``omit`` (clause 4.21) and ``attrs`` as expanded IRIs (``id``/``type`` kept as such), expanded once
+    per request; ``representation.render`` applies them."""
+    pick_raw = _split(params.get("pick")) or None
+    omit_raw = _split(params.get("omit")) or None
+    attrs_raw = _split(params.get("attrs")) or None
+    if pick_raw and omit_raw:
+        raise BadRequestData("pick and omit exclude each other")
+
+    def expand(names: list[str] | None) -> set[str] | None:
+        if not names:
+            return None
+        return {n if n in ("id", "type") else ctx.expand_term(_checked(n)) for n in names}
+
+    return expand(pick_raw), expand(omit_raw), expand(attrs_raw)
+
+
+def _checked(name: str) -> str:
+    check_name(name)
+    return name
+
+
+def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> EntityFilter:
+    f = EntityFilter()
+    if params.get("type"):
+        from sleutelbos.broker.query.typeselection import parse_type_selection
+
+        f.type_groups = parse_type_selection(params["type"], ctx)
+    if params.get("id"):
+        f.ids = [check_entity_id(i) for i in _split(params["id"])]
+    if params.get("idPattern"):
+        from sleutelbos.broker.store.base import id_pattern_ok
+
+        f.id_pattern = id_pattern_ok(params["idPattern"])
+    if params.get("attrs"):
+        f.attrs = [ctx.expand_term(_checked(a)) for a in _split(params["attrs"])]
+    if params.get("q"):
+        _add_q(f, params["q"], ctx, dialect)
+    if params.get("scopeQ"):
+        from sleutelbos.broker.query.scopeq import parse_scope_query, scope_sql
+
+        f.sql.append(scope_sql(parse_scope_query(params["scopeQ"]), dialect))
+    if params.get("csf"):
+        raise BadRequestData("csf applies to context source registrations, which this broker does not hold")
+    if any(params.get(k) for k in ("georel", "geometry", "coordinates", "geoproperty")):
+        _add_geo(f, params, ctx)
+    return f
+
+
+def _add_q(f: EntityFilter, q: str, ctx: CompiledContext, dialect: str) -> None:
+    """Parse ``q`` and translate it to SQL over ``e.doc`` (query package), so that the database filters and pages."""
+    from sleutelbos.broker.query.parser import parse_query
+    from sleutelbos.broker.query.sql import SqlTarget, translate
+
+    node = parse_query(q, ctx)
+    f.sql.append(translate(node, SqlTarget(dialect)))  # type: ignore[arg-type]
+
+
+def _add_geo(f: EntityFilter, params: dict[str, str], ctx: CompiledContext) -> None:
+    from sleutelbos.broker.query.geo import parse_geoquery
+
+    query = parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
+                           params.get("geoproperty"), ctx)
+    if query is None:
+        return
+    f.post.append(query.matches)
+    if query.bbox is not None:
+        f.bbox = query.bbox

@@ -1,0 +1,301 @@
+"""PostgreSQL store (asyncpg): the scaled one. Same schema as SQLite (see ``store.base``), with ``jsonb`` documents and
+``text[]`` types. No GIN index on ``doc``: the ``q`` translation walks the document with ``jsonb_path_query`` and
+``jsonb_each``, which such an index does not serve, and it cost more than half of a batch upsert's time; the
+attribute value index of ``query.sql`` is the way to index ``q`` terms.
+
+A write transaction locks the rows it reads (``SELECT ... FOR UPDATE``) so that concurrent read-modify-writes from
+several API workers cannot lose an update; the commit is durable before the client is answered (PostgreSQL's
+``synchronous_commit`` default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.query.sql import POSTGRES_FUNCTIONS_DDL
+from sleutelbos.broker.store.base import (
+    DEFAULT_TENANT,
+    EntityFilter,
+    EntityStore,
+    HistoryRow,
+    StoreTransaction,
+    location_bbox,
+)
+from sleutelbos.core.database import migrate_postgres
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE broker_tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+    CREATE TABLE broker_entities (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, types TEXT[] NOT NULL,
+        created_at TEXT NOT NULL, modified_at TEXT NOT NULL, doc JSONB NOT NULL,
+        geo_minx DOUBLE PRECISION, geo_miny DOUBLE PRECISION, geo_maxx DOUBLE PRECISION, geo_maxy DOUBLE PRECISION,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE INDEX broker_entities_type ON broker_entities (tenant, type, id);
+    CREATE INDEX broker_entities_geo ON broker_entities (tenant, geo_minx, geo_miny) WHERE geo_minx IS NOT NULL;
+    CREATE TABLE broker_entity_history (
+        seq BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, modified_at TEXT NOT NULL,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE, instances JSONB
+    );
+    CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document JSONB NOT NULL,
+                                         created_at TEXT NOT NULL);
+    """,
+    POSTGRES_FUNCTIONS_DDL,
+    """
+    CREATE TABLE broker_entity_extra_types (tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+                                            PRIMARY KEY (tenant, type, id));
+    CREATE INDEX broker_entity_extra_types_id ON broker_entity_extra_types (tenant, id);
+    INSERT INTO broker_entity_extra_types
+        SELECT tenant, t, id FROM broker_entities, unnest(types[2:]) AS t ON CONFLICT DO NOTHING;
+    """,
+]
+
+_UPSERT = (
+    "INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
+    " geo_maxx, geo_maxy) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11) ON CONFLICT (tenant, id) DO UPDATE SET"
+    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
+    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
+    " geo_maxy=excluded.geo_maxy"
+)
+_HISTORY = (
+    "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
+    " VALUES ($1,$2,$3,$4,$5::jsonb)"
+)
+# A batch is one statement over arrays (unnest), not executemany: one round trip and one plan for 1,000 rows.
+_UPSERT_ARRAYS = (
+    "INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
+    " geo_maxx, geo_maxy)"
+    " SELECT $1, u.id, u.type, ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb)), u.created_at, u.modified_at,"
+    " u.doc::jsonb, u.minx, u.miny, u.maxx, u.maxy"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[],"
+    " $10::float8[], $11::float8[]) AS u(id, type, types, created_at, modified_at, doc, minx, miny, maxx, maxy)"
+    " ON CONFLICT (tenant, id) DO UPDATE SET"
+    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
+    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
+    " geo_maxy=excluded.geo_maxy"
+)
+_HISTORY_ARRAYS = (
+    "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
+    " SELECT $1, u.entity_id, u.modified_at, u.deleted, u.instances::jsonb"
+    " FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[]) AS u(entity_id, modified_at, deleted, instances)"
+)
+
+
+def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
+    types = entity["type"]
+    return (tenant, entity["id"], types[0], types, entity["createdAt"], entity["modifiedAt"],
+            orjson.dumps(entity).decode(), *location_bbox(entity))
+
+
+class _Params:
+    """Numbers ``$n`` placeholders while a statement is assembled."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _has_type(t: str, extra: set[str], p: _Params) -> str:
+    """As in the SQLite store: the first-type index alone unless some entity carries ``t`` as a further type."""
+    if t in extra:
+        first, other = p(t), p(t)
+        return f"(e.type = {first} OR e.id IN (SELECT x.id FROM broker_entity_extra_types x WHERE x.tenant = e.tenant AND x.type = {other}))"  # noqa: S608, E501
+    return f"e.type = {p(t)}"
+
+
+async def _extra_types(conn: asyncpg.Connection, tenant: str, f: EntityFilter) -> set[str]:
+    wanted = sorted({t for group in f.type_groups for t in group})
+    if not wanted:
+        return set()
+    rows = await conn.fetch("SELECT DISTINCT type FROM broker_entity_extra_types WHERE tenant = $1"
+                            " AND type = ANY($2::text[])", tenant, wanted)
+    return {r[0] for r in rows}
+
+
+def where_postgres(tenant: str, f: EntityFilter, p: _Params, extra_types: set[str] | None = None) -> str:
+    extra = extra_types or set()
+    clauses = [f"e.tenant = {p(tenant)}"]
+    if f.type_groups:
+        ors = ["(" + " AND ".join(_has_type(t, extra, p) for t in group) + ")" for group in f.type_groups]
+        clauses.append("(" + " OR ".join(ors) + ")")
+    if f.ids:
+        clauses.append(f"e.id = ANY({p(list(f.ids))}::text[])")
+    if f.id_pattern:
+        clauses.append(f"e.id ~ {p(f.id_pattern)}")
+    if f.attrs:
+        clauses.append(f"e.doc ?| {p(list(f.attrs))}::text[]")
+    if f.bbox is not None:
+        minx, miny, maxx, maxy = f.bbox
+        clauses.append(f"e.geo_minx IS NOT NULL AND e.geo_maxx >= {p(minx)} AND e.geo_minx <= {p(maxx)}"
+                       f" AND e.geo_maxy >= {p(miny)} AND e.geo_miny <= {p(maxy)}")
+    for cond in f.sql:
+        clauses.append("(" + cond.sql.format(*[p(v) for v in cond.params]) + ")")
+    return " AND ".join(clauses)
+
+
+class _PgTransaction(StoreTransaction):
+    def __init__(self, conn: asyncpg.Connection, tenant: str) -> None:
+        self.conn = conn
+        self.tenant = tenant
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
+        rows = await self.conn.fetch(
+            "SELECT id, doc::text FROM broker_entities WHERE tenant = $1 AND id = ANY($2::text[]) FOR UPDATE",
+            self.tenant, list(ids))
+        return {r[0]: orjson.loads(r[1]) for r in rows}
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, str]:
+        rows = await self.conn.fetch(
+            "SELECT id, created_at FROM broker_entities WHERE tenant = $1 AND id = ANY($2::text[]) FOR UPDATE",
+            self.tenant, list(ids))
+        return {r[0]: r[1] for r in rows}
+
+    async def upsert(self, entities: Sequence[Entity]) -> None:
+        if len(entities) == 1:
+            await self.conn.execute(_UPSERT, *entity_row(self.tenant, entities[0]))
+        else:
+            rows = [entity_row(self.tenant, e) for e in entities]
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            columns[3] = [orjson.dumps(t).decode() for t in columns[3]]
+            await self.conn.execute(_UPSERT_ARRAYS, self.tenant, *columns[1:])
+        multi = [e for e in entities if len(e["type"]) > 1]
+        has_extra = await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM broker_entity_extra_types WHERE tenant = $1)", self.tenant)
+        if multi or has_extra:
+            await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2)",
+                                    self.tenant, [e["id"] for e in entities])
+            await self.conn.executemany("INSERT INTO broker_entity_extra_types VALUES ($1, $2, $3)"
+                                        " ON CONFLICT DO NOTHING",
+                                        [(self.tenant, t, e["id"]) for e in multi for t in e["type"][1:]])
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        await self.conn.execute("DELETE FROM broker_entities WHERE tenant = $1 AND id = ANY($2::text[])",
+                                self.tenant, list(ids))
+        await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[])",
+                                self.tenant, list(ids))
+
+    async def delete_by_filter(self, entity_filter: EntityFilter) -> list[str]:
+        p = _Params()
+        where = where_postgres(self.tenant, entity_filter, p,
+                               await _extra_types(self.conn, self.tenant, entity_filter))
+        rows = await self.conn.fetch(f"DELETE FROM broker_entities e WHERE {where} RETURNING e.id", *p.values)  # noqa: S608
+        ids = [r[0] for r in rows]
+        await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[])",
+                                self.tenant, ids)
+        return ids
+
+    async def history(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
+            return
+        instances = [None if r.instances is None else orjson.dumps(r.instances).decode() for r in rows]
+        if len(rows) == 1:
+            r = rows[0]
+            await self.conn.execute(_HISTORY, self.tenant, r.entity_id, r.modified_at, r.deleted, instances[0])
+        else:
+            await self.conn.execute(_HISTORY_ARRAYS, self.tenant, [r.entity_id for r in rows],
+                                    [r.modified_at for r in rows], [r.deleted for r in rows], instances)
+
+
+class PostgresEntityStore(EntityStore):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, min_size: int = 2, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._tenants: set[str] = {DEFAULT_TENANT}
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
+        async with self._pool.acquire() as conn:
+            await migrate_postgres(conn, "broker", MIGRATIONS)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "store not opened"
+        return self._pool
+
+    async def tenants(self) -> list[str]:
+        rows = await self.pool.fetch("SELECT name FROM broker_tenants")
+        self._tenants |= {r[0] for r in rows}
+        return sorted(self._tenants)
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant in self._tenants:
+            return True
+        return tenant in await self.tenants()
+
+    @asynccontextmanager
+    async def transaction(self, tenant: str) -> AsyncIterator[StoreTransaction]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if tenant not in self._tenants:
+                await conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES ($1, $2)"
+                                   " ON CONFLICT DO NOTHING", tenant, now_iso())
+            yield _PgTransaction(conn, tenant)
+        self._tenants.add(tenant)
+
+    async def get(self, tenant: str, entity_id: str) -> Entity | None:
+        doc = await self.pool.fetchval("SELECT doc::text FROM broker_entities WHERE tenant = $1 AND id = $2",
+                                       tenant, entity_id)
+        return None if doc is None else orjson.loads(doc)
+
+    async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
+        if entity_filter.post:
+            matched = [e async for e in self.scan(tenant, entity_filter) if all(p(e) for p in entity_filter.post)]
+            count = len(matched) if entity_filter.count else None
+            return matched[entity_filter.offset:entity_filter.offset + entity_filter.limit], count
+        p = _Params()
+        count: int | None = None
+        async with self.pool.acquire() as conn:
+            where = where_postgres(tenant, entity_filter, p, await _extra_types(conn, tenant, entity_filter))
+            if entity_filter.count:
+                count = await conn.fetchval(f"SELECT COUNT(*) FROM broker_entities e WHERE {where}", *p.values)  # noqa: S608
+            if entity_filter.limit == 0:
+                return [], count
+            sql = (f"SELECT e.doc::text FROM broker_entities e WHERE {where} ORDER BY e.id"  # noqa: S608
+                   f" LIMIT {p(entity_filter.limit)} OFFSET {p(entity_filter.offset)}")
+            rows = await conn.fetch(sql, *p.values)
+        return [orjson.loads(r[0]) for r in rows], count
+
+    async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
+        p = _Params()
+        async with self.pool.acquire() as conn, conn.transaction():
+            where = where_postgres(tenant, entity_filter, p, await _extra_types(conn, tenant, entity_filter))
+            async for row in conn.cursor(
+                f"SELECT e.doc::text FROM broker_entities e WHERE {where} ORDER BY e.id", *p.values  # noqa: S608
+            ):
+                yield orjson.loads(row[0])
+
+    async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
+        if entity_id is None:
+            return int(await self.pool.fetchval(
+                "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = $1", tenant))
+        return int(await self.pool.fetchval(
+            "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = $1 AND entity_id = $2", tenant, entity_id))
+
+    async def hosted_contexts(self) -> list[tuple[str, str, Any, str]]:
+        rows = await self.pool.fetch("SELECT local_id, url, document::text, created_at FROM broker_jsonld_contexts")
+        return [(r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
+
+    async def save_hosted_context(self, local_id: str, url: str, document: Any, created_at: str) -> None:
+        await self.pool.execute("INSERT INTO broker_jsonld_contexts VALUES ($1,$2,$3::jsonb,$4)",
+                                local_id, url, orjson.dumps(document).decode(), created_at)
+
+    async def delete_hosted_context(self, local_id: str) -> None:
+        await self.pool.execute("DELETE FROM broker_jsonld_contexts WHERE local_id = $1", local_id)

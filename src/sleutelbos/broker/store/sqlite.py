@@ -1,0 +1,351 @@
+"""SQLite store: the embedded default.
+
+Durability (docs/decisions/0501-sqlite-store.md): WAL journal, ``synchronous=NORMAL`` by default. A commit in WAL
+mode ``write()``s the transaction's frames to the ``-wal`` file before ``COMMIT`` returns, so the data is in the
+kernel's page cache when the client gets its answer and ``kill -9`` of the broker cannot take it back (tested); only a
+power loss or kernel crash could lose the last commits, which ``broker_sqlite_synchronous=FULL`` (an ``fsync`` per
+commit) closes.
+
+Calls run on the event loop's thread with the standard ``sqlite3`` module, not through ``aiosqlite``: with WAL and
+``synchronous=NORMAL`` a statement costs tens of microseconds and a commit does not ``fsync``, whereas each aiosqlite
+call is a hand-off to a worker thread and back (0.1-1 ms on a loaded 2-core machine) — it cut single-update
+throughput by an order of magnitude. The one slow operation, the WAL checkpoint (it ``fsync``\\ s), is taken off the
+commit path (``wal_autocheckpoint=0``) and run every second in a worker thread on its own connection.
+``aiosqlite`` still opens the file once at start for ``core.database.migrate_sqlite``.
+
+Entities live in a rowid table with a ``UNIQUE (tenant, id)`` index, not ``WITHOUT ROWID``: the rows carry a
+whole JSON document (~1 KB), and SQLite's own guidance is that WITHOUT ROWID suits small rows — measured, it doubled
+the cost of a batch upsert.
+
+Writers are serialised by an ``asyncio.Lock`` and ``BEGIN IMMEDIATE`` (SQLite has one writer anyway), so a
+read-modify-write cannot interleave with another; readers use their own connection, which WAL lets read while the
+writer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.query.sql import SQLITE_FUNCTIONS
+from sleutelbos.broker.store.base import (
+    DEFAULT_TENANT,
+    EntityFilter,
+    EntityStore,
+    HistoryRow,
+    StoreTransaction,
+    location_bbox,
+)
+from sleutelbos.core.database import migrate_sqlite
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE broker_tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+    CREATE TABLE broker_entities (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, types TEXT NOT NULL,
+        created_at TEXT NOT NULL, modified_at TEXT NOT NULL, doc TEXT NOT NULL,
+        geo_minx REAL, geo_miny REAL, geo_maxx REAL, geo_maxy REAL,
+        UNIQUE (tenant, id)
+    );
+    CREATE INDEX broker_entities_type ON broker_entities (tenant, type, id);
+    CREATE TABLE broker_entity_history (
+        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0, instances TEXT
+    );
+    CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document TEXT NOT NULL,
+                                         created_at TEXT NOT NULL);
+    """,
+    """
+    CREATE TABLE broker_entity_extra_types (tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+                                            PRIMARY KEY (tenant, type, id)) WITHOUT ROWID;
+    CREATE INDEX broker_entity_extra_types_id ON broker_entity_extra_types (tenant, id);
+    INSERT OR IGNORE INTO broker_entity_extra_types
+        SELECT e.tenant, j.value, e.id FROM broker_entities e, json_each(e.types) j WHERE j.key > 0;
+    """,
+]
+
+_UPSERT = (
+    "INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny, geo_maxx,"
+    " geo_maxy) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET type=excluded.type,"
+    " types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at, doc=excluded.doc,"
+    " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
+)
+_HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
+_CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
+
+
+def _regexp(pattern: str, value: Any) -> bool:
+    return value is not None and re.search(pattern, str(value)) is not None
+
+
+def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
+    types = entity["type"]
+    return (tenant, entity["id"], types[0], orjson.dumps(types).decode(), entity["createdAt"],
+            entity["modifiedAt"], orjson.dumps(entity).decode(), *location_bbox(entity))
+
+
+def history_row(tenant: str, row: HistoryRow) -> tuple[Any, ...]:
+    return (tenant, row.entity_id, row.modified_at, int(row.deleted),
+            None if row.instances is None else orjson.dumps(row.instances).decode())
+
+
+def _has_type(t: str, extra: set[str], params: list[Any]) -> str:
+    """``e`` has type ``t``: its first type, or (only when some entity has ``t`` as a further type) the side table —
+    so that the common case stays an index range scan in id order that LIMIT can stop early."""
+    if t in extra:
+        params += [t, t]
+        return ("(e.type = ? OR e.id IN (SELECT x.id FROM broker_entity_extra_types x WHERE x.tenant = e.tenant"
+                " AND x.type = ?))")
+    params.append(t)
+    return "e.type = ?"
+
+
+def where_sqlite(tenant: str, f: EntityFilter, extra_types: set[str] | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (``e`` = broker_entities) for the SQL part of a filter."""
+    extra = extra_types or set()
+    clauses = ["e.tenant = ?"]
+    params: list[Any] = [tenant]
+    if f.type_groups:
+        ors = ["(" + " AND ".join(_has_type(t, extra, params) for t in group) + ")" for group in f.type_groups]
+        clauses.append("(" + " OR ".join(ors) + ")")
+    if f.ids:
+        clauses.append(f"e.id IN ({','.join('?' * len(f.ids))})")
+        params += f.ids
+    if f.id_pattern:
+        clauses.append("regexp(?, e.id)")
+        params.append(f.id_pattern)
+    if f.attrs:
+        clauses.append("(" + " OR ".join("json_type(e.doc, ?) IS NOT NULL" for _ in f.attrs) + ")")
+        params += [json_path(a) for a in f.attrs]
+    if f.bbox is not None:
+        minx, miny, maxx, maxy = f.bbox
+        clauses.append("e.geo_minx IS NOT NULL AND e.geo_maxx >= ? AND e.geo_minx <= ? AND e.geo_maxy >= ?"
+                       " AND e.geo_miny <= ?")
+        params += [minx, maxx, miny, maxy]
+    for cond in f.sql:
+        clauses.append(f"({cond.sql})")
+        params += cond.params
+    return " AND ".join(clauses), params
+
+
+def json_path(iri: str) -> str:
+    """A SQLite JSON path to a top-level member named by an IRI (quoted: IRIs contain ``.`` and ``:``)."""
+    return '$."' + iri.replace('"', '\\"') + '"'
+
+
+class _SqliteTransaction(StoreTransaction):
+    def __init__(self, conn: sqlite3.Connection, tenant: str, extra_types: dict[str, set[str]]) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.extra_types = extra_types  # the store's cache: tenant → types some entity has as a further type
+
+    def _in_chunks(self, columns: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {columns} FROM broker_entities WHERE tenant = ? AND id IN ({marks})"  # noqa: S608
+            out += self.conn.execute(sql, [self.tenant, *chunk]).fetchall()
+        return out
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
+        return {r[0]: orjson.loads(r[1]) for r in self._in_chunks("id, doc", ids)}
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, str]:
+        return dict(self._in_chunks("id, created_at", ids))  # type: ignore[arg-type]
+
+    async def upsert(self, entities: Sequence[Entity]) -> None:
+        self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+        multi = [e for e in entities if len(e["type"]) > 1]
+        if multi or self.extra_types.get(self.tenant):
+            self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
+                                  [(self.tenant, e["id"]) for e in entities])
+            self.conn.executemany("INSERT OR IGNORE INTO broker_entity_extra_types VALUES (?, ?, ?)",
+                                  [(self.tenant, t, e["id"]) for e in multi for t in e["type"][1:]])
+            # only ever grows: a stale entry just sends that type's queries down the (correct) slower path
+            self.extra_types.setdefault(self.tenant, set()).update(t for e in multi for t in e["type"][1:])
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        pairs = [(self.tenant, i) for i in ids]
+        self.conn.executemany("DELETE FROM broker_entities WHERE tenant = ? AND id = ?", pairs)
+        self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?", pairs)
+
+    async def delete_by_filter(self, entity_filter: EntityFilter) -> list[str]:
+        where, params = where_sqlite(self.tenant, entity_filter, self.extra_types.get(self.tenant))
+        ids = [r[0] for r in self.conn.execute(f"SELECT e.id FROM broker_entities e WHERE {where}", params)]  # noqa: S608
+        await self.delete(ids)
+        return ids
+
+    async def history(self, rows: Sequence[HistoryRow]) -> None:
+        if rows:
+            self.conn.executemany(_HISTORY, [history_row(self.tenant, r) for r in rows])
+
+
+class SqliteEntityStore(EntityStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path | None, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._tenants: set[str] = {DEFAULT_TENANT}
+        self._extra_types: dict[str, set[str]] = {}
+
+    def _target(self) -> tuple[str, bool]:
+        if self.path is None:
+            return f"file:sleutelbos-broker-{id(self)}?mode=memory&cache=shared", True
+        return str(self.path), False
+
+    def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
+        target, uri = self._target()
+        conn = sqlite3.connect(target, isolation_level=None, uri=uri, check_same_thread=check_same_thread)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+        conn.execute("PRAGMA mmap_size=1073741824")  # read pages through mmap, not a read() per page
+        conn.create_function("regexp", 2, _regexp, deterministic=True)
+        for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
+            conn.create_function(name, nargs, fn, deterministic=True)
+        return conn
+
+    async def open(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = asyncio.Lock()
+        if self.path is None:  # keep the shared in-memory database alive across connections
+            self._writer = self._connect()
+        target, uri = self._target()
+        async with aiosqlite.connect(target, isolation_level=None, uri=uri) as conn:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await migrate_sqlite(conn, "broker", MIGRATIONS)
+        if self._writer is None:
+            self._writer = self._connect()
+        self._reader = self._connect()
+        self._tenants |= {r[0] for r in self._writer.execute("SELECT name FROM broker_tenants")}
+        for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
+            self._extra_types.setdefault(tenant, set()).add(type_)
+        if self.path is not None:
+            self._checkpointer = self._connect(check_same_thread=False)
+            self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+
+    async def _checkpoint_loop(self) -> None:
+        assert self._checkpointer is not None
+        conn = self._checkpointer
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def close(self) -> None:
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        for conn in (self._reader, self._checkpointer, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = self._checkpointer = None
+
+    async def tenants(self) -> list[str]:
+        return sorted(self._tenants)
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        return tenant in self._tenants
+
+    @asynccontextmanager
+    async def transaction(self, tenant: str) -> AsyncIterator[StoreTransaction]:
+        assert self._writer is not None and self._lock is not None
+        async with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if tenant not in self._tenants:
+                    conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 (tenant, now_iso()))
+                yield _SqliteTransaction(conn, tenant, self._extra_types)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self._tenants.add(tenant)
+
+    async def get(self, tenant: str, entity_id: str) -> Entity | None:
+        assert self._reader is not None
+        row = self._reader.execute("SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?",
+                                   (tenant, entity_id)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
+        assert self._reader is not None
+        f = entity_filter
+        if f.post:
+            matched = [e async for e in self.scan(tenant, f) if all(p(e) for p in f.post)]
+            return matched[f.offset:f.offset + f.limit], len(matched) if f.count else None
+        where, params = where_sqlite(tenant, f, self._extra_types.get(tenant))
+        count: int | None = None
+        if f.count:
+            count = self._reader.execute(f"SELECT COUNT(*) FROM broker_entities e WHERE {where}",  # noqa: S608
+                                         params).fetchone()[0]
+        if f.limit == 0:
+            return [], count
+        sql = f"SELECT e.doc FROM broker_entities e WHERE {where} ORDER BY e.id LIMIT ? OFFSET ?"  # noqa: S608
+        rows = self._reader.execute(sql, [*params, f.limit, f.offset]).fetchall()
+        return [orjson.loads(r[0]) for r in rows], count
+
+    async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
+        assert self._reader is not None
+        where, params = where_sqlite(tenant, entity_filter, self._extra_types.get(tenant))
+        cursor = self._reader.execute(f"SELECT e.doc FROM broker_entities e WHERE {where} ORDER BY e.id",  # noqa: S608
+                                      params)
+        while True:
+            rows = cursor.fetchmany(500)
+            if not rows:
+                break
+            for row in rows:
+                yield orjson.loads(row[0])
+            await asyncio.sleep(0)  # a long scan lets other requests run between chunks
+
+    async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
+        assert self._reader is not None
+        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if entity_id is not None:
+            sql += " AND entity_id = ?"
+            params.append(entity_id)
+        return int(self._reader.execute(sql, params).fetchone()[0])
+
+    async def hosted_contexts(self) -> list[tuple[str, str, Any, str]]:
+        assert self._reader is not None
+        rows = self._reader.execute("SELECT local_id, url, document, created_at FROM broker_jsonld_contexts")
+        return [(r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
+
+    async def save_hosted_context(self, local_id: str, url: str, document: Any, created_at: str) -> None:
+        assert self._writer is not None and self._lock is not None
+        async with self._lock:
+            self._writer.execute("INSERT INTO broker_jsonld_contexts VALUES (?,?,?,?)",
+                                 (local_id, url, orjson.dumps(document).decode(), created_at))
+
+    async def delete_hosted_context(self, local_id: str) -> None:
+        assert self._writer is not None and self._lock is not None
+        async with self._lock:
+            self._writer.execute("DELETE FROM broker_jsonld_contexts WHERE local_id = ?", (local_id,))
