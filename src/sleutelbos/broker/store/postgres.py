@@ -25,6 +25,8 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.temporal.instants import instant
+from sleutelbos.broker.temporal.schema import POSTGRES_MIGRATIONS
 from sleutelbos.core.database import migrate_postgres
 
 MIGRATIONS: list[str] = [
@@ -49,6 +51,8 @@ MIGRATIONS: list[str] = [
                                          created_at TEXT NOT NULL);
     """,
     POSTGRES_FUNCTIONS_DDL,
+    # --- issue 3 (subscriptions, notifications, temporal): appended, see broker.temporal.schema ---
+    *POSTGRES_MIGRATIONS,
 ]
 
 _UPSERT = (
@@ -139,7 +143,7 @@ class _PgTransaction(StoreTransaction):
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         if rows:
             await self.conn.executemany(_HISTORY, [
-                (self.tenant, r.entity_id, r.attr, r.dataset_id, r.observed_at, r.modified_at, r.deleted,
+                (self.tenant, r.entity_id, r.attr, r.dataset_id, instant(r.observed_at), r.modified_at, r.deleted,
                  None if r.instance is None else orjson.dumps(r.instance).decode()) for r in rows])
 
 

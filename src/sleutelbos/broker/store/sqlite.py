@@ -31,6 +31,8 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.temporal.instants import instant
+from sleutelbos.broker.temporal.schema import SQLITE_MIGRATIONS
 from sleutelbos.core.database import migrate_sqlite
 
 MIGRATIONS: list[str] = [
@@ -51,6 +53,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document TEXT NOT NULL,
                                   created_at TEXT NOT NULL);
     """,
+    # --- issue 3 (subscriptions, notifications, temporal): appended, see broker.temporal.schema ---
+    *SQLITE_MIGRATIONS,
 ]
 
 _UPSERT = (
@@ -77,7 +81,8 @@ def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
 
 
 def history_row(tenant: str, row: HistoryRow) -> tuple[Any, ...]:
-    return (tenant, row.entity_id, row.attr, row.dataset_id, row.observed_at, row.modified_at, int(row.deleted),
+    return (tenant, row.entity_id, row.attr, row.dataset_id, instant(row.observed_at), row.modified_at,
+            int(row.deleted),
             None if row.instance is None else orjson.dumps(row.instance).decode())
 
 
