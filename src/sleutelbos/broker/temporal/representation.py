@@ -46,7 +46,8 @@ def simplified(rows: list[InstanceRow], column: str) -> Any:
         kind = row.instance.get("type", "Property")
         member = VALUE_MEMBER.get(kind, "value")
         entry = by_dataset.setdefault(row.dataset_id, {"type": kind, _PLURAL[member]: []})
-        entry.setdefault(_PLURAL[member], []).append([row.instance.get(member), row.time(column)])
+        shown = row.instance.get("observedAt", row.observed_at) if column == "observed_at" else row.modified_at
+        entry.setdefault(_PLURAL[member], []).append([row.instance.get(member), shown])
         if row.dataset_id is not None:
             entry["datasetId"] = row.dataset_id
     values = list(by_dataset.values())
