@@ -15,7 +15,7 @@ from tests.broker.conftest import BASE, Broker
 async def test_core_context_is_bundled_and_never_fetched() -> None:
     fetched: list[str] = []
 
-    async def fetcher(url: str, timeout: float) -> Any:
+    async def fetcher(url: str, timeout_s: float) -> Any:
         fetched.append(url)
         raise LdContextNotAvailable("offline")
 
@@ -34,9 +34,9 @@ async def test_remote_context_fetched_once_and_compiled_once(sdm_context_url: st
     store = ContextStore(fetch_timeout_s=2)
     original = store._fetcher
 
-    async def counting(url: str, timeout: float) -> Any:
+    async def counting(url: str, timeout_s: float) -> Any:
         calls.append(url)
-        return await original(url, timeout)
+        return await original(url, timeout_s)
 
     store._fetcher = counting
     first = await store.compile(sdm_context_url)

@@ -79,7 +79,7 @@ async def test_acknowledged_writes_survive_kill_9_and_restart_resumes(tmp_path: 
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             writers = [asyncio.create_task(_writer(client, w, acked, stop)) for w in range(4)]
-            while len(acked) < 600:
+            while len(acked) < 600:  # noqa: ASYNC110 - polling a plain dict the writers fill
                 await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGKILL)  # mid-stream: writers have requests in flight
             proc.wait(timeout=10)

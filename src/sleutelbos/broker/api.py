@@ -10,6 +10,7 @@ carry ``NGSILD-Results-Count`` with ``count=true`` and ``Link`` ``rel="next"``/`
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from sleutelbos.broker.errors import (
     BadRequestData,
     InternalError,
     InvalidRequest,
+    MethodNotAllowed,
     NgsiLdError,
     NotAcceptable,
     PayloadTooLarge,
@@ -55,6 +57,8 @@ MAX_LIMIT: Final = 1000
 _TENANT_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
+_ALL_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
+log = logging.getLogger("sleutelbos.broker")
 
 
 def problem_response(error: NgsiLdError) -> Response:
@@ -174,19 +178,26 @@ class BrokerApi:
             headers["Link"] = link_header_for(rc.context_url or _core_url())
         return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
 
-    def _route(self, path: str, handler: Handler, methods: list[str]) -> Route:
+    def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
+        """One route per path for every method, so that a wrong method is a 405 ProblemDetails, not plain text."""
+
         async def endpoint(request: Request) -> Response:
+            handler = handlers.get(request.method)
             try:
+                if handler is None:
+                    raise MethodNotAllowed(f"{request.method} is not allowed on {BASE}{path}; "
+                                           f"allowed: {', '.join(sorted(handlers))}")
                 return await handler(request)
             except NgsiLdError as error:
-                return problem_response(error)
+                response = problem_response(error)
+                if isinstance(error, MethodNotAllowed):
+                    response.headers["Allow"] = ", ".join(sorted(handlers))
+                return response
             except Exception as exc:  # the last line of defence: a ProblemDetails body, never a stack trace
-                import logging
-
-                logging.getLogger("sleutelbos.broker").exception("unhandled error in %s", path)
+                log.exception("unhandled error in %s %s", request.method, path)
                 return problem_response(InternalError(f"internal error: {type(exc).__name__}"))
 
-        return Route(BASE + path, endpoint, methods=methods)
+        return Route(BASE + path, endpoint, methods=list(_ALL_METHODS))
 
     # --- routes ---------------------------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
@@ -195,34 +206,32 @@ class BrokerApi:
         async def openapi(request: Request) -> Response:
             return Response(orjson.dumps(openapi_document()), media_type="application/json")
 
+        async def unknown(request: Request) -> Response:
+            raise ResourceNotFound(f"no such resource: {request.url.path}")
+
         return [
             Route(BASE + "/openapi.json", openapi, methods=["GET"]),
-            self._route("/entities", self.entities_post, ["POST"]),
-            self._route("/entities", self.entities_get, ["GET"]),
-            self._route("/entities", self.entities_purge, ["DELETE"]),
-            self._route("/entities/{entityId:path}/attrs/{attrId}", self.attr_patch, ["PATCH"]),
-            self._route("/entities/{entityId:path}/attrs/{attrId}", self.attr_put, ["PUT"]),
-            self._route("/entities/{entityId:path}/attrs/{attrId}", self.attr_delete, ["DELETE"]),
-            self._route("/entities/{entityId:path}/attrs", self.attrs_post, ["POST"]),
-            self._route("/entities/{entityId:path}/attrs", self.attrs_patch, ["PATCH"]),
-            self._route("/entities/{entityId:path}", self.entity_get, ["GET"]),
-            self._route("/entities/{entityId:path}", self.entity_put, ["PUT"]),
-            self._route("/entities/{entityId:path}", self.entity_patch, ["PATCH"]),
-            self._route("/entities/{entityId:path}", self.entity_delete, ["DELETE"]),
-            self._route("/entityOperations/create", self.batch_create, ["POST"]),
-            self._route("/entityOperations/upsert", self.batch_upsert, ["POST"]),
-            self._route("/entityOperations/update", self.batch_update, ["POST"]),
-            self._route("/entityOperations/delete", self.batch_delete, ["POST"]),
-            self._route("/entityOperations/merge", self.batch_merge, ["POST"]),
-            self._route("/entityOperations/query", self.batch_query, ["POST"]),
-            self._route("/types", self.types_get, ["GET"]),
-            self._route("/types/{type:path}", self.type_get, ["GET"]),
-            self._route("/attributes", self.attributes_get, ["GET"]),
-            self._route("/attributes/{attrId:path}", self.attribute_get, ["GET"]),
-            self._route("/jsonldContexts", self.contexts_get, ["GET"]),
-            self._route("/jsonldContexts", self.contexts_post, ["POST"]),
-            self._route("/jsonldContexts/{contextId:path}", self.context_get, ["GET"]),
-            self._route("/jsonldContexts/{contextId:path}", self.context_delete, ["DELETE"]),
+            self._route("/entities", {"POST": self.entities_post, "GET": self.entities_get,
+                                      "DELETE": self.entities_purge}),
+            self._route("/entities/{entityId:path}/attrs/{attrId}", {
+                "PATCH": self.attr_patch, "PUT": self.attr_put, "DELETE": self.attr_delete}),
+            self._route("/entities/{entityId:path}/attrs", {"POST": self.attrs_post, "PATCH": self.attrs_patch}),
+            self._route("/entities/{entityId:path}", {"GET": self.entity_get, "PUT": self.entity_put,
+                                                      "PATCH": self.entity_patch, "DELETE": self.entity_delete}),
+            self._route("/entityOperations/create", {"POST": self.batch_create}),
+            self._route("/entityOperations/upsert", {"POST": self.batch_upsert}),
+            self._route("/entityOperations/update", {"POST": self.batch_update}),
+            self._route("/entityOperations/delete", {"POST": self.batch_delete}),
+            self._route("/entityOperations/merge", {"POST": self.batch_merge}),
+            self._route("/entityOperations/query", {"POST": self.batch_query}),
+            self._route("/types", {"GET": self.types_get}),
+            self._route("/types/{type:path}", {"GET": self.type_get}),
+            self._route("/attributes", {"GET": self.attributes_get}),
+            self._route("/attributes/{attrId:path}", {"GET": self.attribute_get}),
+            self._route("/jsonldContexts", {"GET": self.contexts_get, "POST": self.contexts_post}),
+            self._route("/jsonldContexts/{contextId:path}", {"GET": self.context_get,
+                                                             "DELETE": self.context_delete}),
+            self._route("/{rest:path}", {m: unknown for m in _ALL_METHODS}),
         ]
 
     # --- entities ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ class BrokerComponent:
 
     def routes(self) -> list[BaseRoute]:
         extra = self.notify_and_remember.routes() if self.notify_and_remember else []
-        return [*self.api.routes(), *extra]
+        return [*extra, *self.api.routes()]  # before the core's catch-all 404 route
 
     async def start(self) -> None:
         await self.service.start()

@@ -38,6 +38,7 @@ from sleutelbos.broker.errors import BadRequestData, LdContextNotAvailable, Reso
 
 CORE_CONTEXT_URL: Final = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 _CORE_URL_RE: Final = re.compile(r"^https?://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(-v\d+(\.\d+)*)?\.jsonld$")
+_ABSOLUTE_URL_RE: Final = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 JSONLD_CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
 HOSTED_PATH: Final = "/ngsi-ld/v1/jsonldContexts/"
 _KEYWORDS_SKIPPED: Final = frozenset({"@id", "@type"})
@@ -171,6 +172,8 @@ class ContextStore:
         for item in items:
             if not isinstance(item, str | dict):
                 raise BadRequestData(f"@context entries must be URLs or objects, got {type(item).__name__}")
+            if isinstance(item, str) and not _ABSOLUTE_URL_RE.match(item):
+                raise BadRequestData(f"@context entry {item!r} is not an absolute http(s) URL")
         await self._prefetch(items, depth=0)
         compiled = self._compile_now(key, context, items)
         self._compiled[key] = compiled

@@ -4,30 +4,29 @@ The entity store (``store/``) owns the schema and the write path of entities; su
 the temporal queries need statements of their own on the same database. :class:`BrokerDatabase` gives them one small
 interface over both engines: statements are written with ``?`` placeholders and numbered ``$n`` for PostgreSQL.
 
-* PostgreSQL: the entity store's own ``asyncpg`` pool (its public ``pool``), so one set of connections serves both.
-* SQLite: two connections of its own on the same file (WAL lets them read while the store writes; a write waits on
-  SQLite's lock under ``busy_timeout``), with the same ``regexp`` and query functions registered.
+* Writes run inside the entity store's own write transaction (``store.transaction``; its ``conn``), so they are
+  serialised with the core's writes by the same lock — on SQLite, whose store runs ``sqlite3`` on the event loop's
+  thread, a second writer connection could otherwise wait on SQLite's file lock while blocking the loop.
+* Reads: on PostgreSQL the store's ``asyncpg`` pool; on SQLite a reader connection of our own made the way the
+  store makes its own (WAL: readers never wait for the writer).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from sleutelbos.broker.query.sql import register_aiosqlite_functions
+from sleutelbos.broker.store import DEFAULT_TENANT
 
 _PLACEHOLDER = re.compile(r"\?")
 
 
 def numbered(sql: str) -> str:
     """``?`` → ``$1, $2, ...`` (the statements given here contain no other ``?``)."""
-    counter = iter(range(1, 10_000))
+    counter = iter(range(1, 100_000))
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
 
 
@@ -37,39 +36,23 @@ class BrokerDatabase:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.dialect: str = store.dialect
-        self._reader: aiosqlite.Connection | None = None
-        self._writer: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._reader: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         if self.dialect == "sqlite":
-            path: Path | None = self.store.path
-            self._writer = await self._connect(path)
-            self._reader = await self._connect(path) if path is not None else self._writer
-
-    async def _connect(self, path: Path | None) -> aiosqlite.Connection:
-        target = str(path) if path else "file:sleutelbos-broker?mode=memory&cache=shared"
-        conn = await aiosqlite.connect(target, isolation_level=None, uri=path is None)
-        await conn.execute("PRAGMA busy_timeout=10000")
-        await conn.execute(f"PRAGMA synchronous={self.store.synchronous}")
-        await conn.create_function("regexp", 2, _regexp, deterministic=True)
-        await register_aiosqlite_functions(conn)
-        return conn
+            self._reader = self.store._connect()  # the store's own connection recipe (pragmas, functions)
 
     async def close(self) -> None:
-        if self._reader is not None and self._reader is not self._writer:
-            await self._reader.close()
-        if self._writer is not None:
-            await self._writer.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.dialect == "postgresql":
             rows = await self.store.pool.fetch(numbered(sql), *params)
             return [tuple(r) for r in rows]
         assert self._reader is not None
-        async with self._reader.execute(sql, list(params)) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+        return [tuple(r) for r in self._reader.execute(sql, list(params)).fetchall()]
 
     async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self.fetch(sql, params)
@@ -82,19 +65,8 @@ class BrokerDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        if self.dialect == "postgresql":
-            async with self.store.pool.acquire() as conn, conn.transaction():
-                yield Transaction(self.dialect, conn)
-            return
-        assert self._writer is not None
-        async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self.dialect, self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+        async with self.store.transaction(DEFAULT_TENANT) as store_tx:
+            yield Transaction(self.dialect, store_tx.conn)
 
 
 class Transaction:
@@ -107,10 +79,7 @@ class Transaction:
             status = await self.conn.execute(numbered(sql), *params)
             tail = status.rsplit(" ", 1)[-1]
             return int(tail) if tail.isdigit() else 0
-        cur = await self.conn.execute(sql, list(params))
-        count = cur.rowcount
-        await cur.close()
-        return int(count)
+        return int(self.conn.execute(sql, list(params)).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
@@ -118,14 +87,9 @@ class Transaction:
         if self.dialect == "postgresql":
             await self.conn.executemany(numbered(sql), [tuple(r) for r in rows])
         else:
-            await self.conn.executemany(sql, [list(r) for r in rows])
+            self.conn.executemany(sql, [list(r) for r in rows])
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.dialect == "postgresql":
             return [tuple(r) for r in await self.conn.fetch(numbered(sql), *params)]
-        async with self.conn.execute(sql, list(params)) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
-
-
-def _regexp(pattern: str, value: Any) -> bool:
-    return value is not None and re.search(pattern, str(value)) is not None
+        return [tuple(r) for r in self.conn.execute(sql, list(params)).fetchall()]

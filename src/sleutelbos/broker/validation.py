@@ -62,13 +62,22 @@ def check_name(name: str) -> None:
         _checked_names.add(name)
 
 
+_checked_datetimes: set[str] = set()
+
+
 def check_datetime(value: Any, what: str) -> str:
+    """ISO 8601 date-time; the strings already seen are remembered (a batch of readings shares a few timestamps)."""
+    if type(value) is str and value in _checked_datetimes:
+        return value  # type: ignore[no-any-return]
     if not isinstance(value, str) or _DATETIME_RE.match(value) is None:
         raise BadRequestData(f"{what} must be an ISO 8601 date-time (e.g. 2026-01-01T00:00:00Z), got {value!r}")
     try:
         datetime.fromisoformat(value)
     except ValueError as exc:
         raise BadRequestData(f"{what} is not a valid date-time: {value!r}") from exc
+    if len(_checked_datetimes) > 10_000:
+        _checked_datetimes.clear()
+    _checked_datetimes.add(value)
     return value
 
 

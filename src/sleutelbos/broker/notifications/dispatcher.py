@@ -101,7 +101,8 @@ class SubscriptionWorker:
         if not items:
             return
         size = self.dispatcher.max_batch
-        payloads = [build_message(self.sub, items[i:i + size]).body for i in range(0, len(items), size)]
+        payloads = [build_message(self.sub, group[i:i + size]).body
+                    for group in by_reason(items) for i in range(0, len(group), size)]
         try:
             await self.dispatcher.store.add_pending(self.sub.tenant, self.sub.id, payloads, now_iso())
             self.has_pending = True
@@ -139,13 +140,16 @@ class SubscriptionWorker:
                 items = first + self._drain(self.dispatcher.max_batch - len(first))
                 if not items:
                     continue
-                message = build_message(self.sub, items)
-                if not await self._deliver(message):
-                    await self.dispatcher.store.add_pending(self.sub.tenant, self.sub.id, [message.body], now_iso())
-                    self.has_pending = True
-                    await self._spill()
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, self.dispatcher.retry_max_s)
+                messages = [build_message(self.sub, group) for group in by_reason(items)]
+                for n, message in enumerate(messages):
+                    if not await self._deliver(message):
+                        await self.dispatcher.store.add_pending(self.sub.tenant, self.sub.id,
+                                                                [m.body for m in messages[n:]], now_iso())
+                        self.has_pending = True
+                        await self._spill()
+                        await self._sleep(backoff)
+                        backoff = min(backoff * 2, self.dispatcher.retry_max_s)
+                        break
                 else:
                     backoff = self.dispatcher.retry_base_s
             except asyncio.CancelledError:
@@ -196,6 +200,17 @@ class SubscriptionWorker:
         self.dispatcher.dirty(sub)
         self.dispatcher.delivered_hook(sub, message)
         return True
+
+
+def by_reason(items: list[Item]) -> list[list[Item]]:
+    """Consecutive items with the same trigger reason go in one notification (it has one ``triggerReason``)."""
+    groups: list[list[Item]] = []
+    for item in items:
+        if groups and groups[-1][-1].reason == item.reason:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def build_message_from_body(sub: Subscription, body: dict[str, Any]) -> Message:

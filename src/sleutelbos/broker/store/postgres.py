@@ -51,6 +51,13 @@ MIGRATIONS: list[str] = [
                                          created_at TEXT NOT NULL);
     """,
     POSTGRES_FUNCTIONS_DDL,
+    """
+    CREATE TABLE broker_entity_extra_types (tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+                                            PRIMARY KEY (tenant, type, id));
+    CREATE INDEX broker_entity_extra_types_id ON broker_entity_extra_types (tenant, id);
+    INSERT INTO broker_entity_extra_types
+        SELECT tenant, t, id FROM broker_entities, unnest(types[2:]) AS t ON CONFLICT DO NOTHING;
+    """,
     # --- issue 3 (subscriptions, notifications, temporal): appended, see broker.temporal.schema ---
     *POSTGRES_MIGRATIONS,
 ]
@@ -85,15 +92,28 @@ class _Params:
         return f"${len(self.values)}"
 
 
-def where_postgres(tenant: str, f: EntityFilter, p: _Params) -> str:
+def _has_type(t: str, extra: set[str], p: _Params) -> str:
+    """As in the SQLite store: the first-type index alone unless some entity carries ``t`` as a further type."""
+    if t in extra:
+        first, other = p(t), p(t)
+        return f"(e.type = {first} OR e.id IN (SELECT x.id FROM broker_entity_extra_types x WHERE x.tenant = e.tenant AND x.type = {other}))"  # noqa: S608, E501
+    return f"e.type = {p(t)}"
+
+
+async def _extra_types(conn: asyncpg.Connection, tenant: str, f: EntityFilter) -> set[str]:
+    wanted = sorted({t for group in f.type_groups for t in group})
+    if not wanted:
+        return set()
+    rows = await conn.fetch("SELECT DISTINCT type FROM broker_entity_extra_types WHERE tenant = $1"
+                            " AND type = ANY($2::text[])", tenant, wanted)
+    return {r[0] for r in rows}
+
+
+def where_postgres(tenant: str, f: EntityFilter, p: _Params, extra_types: set[str] | None = None) -> str:
+    extra = extra_types or set()
     clauses = [f"e.tenant = {p(tenant)}"]
     if f.type_groups:
-        ors = []
-        for group in f.type_groups:
-            if len(group) == 1:
-                ors.append(f"(e.type = {p(group[0])} OR e.types @> ARRAY[{p(group[0])}]::text[])")
-            else:
-                ors.append(f"e.types @> {p(list(group))}::text[]")
+        ors = ["(" + " AND ".join(_has_type(t, extra, p) for t in group) + ")" for group in f.type_groups]
         clauses.append("(" + " OR ".join(ors) + ")")
     if f.ids:
         clauses.append(f"e.id = ANY({p(list(f.ids))}::text[])")
@@ -129,16 +149,31 @@ class _PgTransaction(StoreTransaction):
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
         await self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+        multi = [e for e in entities if len(e["type"]) > 1]
+        has_extra = await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM broker_entity_extra_types WHERE tenant = $1)", self.tenant)
+        if multi or has_extra:
+            await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2)",
+                                    self.tenant, [e["id"] for e in entities])
+            await self.conn.executemany("INSERT INTO broker_entity_extra_types VALUES ($1, $2, $3)"
+                                        " ON CONFLICT DO NOTHING",
+                                        [(self.tenant, t, e["id"]) for e in multi for t in e["type"][1:]])
 
     async def delete(self, ids: Sequence[str]) -> None:
         await self.conn.execute("DELETE FROM broker_entities WHERE tenant = $1 AND id = ANY($2::text[])",
                                 self.tenant, list(ids))
+        await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[])",
+                                self.tenant, list(ids))
 
     async def delete_by_filter(self, entity_filter: EntityFilter) -> list[str]:
         p = _Params()
-        where = where_postgres(self.tenant, entity_filter, p)
+        where = where_postgres(self.tenant, entity_filter, p,
+                               await _extra_types(self.conn, self.tenant, entity_filter))
         rows = await self.conn.fetch(f"DELETE FROM broker_entities e WHERE {where} RETURNING e.id", *p.values)  # noqa: S608
-        return [r[0] for r in rows]
+        ids = [r[0] for r in rows]
+        await self.conn.execute("DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[])",
+                                self.tenant, ids)
+        return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         if rows:
@@ -202,9 +237,9 @@ class PostgresEntityStore(EntityStore):
             count = len(matched) if entity_filter.count else None
             return matched[entity_filter.offset:entity_filter.offset + entity_filter.limit], count
         p = _Params()
-        where = where_postgres(tenant, entity_filter, p)
         count: int | None = None
         async with self.pool.acquire() as conn:
+            where = where_postgres(tenant, entity_filter, p, await _extra_types(conn, tenant, entity_filter))
             if entity_filter.count:
                 count = await conn.fetchval(f"SELECT COUNT(*) FROM broker_entities e WHERE {where}", *p.values)  # noqa: S608
             if entity_filter.limit == 0:
@@ -216,8 +251,8 @@ class PostgresEntityStore(EntityStore):
 
     async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
         p = _Params()
-        where = where_postgres(tenant, entity_filter, p)
         async with self.pool.acquire() as conn, conn.transaction():
+            where = where_postgres(tenant, entity_filter, p, await _extra_types(conn, tenant, entity_filter))
             async for row in conn.cursor(
                 f"SELECT e.doc::text FROM broker_entities e WHERE {where} ORDER BY e.id", *p.values  # noqa: S608
             ):

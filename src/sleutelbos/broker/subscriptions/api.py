@@ -26,11 +26,9 @@ class SubscriptionApi:
     def routes(self) -> list[Route]:
         route = self.core._route
         return [
-            route("/subscriptions", self.post, ["POST"]),
-            route("/subscriptions", self.query, ["GET"]),
-            route("/subscriptions/{subscriptionId:path}", self.retrieve, ["GET"]),
-            route("/subscriptions/{subscriptionId:path}", self.patch, ["PATCH"]),
-            route("/subscriptions/{subscriptionId:path}", self.delete, ["DELETE"]),
+            route("/subscriptions", {"POST": self.post, "GET": self.query}),
+            route("/subscriptions/{subscriptionId:path}", {"GET": self.retrieve, "PATCH": self.patch,
+                                                           "DELETE": self.delete}),
         ]
 
     async def post(self, request: Request) -> Response:

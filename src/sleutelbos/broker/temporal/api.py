@@ -54,17 +54,14 @@ class TemporalApi:
     def routes(self) -> list[Route]:
         route = self.core._route
         return [
-            route("/temporal/entities", self.post_entities, ["POST"]),
-            route("/temporal/entities", self.get_entities, ["GET"]),
-            route("/temporal/entityOperations/query", self.post_query, ["POST"]),
-            route("/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId}", self.patch_instance, ["PATCH"]),
-            route("/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId}", self.delete_instance,
-                  ["DELETE"]),
-            route("/temporal/entities/{entityId:path}/attrs/{attrId}", self.post_attr, ["POST"]),
-            route("/temporal/entities/{entityId:path}/attrs/{attrId}", self.delete_attr, ["DELETE"]),
-            route("/temporal/entities/{entityId:path}/attrs", self.post_attrs, ["POST"]),
-            route("/temporal/entities/{entityId:path}", self.get_entity, ["GET"]),
-            route("/temporal/entities/{entityId:path}", self.delete_entity, ["DELETE"]),
+            route("/temporal/entities", {"POST": self.post_entities, "GET": self.get_entities}),
+            route("/temporal/entityOperations/query", {"POST": self.post_query}),
+            route("/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId}",
+                  {"PATCH": self.patch_instance, "DELETE": self.delete_instance}),
+            route("/temporal/entities/{entityId:path}/attrs/{attrId}", {"POST": self.post_attr,
+                                                                        "DELETE": self.delete_attr}),
+            route("/temporal/entities/{entityId:path}/attrs", {"POST": self.post_attrs}),
+            route("/temporal/entities/{entityId:path}", {"GET": self.get_entity, "DELETE": self.delete_entity}),
         ]
 
     # --- writes -----------------------------------------------------------------------------------------------

@@ -1,0 +1,334 @@
+"""Broker throughput: batch upsert, single-entity PATCH and query over HTTP, against a raw ``executemany`` reference.
+
+Run from the worktree root::
+
+    PYTHONPATH=src python benchmarks/broker_throughput.py                 # SQLite, small sizes (a few minutes)
+    PYTHONPATH=src python benchmarks/broker_throughput.py --store both --pg-dsn postgresql://postgres@127.0.0.1/test
+    PYTHONPATH=src python benchmarks/broker_throughput.py --store both --full   # 100,000 entities, as issue 2 asks
+
+What it does, per store, in one run:
+
+1. starts ``sleutelbos serve broker --db URL`` (uvicorn, uvloop + httptools) as a subprocess; this script is the
+   client process. Requests go over keep-alive HTTP/1.1 connections with a minimal asyncio client so that the client
+   costs little CPU on this 2-core machine (like ``wrk``: pre-serialized requests, concurrent connections);
+2. batch upsert: ``POST /entityOperations/upsert`` with batches of 1,000 ``Device`` meters, 4 numeric properties with
+   ``observedAt`` and ``unitCode``; a first pass creates the entities, the measured passes update them (new values and
+   timestamps — entity *updates*, history instances included);
+3. single updates: ``PATCH /entities/{id}/attrs`` of one property on random meters;
+4. queries: ``GET /entities?type=Device&q=activePowerImport>2.5&limit=20`` with the entities stored, p50/p99;
+5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
+   database with ``executemany`` in batches of 1,000 (one transaction each) — the ratio is ours / that.
+
+Figures are medians of the measured passes. The machine is shared: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "/ngsi-ld/v1"
+PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
+         ("voltage", "VLT"))
+
+
+# --- workload ---------------------------------------------------------------------------------------------
+
+def meter(i: int, round_: int) -> dict[str, Any]:
+    ts = f"2026-11-28T{(round_ // 4) % 24:02d}:{(round_ % 4) * 15:02d}:00Z"
+    rnd = random.Random(i * 1000 + round_)
+    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Device:meter-{i:07d}", "type": "Device"}
+    for name, unit in PROPS:
+        entity[name] = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts, "unitCode": unit}
+    return entity
+
+
+# --- a minimal keep-alive HTTP/1.1 client ---------------------------------------------------------------------
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def http_request(method: str, path: str, body: bytes | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: bench", "Accept: application/json"]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+async def run_requests(port: int, requests: list[bytes], concurrency: int, ok: set[int]) -> list[float]:
+    """Send all requests over ``concurrency`` connections; returns each request's latency (s)."""
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        conn = await Connection.open(port)
+        try:
+            while queue:
+                raw = queue.pop()
+                t0 = time.perf_counter()
+                status, body = await conn.request(raw)
+                latencies.append(time.perf_counter() - t0)
+                if status not in ok:
+                    raise RuntimeError(f"unexpected {status}: {body[:300]!r}")
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+# --- the server -------------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
+                             "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("broker exited at start") from None
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("broker did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# --- the raw reference ------------------------------------------------------------------------------------------
+
+def store_rows(entities: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The entity rows exactly as the store writes them (expanded with the core context, serialized)."""
+    from sleutelbos.broker.context import ContextStore
+    from sleutelbos.broker.entity import now_iso
+    from sleutelbos.broker.store.sqlite import entity_row
+    from sleutelbos.broker.validation import expand_entity
+
+    ctx = ContextStore().core
+    now = now_iso()
+    return [entity_row("", expand_entity(e, ctx, now)) for e in entities]
+
+
+def raw_sqlite(path: Path, rows: list[tuple[Any, ...]], batch: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("DROP TABLE IF EXISTS bench_raw_entities")
+    conn.execute("CREATE TABLE bench_raw_entities AS SELECT * FROM broker_entities WHERE 0")
+    conn.execute("CREATE UNIQUE INDEX bench_raw_pk ON bench_raw_entities (tenant, id)")
+    conn.execute("CREATE INDEX bench_raw_type ON bench_raw_entities (tenant, type, id)")
+    sql = ("INSERT INTO bench_raw_entities VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET"
+           " modified_at=excluded.modified_at, doc=excluded.doc")
+    for i in range(0, len(rows), batch):  # first pass creates, like the broker's first pass
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows[i:i + batch])
+        conn.execute("COMMIT")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows[i:i + batch])
+        conn.execute("COMMIT")
+    rate = len(rows) / (time.perf_counter() - t0)
+    conn.execute("DROP TABLE bench_raw_entities")
+    conn.close()
+    return rate
+
+
+async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]], batch: int) -> float:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_raw_entities")
+        await conn.execute("CREATE TABLE bench_raw_entities (LIKE broker_entities INCLUDING ALL)")
+        sql = ("INSERT INTO bench_raw_entities VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11)"
+               " ON CONFLICT (tenant, id) DO UPDATE SET modified_at=excluded.modified_at, doc=excluded.doc")
+        pg_rows = [(*r[:3], orjson.loads(r[3]), *r[4:]) for r in rows]
+        for i in range(0, len(pg_rows), batch):
+            async with conn.transaction():
+                await conn.executemany(sql, pg_rows[i:i + batch])
+        t0 = time.perf_counter()
+        for i in range(0, len(pg_rows), batch):
+            async with conn.transaction():
+                await conn.executemany(sql, pg_rows[i:i + batch])
+        rate = len(pg_rows) / (time.perf_counter() - t0)
+        await conn.execute("DROP TABLE bench_raw_entities")
+        return rate
+    finally:
+        await conn.close()
+
+
+# --- one store --------------------------------------------------------------------------------------------------
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    port = free_port()
+    n = args.entities
+    batch = 1000
+    proc = start_server(db, port, data_dir)
+    results: dict[str, float] = {}
+    try:
+        upsert = f"{BASE}/entityOperations/upsert"
+        first = [http_request("POST", upsert, orjson.dumps([meter(i, 0) for i in range(s, min(n, s + batch))]))
+                 for s in range(0, n, batch)]
+        t0 = time.perf_counter()
+        await run_requests(port, first, 2, {201, 204})
+        results["batch_create_per_s"] = n / (time.perf_counter() - t0)
+        rates = []
+        for round_ in range(1, args.rounds + 1):
+            reqs = [http_request("POST", upsert, orjson.dumps([meter(i, round_) for i in range(s, min(n, s + batch))]))
+                    for s in range(0, n, batch)]
+            t0 = time.perf_counter()
+            await run_requests(port, reqs, 2, {204})
+            rates.append(n / (time.perf_counter() - t0))
+        results["batch_update_per_s"] = statistics.median(rates)
+
+        rnd = random.Random(7)
+        singles = []
+        for k in range(args.singles):
+            i = rnd.randrange(n)
+            body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
+                                                       "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
+            singles.append(http_request("PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs", body))
+            del k
+        t0 = time.perf_counter()
+        lat = await run_requests(port, singles, args.concurrency, {204})
+        results["single_patch_per_s"] = len(singles) / (time.perf_counter() - t0)
+        results["single_patch_p50_ms"] = pct(lat, 50) * 1000
+        results["single_patch_p99_ms"] = pct(lat, 99) * 1000
+
+        query = http_request("GET", f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20")
+        await run_requests(port, [query] * 50, 4, {200})  # warm-up
+        t0 = time.perf_counter()
+        lat = await run_requests(port, [query] * args.queries, args.concurrency, {200})
+        results["query_per_s"] = args.queries / (time.perf_counter() - t0)
+        results["query_p50_ms"] = pct(lat, 50) * 1000
+        results["query_p99_ms"] = pct(lat, 99) * 1000
+    finally:
+        stop_server(proc)
+
+    rows = store_rows([meter(i, 99) for i in range(n)])
+    if kind == "sqlite":
+        results["raw_executemany_per_s"] = raw_sqlite(Path(db.split("///", 1)[1]), rows, batch)
+    else:
+        results["raw_executemany_per_s"] = await raw_postgres(db, rows, batch)
+    results["batch_ratio_to_raw"] = results["batch_update_per_s"] / results["raw_executemany_per_s"]
+    return results
+
+
+GOALS = {"batch_update_per_s": 50_000, "batch_ratio_to_raw": 0.2, "single_patch_per_s": 3_500, "query_per_s": 5_000}
+
+
+def report(kind: str, n: int, r: dict[str, float]) -> None:
+    print(f"\n== {kind}: {n:,} meter entities, batches of 1,000, 4 properties each ==")
+    for key, value in r.items():
+        goal = GOALS.get(key)
+        mark = "" if goal is None else f"   goal ≥ {goal:,}  {'met' if value >= goal else 'NOT met'}"
+        print(f"  {key:24s} {value:>12,.2f}{mark}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    ap.add_argument("--pg-dsn", default=os.environ.get("SLEUTELBOS_TEST_PG_DSN"))
+    ap.add_argument("--entities", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=3, help="measured update passes (median)")
+    ap.add_argument("--singles", type=int, default=3_000)
+    ap.add_argument("--queries", type=int, default=3_000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--full", action="store_true", help="100,000 entities, 10,000 singles and queries")
+    args = ap.parse_args()
+    if args.full:
+        args.entities, args.singles, args.queries = 100_000, 10_000, 10_000
+    kinds = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            if kind == "sqlite":
+                db = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
+                report(kind, args.entities, await bench_store(kind, db, Path(tmp), args))
+            else:
+                if not args.pg_dsn:
+                    print("\n== postgresql: skipped (no --pg-dsn / SLEUTELBOS_TEST_PG_DSN) ==")
+                    continue
+                import asyncpg
+
+                name = f"sb_bench_{os.getpid()}"
+                admin = await asyncpg.connect(args.pg_dsn)
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                await admin.execute(f'CREATE DATABASE "{name}"')
+                await admin.close()
+                from urllib.parse import urlsplit
+
+                db = urlsplit(args.pg_dsn)._replace(path=f"/{name}").geturl()
+                try:
+                    report(kind, args.entities, await bench_store(kind, db, Path(tmp), args))
+                finally:
+                    admin = await asyncpg.connect(args.pg_dsn)
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    await admin.close()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
