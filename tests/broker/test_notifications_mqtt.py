@@ -1,6 +1,6 @@
 """MQTT notifications (endpoint ``mqtt://[user:pass@]host[:port]/topic``, notifierInfo MQTT-Version and MQTT-QoS;
-message ``{"metadata": {headers}, "body": {notification}}``) against the real Mosquitto and against the in-process amqtt broker
-that ``sleutelbos up`` runs, on SQLite and PostgreSQL."""
+message ``{"metadata": {headers}, "body": {notification}}``) against the real Mosquitto and against the in-process
+amqtt broker that ``sleutelbos up`` runs, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
