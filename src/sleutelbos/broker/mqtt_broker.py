@@ -36,6 +36,9 @@ class EmbeddedMqttBroker:
     async def _start(self, port: int) -> None:
         from amqtt.broker import Broker
 
+        for name in ("amqtt", "transitions"):  # their per-connection info lines would drown the stack's log
+            logging.getLogger(name).setLevel(logging.WARNING)
+
         config = {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{port}"}},
                   "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
         broker = Broker(config)
