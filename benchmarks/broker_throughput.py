@@ -276,7 +276,9 @@ GOALS = {"batch_update_per_s": 50_000, "batch_ratio_to_raw": 0.2, "single_patch_
 
 
 def report(kind: str, n: int, r: dict[str, float]) -> None:
-    print(f"\n== {kind}: {n:,} meter entities, batches of 1,000, 4 properties each ==")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n== {kind}: {n:,} meter entities, batches of 1,000, 4 properties each (load average {load}, "
+          f"{os.cpu_count()} CPUs) ==", flush=True)
     for key, value in r.items():
         goal = GOALS.get(key)
         mark = "" if goal is None else f"   goal ≥ {goal:,}  {'met' if value >= goal else 'NOT met'}"

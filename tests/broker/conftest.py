@@ -24,7 +24,7 @@ BASE = "/ngsi-ld/v1"
 
 
 class _ContextHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/sdm/context.jsonld":
             body = (SDM / "context.jsonld").read_bytes()
         elif self.path == "/slow/context.jsonld":

@@ -61,8 +61,8 @@ async def test_batch_upsert_replace_and_update(broker: Broker) -> None:
     assert r.json()["success"] == ["urn:ngsi-ld:Device:m002"]
     got = (await broker.client.get(f"{BASE}/entities/urn:ngsi-ld:Device:m002")).json()
     assert got["power"]["value"] == 7.0 and got["serialNumber"]["value"] == "SN002"
-    # every written instance is in the history: 3+3 (create), 1 (replace), 1 (update)
-    assert await broker.service.store.history_count("") == 8
+    # every change is in the history: 2 creations, 1 replacement, 1 update
+    assert await broker.service.store.history_count("") == 4
 
 
 async def test_batch_update_merge_delete(broker: Broker) -> None:
@@ -175,3 +175,38 @@ async def test_discovery(broker: Broker, examples: dict[str, Any], sdm_context_u
     r = await broker.client.get(f"{BASE}/attributes", params={"details": "true"}, headers=h)
     assert any(a["attributeName"] == "dataProvider" and a["attributeCount"] == 2 for a in r.json())
     assert (await broker.client.get(f"{BASE}/types/Nothing", headers=h)).status_code == 404
+
+
+async def test_geo_queries(broker: Broker) -> None:
+    # m001..m005 at lon 5.01..5.05, lat 52.0 (about 685 m apart); one polygon-located entity
+    await broker.client.post(f"{BASE}/entityOperations/create", json=[meter(i, float(i)) for i in range(1, 6)] + [
+        {"id": "urn:ngsi-ld:Device:area", "type": "Device", "location": {"type": "GeoProperty", "value": {
+            "type": "Polygon", "coordinates": [[[5.0, 51.99], [5.025, 51.99], [5.025, 52.01], [5.0, 52.01],
+                                                [5.0, 51.99]]]}}}])
+
+    async def geo(**params: Any) -> list[str]:
+        return await ids_of(broker, type="Device", **params)
+
+    assert await geo(georel="near;maxDistance==800", geometry="Point", coordinates="[5.01,52.0]") == [
+        "urn:ngsi-ld:Device:area", "urn:ngsi-ld:Device:m001", "urn:ngsi-ld:Device:m002"]
+    assert await geo(georel="near;minDistance==2100", geometry="Point", coordinates="[5.01,52.0]") == [
+        "urn:ngsi-ld:Device:m005"]
+    box = "[[[5.015,51.9],[5.045,51.9],[5.045,52.1],[5.015,52.1],[5.015,51.9]]]"
+    assert await geo(georel="within", geometry="Polygon", coordinates=box) == [
+        "urn:ngsi-ld:Device:m002", "urn:ngsi-ld:Device:m003", "urn:ngsi-ld:Device:m004"]
+    assert await geo(georel="intersects", geometry="Polygon", coordinates=box) == [
+        "urn:ngsi-ld:Device:area", "urn:ngsi-ld:Device:m002", "urn:ngsi-ld:Device:m003", "urn:ngsi-ld:Device:m004"]
+    assert await geo(georel="contains", geometry="Point", coordinates="[5.01,52.0]") == [
+        "urn:ngsi-ld:Device:area", "urn:ngsi-ld:Device:m001"]
+    assert await geo(georel="overlaps", geometry="Polygon", coordinates=box) == ["urn:ngsi-ld:Device:area"]
+    assert await geo(georel="equals", geometry="Point", coordinates="[5.03,52.0]") == ["urn:ngsi-ld:Device:m003"]
+    assert "urn:ngsi-ld:Device:m001" in await geo(georel="disjoint", geometry="Polygon", coordinates=box)
+    line = "[[5.0,52.0],[5.02,52.0]]"
+    assert await geo(georel="intersects", geometry="LineString", coordinates=line) == [
+        "urn:ngsi-ld:Device:area", "urn:ngsi-ld:Device:m001", "urn:ngsi-ld:Device:m002"]
+    r = await broker.client.get(f"{BASE}/entities", params={"georel": "within", "geometry": "Polygon",
+                                                           "coordinates": "[[[0,0],[1,1]]]"})
+    assert r.status_code == 400 and "Polygon" in r.json()["detail"]
+    r = await broker.client.get(f"{BASE}/entities", params={"georel": "nearby", "geometry": "Point",
+                                                           "coordinates": "[5,52]"})
+    assert r.status_code == 400 and "georel" in r.json()["detail"]

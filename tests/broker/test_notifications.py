@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.broker.conftest import BASE, Broker
-from tests.broker.receivers import HttpReceiver
-from tests.broker.test_subscriptions import JSON, meter, patch_power, subscribe, subscription
 
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
+from tests.broker.conftest import BASE, Broker
+from tests.broker.receivers import HttpReceiver
+from tests.broker.test_subscriptions import JSON, meter, patch_power, subscribe, subscription
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+
 from tests.broker.conftest import BASE
 from tests.broker.receivers import free_port
 from tests.broker.test_notifications import running_broker, status

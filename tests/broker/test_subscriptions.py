@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from tests.broker.conftest import BASE, Broker
 from tests.broker.receivers import HttpReceiver
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.broker.conftest import BASE, Broker
 
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
+from tests.broker.conftest import BASE, Broker
 
 JSON = {"Content-Type": "application/json"}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from tests.broker.receivers import HttpReceiver, free_port
 from tests.broker.test_notifications_mqtt import MqttListener, mqtt_subscription
 from tests.broker.test_subscriptions import meter, subscription

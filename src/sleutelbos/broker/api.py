@@ -817,7 +817,10 @@ def _add_q(f: EntityFilter, q: str, ctx: CompiledContext, dialect: str) -> None:
 
 
 def _add_geo(f: EntityFilter, params: dict[str, str], ctx: CompiledContext) -> None:
-    from sleutelbos.broker.query.geo import parse_geoquery
+    try:
+        from sleutelbos.broker.query.geo import parse_geoquery  # the query package's, when it has one
+    except ImportError:
+        from sleutelbos.broker.geoquery import parse_geoquery
 
     query = parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
                            params.get("geoproperty"), ctx)

@@ -61,11 +61,19 @@ class UpdateResult:
     not_updated: list[tuple[str, str]] = field(default_factory=list)
 
 
-def history_rows(entity_id: str, attrs: Iterable[tuple[str, list[AttributeInstance]]]) -> list[HistoryRow]:
-    return [
-        HistoryRow(entity_id, iri, inst.get("datasetId"), inst.get("observedAt"), inst["modifiedAt"], inst)
-        for iri, instances in attrs for inst in instances
-    ]
+def change(entity_id: str, now: str, attrs: Iterable[tuple[str, list[AttributeInstance]]]) -> HistoryRow:
+    """The history row of one change: the instances it wrote, keyed by attribute IRI."""
+    return HistoryRow(entity_id, now, dict(attrs))
+
+
+def deletion(entity_id: str, now: str, attr: str, instances: Iterable[AttributeInstance]) -> HistoryRow:
+    """The history row of deleted attribute instances (each recorded with its datasetId and ``deletedAt``)."""
+    gone = [{**({"datasetId": i["datasetId"]} if "datasetId" in i else {}), "deletedAt": now} for i in instances]
+    return HistoryRow(entity_id, now, {attr: gone})
+
+
+def entity_deletion(entity_id: str, now: str) -> HistoryRow:
+    return HistoryRow(entity_id, now, None, deleted=True)
 
 
 def merge_instance(old: AttributeInstance, new: AttributeInstance, now: str) -> AttributeInstance:
@@ -139,7 +147,7 @@ class BrokerService:
             if await tx.existing([entity["id"]]):
                 raise AlreadyExists(f"entity {entity['id']} already exists")
             await tx.upsert([entity])
-            await tx.history(history_rows(entity["id"], attributes(entity)))
+            await tx.history([change(entity["id"], entity["modifiedAt"], attributes(entity))])
         return entity["id"]
 
     async def get(self, tenant: str, entity_id: str) -> Entity:
@@ -167,7 +175,7 @@ class BrokerService:
             if "type" not in entity:
                 entity["type"] = old["type"]
             await tx.upsert([entity])
-            await tx.history(history_rows(entity_id, attributes(entity)))
+            await tx.history([change(entity_id, entity["modifiedAt"], attributes(entity))])
 
     async def merge(self, tenant: str, entity_id: str, fragment: Entity, now: str) -> None:
         """PATCH /entities/{id} (5.6.17 merge entity)."""
@@ -176,12 +184,12 @@ class BrokerService:
         await self.require_tenant(tenant)
         async with self.store.transaction(tenant) as tx:
             entity = await self._load(tx, entity_id)
-            rows = self._merge_into(entity, fragment, now)
+            row = self._merge_into(entity, fragment, now)
             await tx.upsert([entity])
-            await tx.history(rows)
+            await tx.history([row])
 
-    def _merge_into(self, entity: Entity, fragment: Entity, now: str) -> list[HistoryRow]:
-        rows: list[HistoryRow] = []
+    def _merge_into(self, entity: Entity, fragment: Entity, now: str) -> HistoryRow:
+        written: dict[str, Any] = {}
         for key, new in fragment.items():
             if key == "id":
                 continue
@@ -196,19 +204,17 @@ class BrokerService:
                 continue
             if new is None:
                 if key in entity:
-                    del entity[key]
-                    rows.append(HistoryRow(entity["id"], key, None, None, now, None, deleted=True))
+                    written[key] = deletion(entity["id"], now, key, entity.pop(key)).instances[key]  # type: ignore[index]
                 continue
             by_ds = {i.get("datasetId"): i for i in entity.get(key, [])}
             for inst in new:
                 old = by_ds.get(inst.get("datasetId"))
                 merged = merge_instance(old, inst, now) if old else inst
                 by_ds[inst.get("datasetId")] = merged
-                rows.append(HistoryRow(entity["id"], key, merged.get("datasetId"), merged.get("observedAt"), now,
-                                       merged))
+                written.setdefault(key, []).append(merged)
             entity[key] = list(by_ds.values())
         entity["modifiedAt"] = now
-        return rows
+        return HistoryRow(entity["id"], now, written)
 
     async def delete(self, tenant: str, entity_id: str) -> None:
         await self.require_tenant(tenant)
@@ -217,7 +223,7 @@ class BrokerService:
             if not await tx.existing([entity_id]):
                 raise ResourceNotFound(f"entity {entity_id} not found")
             await tx.delete([entity_id])
-            await tx.history([HistoryRow(entity_id, "", None, None, now, None, deleted=True)])
+            await tx.history([entity_deletion(entity_id, now)])
 
     async def append_attrs(self, tenant: str, entity_id: str, fragment: Entity, now: str,
                            no_overwrite: bool = False) -> UpdateResult:
@@ -226,7 +232,7 @@ class BrokerService:
         result = UpdateResult()
         async with self.store.transaction(tenant) as tx:
             entity = await self._load(tx, entity_id)
-            rows: list[HistoryRow] = []
+            written: dict[str, Any] = {}
             for key, instances in fragment.items():
                 if key in ENTITY_MEMBERS:
                     if key == "type":
@@ -243,11 +249,11 @@ class BrokerService:
                         continue
                     instances = fresh
                 entity[key] = _replace_instances(entity.get(key), instances, now)
-                rows += history_rows(entity_id, [(key, instances)])
+                written[key] = instances
                 result.updated.append(key)
             entity["modifiedAt"] = now
             await tx.upsert([entity])
-            await tx.history(rows)
+            await tx.history([HistoryRow(entity_id, now, written)])
         return result
 
     async def update_attrs(self, tenant: str, entity_id: str, fragment: Entity, now: str) -> UpdateResult:
@@ -256,7 +262,7 @@ class BrokerService:
         result = UpdateResult()
         async with self.store.transaction(tenant) as tx:
             entity = await self._load(tx, entity_id)
-            rows: list[HistoryRow] = []
+            written: dict[str, Any] = {}
             for key, instances in fragment.items():
                 if key in ENTITY_MEMBERS:
                     continue
@@ -267,12 +273,12 @@ class BrokerService:
                 if not known:
                     continue
                 entity[key] = _replace_instances(entity.get(key), known, now)
-                rows += history_rows(entity_id, [(key, known)])
+                written[key] = known
                 result.updated.append(key)
-            if rows:
+            if written:
                 entity["modifiedAt"] = now
                 await tx.upsert([entity])
-                await tx.history(rows)
+                await tx.history([HistoryRow(entity_id, now, written)])
         return result
 
     async def patch_attr(self, tenant: str, entity_id: str, attr: str, patch: AttributeInstance, now: str) -> None:
@@ -293,7 +299,7 @@ class BrokerService:
                                        + (f" with datasetId {dataset_id}" if dataset_id else ""))
             entity["modifiedAt"] = now
             await tx.upsert([entity])
-            await tx.history([HistoryRow(entity_id, attr, dataset_id, merged.get("observedAt"), now, merged)])
+            await tx.history([HistoryRow(entity_id, now, {attr: [merged]})])
 
     async def replace_attr(self, tenant: str, entity_id: str, attr: str, instances: list[AttributeInstance],
                            now: str) -> None:
@@ -306,7 +312,7 @@ class BrokerService:
             entity[attr] = _replace_instances(entity[attr], instances, now)
             entity["modifiedAt"] = now
             await tx.upsert([entity])
-            await tx.history(history_rows(entity_id, [(attr, instances)]))
+            await tx.history([HistoryRow(entity_id, now, {attr: instances})])
 
     async def delete_attr(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None = None,
                           delete_all: bool = False) -> None:
@@ -333,8 +339,7 @@ class BrokerService:
                     del entity[attr]
             entity["modifiedAt"] = now
             await tx.upsert([entity])
-            await tx.history([HistoryRow(entity_id, attr, i.get("datasetId"), None, now, None, deleted=True)
-                              for i in removed])
+            await tx.history([deletion(entity_id, now, attr, removed)])
 
     async def purge(self, tenant: str, entity_filter: EntityFilter) -> list[str]:
         """DELETE /entities?type=... (5.6.21 purge entities)."""
@@ -347,7 +352,7 @@ class BrokerService:
                 await tx.delete(ids)
             else:
                 ids = await tx.delete_by_filter(entity_filter)
-            await tx.history([HistoryRow(i, "", None, None, now, None, deleted=True) for i in ids])
+            await tx.history([entity_deletion(i, now) for i in ids])
         return ids
 
     # --- batch -----------------------------------------------------------------------------------------
@@ -368,7 +373,7 @@ class BrokerService:
                     fresh[e["id"]] = e
             if fresh:
                 await tx.upsert(list(fresh.values()))
-                await tx.history([r for e in fresh.values() for r in history_rows(e["id"], attributes(e))])
+                await tx.history([change(e["id"], e["modifiedAt"], attributes(e)) for e in fresh.values()])
         result.success += list(fresh)
         result.created += list(fresh)
         return result
@@ -393,11 +398,11 @@ class BrokerService:
                     old = stored.get(entity_id)
                     if old is None:
                         result.created.append(entity_id)
-                        rows += history_rows(entity_id, attributes(e))
+                        rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
                         continue
                     for key, value in attributes(e):
                         old[key] = _replace_instances(old.get(key), value, e["modifiedAt"])
-                        rows += history_rows(entity_id, [(key, value)])
+                    rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
                     old["type"] = list(dict.fromkeys([*old["type"], *e["type"]]))
                     old["modifiedAt"] = e["modifiedAt"]
                     by_id[entity_id] = old
@@ -409,7 +414,7 @@ class BrokerService:
                         result.created.append(entity_id)
                     else:
                         e["createdAt"] = when
-                    rows += history_rows(entity_id, attributes(e))
+                    rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
             await tx.upsert(list(by_id.values()))
             await tx.history(rows)
         result.success += list(by_id)
@@ -428,6 +433,7 @@ class BrokerService:
                 if entity is None:
                     result.fail(f["id"], ResourceNotFound(f"entity {f['id']} not found"))
                     continue
+                written: dict[str, Any] = {}
                 for key, instances in attributes(f):
                     if no_overwrite:
                         have = {i.get("datasetId") for i in entity.get(key, [])}
@@ -435,7 +441,8 @@ class BrokerService:
                         if not instances:
                             continue
                     entity[key] = _replace_instances(entity.get(key), instances, f["modifiedAt"])
-                    rows += history_rows(f["id"], [(key, instances)])
+                    written[key] = instances
+                rows.append(HistoryRow(f["id"], f["modifiedAt"], written))
                 entity["modifiedAt"] = f["modifiedAt"]
                 changed[f["id"]] = entity
             if changed:
@@ -456,8 +463,8 @@ class BrokerService:
                 if entity is None:
                     result.fail(f["id"], ResourceNotFound(f"entity {f['id']} not found"))
                     continue
-                rows += self._merge_into(entity, {k: v for k, v in f.items() if k not in ("createdAt", "modifiedAt")},
-                                         f.get("modifiedAt") or now_iso())
+                patch = {k: v for k, v in f.items() if k not in ("createdAt", "modifiedAt")}
+                rows.append(self._merge_into(entity, patch, f.get("modifiedAt") or now_iso()))
                 changed[f["id"]] = entity
             if changed:
                 await tx.upsert(list(changed.values()))
@@ -477,7 +484,7 @@ class BrokerService:
                     result.fail(i, ResourceNotFound(f"entity {i} not found"))
             if gone:
                 await tx.delete(gone)
-                await tx.history([HistoryRow(i, "", None, None, now, None, deleted=True) for i in gone])
+                await tx.history([entity_deletion(i, now) for i in gone])
         result.success += gone
         return result
 

@@ -102,16 +102,17 @@ class _ObservedTransaction(StoreTransaction):
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         await self.tx.history(rows)
         for row in rows:
-            if not row.attr:
+            if row.deleted or not row.instances:
                 continue
             kinds = self.attr_rows.setdefault(row.entity_id, {})
-            if row.deleted:
-                kinds[row.attr] = "attributeDeleted"
-            else:
-                had = row.attr in self.previous_keys.get(row.entity_id, ())
+            for attr, instances in row.instances.items():
+                if instances and all("deletedAt" in i and "type" not in i for i in instances):
+                    kinds[attr] = "attributeDeleted"
+                    continue
+                had = attr in self.previous_keys.get(row.entity_id, ())
                 if row.entity_id not in self.previous_keys and row.entity_id in self.existed:
                     had = True  # replaced without being read: count as an update
-                kinds.setdefault(row.attr, "attributeUpdated" if had else "attributeCreated")
+                kinds.setdefault(attr, "attributeUpdated" if had else "attributeCreated")
 
     def changes(self) -> list[Change]:
         now = now_iso()

@@ -67,30 +67,50 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
 #: PostgreSQL side of :func:`sleutelbos.broker.query.values.temporal_key` (NULL for anything that is not one).
 POSTGRES_FUNCTIONS_DDL: Final = r"""
 CREATE OR REPLACE FUNCTION ngsild_temporal_key(kind text, v text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
-DECLARE m text[];
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+DECLARE
+  rest text;
+  zone text;
+  y int; mo int; d int; h int; mi int; sec int := 0;
+  frac text := '';
+  ts timestamp;
 BEGIN
-  IF v IS NULL THEN RETURN NULL; END IF;
+  -- Validation uses regular expressions without capture groups (fast in PostgreSQL); fields are read by position.
   IF kind = 'date' THEN
-    IF v ~ '^\d{4}-\d{2}-\d{2}$' THEN RETURN v; END IF;
+    IF v ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' THEN RETURN v; END IF;
     RETURN NULL;
+  ELSIF kind = 'time' THEN
+    IF v !~ '^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?Z?$' THEN RETURN NULL; END IF;
+    h := substr(v, 1, 2)::int; mi := substr(v, 4, 2)::int;
+    rest := rtrim(substr(v, 6), 'Z');
+    IF left(rest, 1) = ':' THEN sec := substr(rest, 2, 2)::int; frac := substr(rest, 5); END IF;
+    IF h > 23 OR mi > 59 OR sec > 59 THEN RETURN NULL; END IF;
+    RETURN lpad(h::text, 2, '0') || ':' || lpad(mi::text, 2, '0') || ':' || lpad(sec::text, 2, '0') || '.'
+           || substr(frac || '000', 1, 3);
   ELSIF kind = 'datetime' THEN
-    m := regexp_match(v, '^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?$');
-    IF m IS NULL OR m[1]::int = 0 OR m[4]::int > 23 OR m[5]::int > 59 OR coalesce(m[6], '0')::int > 59 THEN
+    IF v !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?$' THEN
       RETURN NULL;
     END IF;
-    RETURN to_char(
-      make_timestamptz(m[1]::int, m[2]::int, m[3]::int, m[4]::int, m[5]::int,
-                       (coalesce(m[6], '0') || '.' || substr(coalesce(m[7], '') || '000000', 1, 6))::float8,
-                       CASE WHEN m[8] IS NULL OR m[8] = 'Z' THEN 'UTC' ELSE m[8] END) AT TIME ZONE 'UTC',
-      'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
-  ELSIF kind = 'time' THEN
-    m := regexp_match(v, '^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?Z?$');
-    IF m IS NULL OR m[1]::int > 23 OR m[2]::int > 59 OR coalesce(m[3], '0')::int > 59 THEN RETURN NULL; END IF;
-    RETURN m[1] || ':' || m[2] || ':' || coalesce(m[3], '00') || '.' || substr(coalesce(m[4], '') || '000', 1, 3);
+    y := substr(v, 1, 4)::int; mo := substr(v, 6, 2)::int; d := substr(v, 9, 2)::int;
+    h := substr(v, 12, 2)::int; mi := substr(v, 15, 2)::int;
+    rest := substr(v, 17);
+    IF right(rest, 1) = 'Z' THEN
+      zone := 'Z'; rest := left(rest, -1);
+    ELSIF rest ~ '[+-][0-9]{2}:[0-9]{2}$' THEN
+      zone := right(rest, 6); rest := left(rest, -6);
+    END IF;
+    IF left(rest, 1) = ':' THEN sec := substr(rest, 2, 2)::int; frac := substr(rest, 5); END IF;
+    IF y < 1 OR mo NOT BETWEEN 1 AND 12 OR d < 1 OR h > 23 OR mi > 59 OR sec > 59 THEN RETURN NULL; END IF;
+    IF d > extract(day FROM make_date(y, mo, 1) + interval '1 month - 1 day') THEN RETURN NULL; END IF;
+    ts := make_timestamp(y, mo, d, h, mi, sec + ('0.' || substr(frac || '000000', 1, 6))::float8);
+    IF zone IS NOT NULL AND zone <> 'Z' THEN
+      IF substr(zone, 2, 2)::int * 60 + substr(zone, 5, 2)::int >= 1440 THEN RETURN NULL; END IF;
+      ts := ts - (CASE WHEN left(zone, 1) = '-' THEN -1 ELSE 1 END)
+                 * make_interval(hours => substr(zone, 2, 2)::int, mins => substr(zone, 5, 2)::int);
+    END IF;
+    RETURN to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
   END IF;
   RETURN NULL;
-EXCEPTION WHEN others THEN RETURN NULL;
 END
 $fn$;
 """

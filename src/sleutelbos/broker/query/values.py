@@ -26,13 +26,13 @@ from typing import Literal as TypingLiteral
 LiteralKind = TypingLiteral["number", "string", "boolean", "datetime", "date", "time", "uri"]
 
 DATETIME_RE: Final = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?$"
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?$", re.ASCII
 )
-DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TIME_RE: Final = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?Z?$")
+DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+TIME_RE: Final = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?Z?$", re.ASCII)
 #: RFC 3986 ``scheme ":" hier-part`` with no white space — what an unquoted URI in ``q`` looks like.
 URI_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s\"<>\\^`{}]+$")
-NUMBER_RE: Final = re.compile(r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$")
+NUMBER_RE: Final = re.compile(r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$", re.ASCII)
 
 
 def datetime_key(text: str) -> str | None:

@@ -9,13 +9,16 @@ prefixed ``broker_`` because one database may be shared by several components):
     One row per entity, primary key ``(tenant, id)``. ``doc`` is the whole entity in the expanded normalized form of
     :mod:`sleutelbos.broker.entity` (JSON text in SQLite, ``jsonb`` in PostgreSQL). ``type`` is the first expanded type
     and ``types`` all of them (JSON array text in SQLite, ``text[]`` in PostgreSQL); ``geo_*`` is the bounding box of
-    the default instance of ``location``, a pre-filter for geo-queries. Indexes: ``(tenant, type, id)``; PostgreSQL
-    also a GIN index on ``types`` and on ``doc`` (``jsonb_path_ops``) for ``q`` containment tests.
+    the default instance of ``location``, a pre-filter for geo-queries. Indexes: ``(tenant, id)`` unique and
+    ``(tenant, type, id)``; entities with several types also have rows in ``broker_entity_extra_types(tenant, type,
+    id)`` for their further types, so that a type query is an index range scan in id order that LIMIT stops early.
     A ``q`` translated to SQL addresses the document as ``e.doc`` (see ``sleutelbos.broker.query``).
-``broker_attribute_instances(seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, deleted, instance)``
-    Append-only history: every attribute instance written, in the same transaction as the entity row, so that the
-    temporal API (issue 3) is built on the same store. ``deleted`` = 1 marks the deletion of an instance (``instance``
-    NULL) or of the whole entity (``attr`` = ``""``).
+``broker_entity_history(seq, tenant, entity_id, modified_at, deleted, instances)``
+    Append-only history: one row per change of an entity, holding every attribute instance the change wrote
+    (``{attribute IRI: [instances]}``, each with its ``observedAt``/``modifiedAt``; a deleted instance carries
+    ``deletedAt``), written in the same transaction as the entity row, so that the temporal API (issue 3) is built on
+    the same store. ``deleted`` = 1 marks the deletion of the whole entity. One row per change rather than per
+    instance: a 1,000-meter batch of 4 readings is 1,000 history rows, not 4,000 (docs/decisions/0502).
 ``broker_jsonld_contexts(local_id PK, url, document, created_at)``
     Hosted @contexts of ``/jsonldContexts`` (clause 5.13).
 
@@ -37,14 +40,15 @@ DEFAULT_TENANT = ""
 
 
 class HistoryRow(NamedTuple):
-    """One line of ``attribute_instances`` (a NamedTuple: thousands are made per batch)."""
+    """One line of ``broker_entity_history``: one change of one entity (a NamedTuple: a batch makes a thousand).
+
+    ``instances``: ``{attribute IRI: [instances written]}`` in the entity's expanded form; a deleted instance is
+    ``{"datasetId"?: ..., "deletedAt": time}``. ``deleted``: the whole entity was deleted (``instances`` is None).
+    """
 
     entity_id: str
-    attr: str
-    dataset_id: str | None
-    observed_at: str | None
     modified_at: str
-    instance: dict[str, Any] | None
+    instances: dict[str, Any] | None
     deleted: bool = False
 
 
@@ -135,7 +139,7 @@ class StoreTransaction(abc.ABC):
 
     @abc.abstractmethod
     async def history(self, rows: Sequence[HistoryRow]) -> None:
-        """Append to ``attribute_instances``."""
+        """Append to ``broker_entity_history``."""
 
 
 class EntityStore(abc.ABC):

@@ -46,7 +46,6 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
-from sleutelbos.broker.temporal.instants import instant
 from sleutelbos.broker.temporal.schema import SQLITE_MIGRATIONS
 from sleutelbos.core.database import migrate_sqlite
 
@@ -60,10 +59,9 @@ MIGRATIONS: list[str] = [
         UNIQUE (tenant, id)
     );
     CREATE INDEX broker_entities_type ON broker_entities (tenant, type, id);
-    CREATE TABLE broker_attribute_instances (
-        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL,
-        dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
-        instance TEXT
+    CREATE TABLE broker_entity_history (
+        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0, instances TEXT
     );
     CREATE TABLE broker_jsonld_contexts (local_id TEXT PRIMARY KEY, url TEXT NOT NULL, document TEXT NOT NULL,
                                          created_at TEXT NOT NULL);
@@ -85,10 +83,7 @@ _UPSERT = (
     " types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at, doc=excluded.doc,"
     " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
 )
-_HISTORY = (
-    "INSERT INTO broker_attribute_instances (tenant, entity_id, attr, dataset_id, observed_at, modified_at, deleted,"
-    " instance) VALUES (?,?,?,?,?,?,?,?)"
-)
+_HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
@@ -103,9 +98,8 @@ def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
 
 
 def history_row(tenant: str, row: HistoryRow) -> tuple[Any, ...]:
-    return (tenant, row.entity_id, row.attr, row.dataset_id, instant(row.observed_at), row.modified_at,
-            int(row.deleted),
-            None if row.instance is None else orjson.dumps(row.instance).decode())
+    return (tenant, row.entity_id, row.modified_at, int(row.deleted),
+            None if row.instances is None else orjson.dumps(row.instances).decode())
 
 
 def _has_type(t: str, extra: set[str], params: list[Any]) -> str:
@@ -239,6 +233,8 @@ class SqliteEntityStore(EntityStore):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+        conn.execute("PRAGMA mmap_size=1073741824")  # read pages through mmap, not a read() per page
         conn.create_function("regexp", 2, _regexp, deterministic=True)
         for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
             conn.create_function(name, nargs, fn, deterministic=True)
@@ -342,7 +338,7 @@ class SqliteEntityStore(EntityStore):
 
     async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
         assert self._reader is not None
-        sql = "SELECT COUNT(*) FROM broker_attribute_instances WHERE tenant = ?"
+        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ?"
         params: list[Any] = [tenant]
         if entity_id is not None:
             sql += " AND entity_id = ?"

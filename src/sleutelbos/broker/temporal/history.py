@@ -1,6 +1,7 @@
-"""SQL over the attribute history (``broker_attribute_instances``) for the temporal API: instance ranges, lastN,
-aggregation per period — all computed in the database (SQLite or PostgreSQL), never by loading the instances into
-Python — and the modification of single instances (clauses 5.6.12-5.6.16).
+"""SQL over the materialised attribute history (``broker_temporal_instances``, see :mod:`.materialise`) for the
+temporal API: instance ranges, lastN, aggregation per period — all computed in the database (SQLite or
+PostgreSQL), never by loading the instances into Python — and the modification
+of single instances (clauses 5.6.12-5.6.16).
 
 Each statement addresses one ``(tenant, entity_id, attr)`` and a time range on the indexed ``observed_at`` or
 ``modified_at`` column, so it is an index range scan; aggregation joins the instances with a small ``VALUES`` table of
@@ -83,7 +84,7 @@ class AttributeHistory:
         where, params = self._time_filter(q, col)
         descending = q.last_n is not None
         take = min(q.last_n, limit) if q.last_n is not None else limit
-        sql = (f"SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_attribute_instances"  # noqa: S608
+        sql = (f"SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_temporal_instances"  # noqa: S608
                f" WHERE tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}{where}"
                f" ORDER BY {col} {'DESC' if descending else 'ASC'}, seq {'DESC' if descending else 'ASC'} LIMIT ?")
         rows = await self.db.fetch(sql, [tenant, entity_id, attr, *params, take + 1])
@@ -97,19 +98,19 @@ class AttributeHistory:
     async def attributes(self, tenant: str, entity_id: str) -> list[str]:
         """Every attribute with history for the entity (used when the entity is gone and ``attrs`` not given)."""
         rows = await self.db.fetch(
-            "SELECT DISTINCT attr FROM broker_attribute_instances WHERE tenant = ? AND entity_id = ? AND attr <> ''",
+            "SELECT DISTINCT attr FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ? AND attr <> ''",
             [tenant, entity_id])
         return sorted(r[0] for r in rows)
 
     async def has_history(self, tenant: str, entity_id: str) -> bool:
         return bool(await self.db.fetch(
-            "SELECT 1 FROM broker_attribute_instances WHERE tenant = ? AND entity_id = ? LIMIT 1", [tenant, entity_id]))
+            "SELECT 1 FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ? LIMIT 1", [tenant, entity_id]))
 
     async def bounds(self, tenant: str, entity_id: str, attr: str, q: TemporalQuery) -> tuple[str | None, str | None]:
         col = q.time_column
         where, params = self._time_filter(q, col)
         rows = await self.db.fetch(
-            f"SELECT MIN({col}), MAX({col}) FROM broker_attribute_instances"  # noqa: S608
+            f"SELECT MIN({col}), MAX({col}) FROM broker_temporal_instances"  # noqa: S608
             f" WHERE tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}{where}",
             [tenant, entity_id, attr, *params])
         return (rows[0][0], rows[0][1]) if rows else (None, None)
@@ -145,7 +146,7 @@ class AttributeHistory:
             params += [n, start, end]
         exprs = ", ".join(self._aggregate_exprs(methods))
         sql = (f"WITH p(idx, ps, pe) AS (VALUES {values})"  # noqa: S608 - names from this module only
-               f" SELECT p.idx, p.ps, p.pe, {exprs} FROM p JOIN broker_attribute_instances i"
+               f" SELECT p.idx, p.ps, p.pe, {exprs} FROM p JOIN broker_temporal_instances i"
                f" ON i.tenant = ? AND i.entity_id = ? AND i.attr = ? AND i.{column} >= p.ps AND i.{column} < p.pe"
                f" AND {'NOT i.deleted' if self.pg else 'i.deleted = 0'}"
                f" GROUP BY p.idx, p.ps, p.pe ORDER BY p.idx")
@@ -155,7 +156,7 @@ class AttributeHistory:
     # --- modification (clauses 5.6.13-5.6.16) -----------------------------------------------------------------
     async def get_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> InstanceRow | None:
         rows = await self.db.fetch(
-            "SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_attribute_instances"  # noqa: S608
+            "SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_temporal_instances"  # noqa: S608
             f" WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}",
             [seq, tenant, entity_id, attr])
         return InstanceRow(int(rows[0][0]), rows[0][1], rows[0][2], rows[0][3], _json(rows[0][4])) if rows else None
@@ -163,17 +164,17 @@ class AttributeHistory:
     async def replace_instance(self, tenant: str, entity_id: str, seq: int, instance: dict[str, Any],
                                observed_at: str | None) -> int:
         return await self.db.execute(
-            "UPDATE broker_attribute_instances SET instance = ?, observed_at = ? WHERE seq = ? AND tenant = ?"
+            "UPDATE broker_temporal_instances SET instance = ?, observed_at = ? WHERE seq = ? AND tenant = ?"
             " AND entity_id = ?", [orjson.dumps(instance).decode(), observed_at, seq, tenant, entity_id])
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> int:
         return await self.db.execute(
-            "DELETE FROM broker_attribute_instances WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ?",
+            "DELETE FROM broker_temporal_instances WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ?",
             [seq, tenant, entity_id, attr])
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None,
                                delete_all: bool) -> int:
-        sql = "DELETE FROM broker_attribute_instances WHERE tenant = ? AND entity_id = ? AND attr = ?"
+        sql = "DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ? AND attr = ?"
         params: list[Any] = [tenant, entity_id, attr]
         if not delete_all:
             sql += " AND dataset_id IS NULL" if dataset_id is None else " AND dataset_id = ?"
@@ -181,5 +182,10 @@ class AttributeHistory:
         return await self.db.execute(sql, params)
 
     async def delete_entity(self, tenant: str, entity_id: str) -> int:
-        return await self.db.execute(
-            "DELETE FROM broker_attribute_instances WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
+        """The entity's instances and its rows of the core's history (clause 5.6.16 deletes the temporal evolution)."""
+        async with self.db.transaction() as tx:
+            removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
+                                       [tenant, entity_id])
+            removed += await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
+                                        [tenant, entity_id])
+        return removed

@@ -1,8 +1,8 @@
 """Monthly partitions of the attribute history on PostgreSQL, and retention (ARCHITECTURE: "native partitioning of
 the temporal tables").
 
-``broker_attribute_instances`` is ``PARTITION BY RANGE (modified_at)`` (migration in :mod:`.schema`); partitions are
-named ``broker_attribute_instances_pYYYYMM`` and hold ``[first of month, first of next month)`` in the broker's text
+``broker_temporal_instances`` is ``PARTITION BY RANGE (modified_at)`` (migration in :mod:`.schema`); partitions are
+named ``broker_temporal_instances_pYYYYMM`` and hold ``[first of month, first of next month)`` in the broker's text
 timestamps. :meth:`HistoryPartitions.maintain` creates the partitions from last month to three months ahead, so that
 writes never fall in the DEFAULT partition in normal running, and with a retention of N days drops every partition
 whose month ended more than N days ago — one ``DROP TABLE`` instead of deleting rows. Rows older than the oldest
@@ -19,7 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from sleutelbos.broker.database import BrokerDatabase
 
 log = logging.getLogger("sleutelbos.broker.temporal")
-_NAME = re.compile(r"^broker_attribute_instances_p(\d{4})(\d{2})$")
+TABLES = ("broker_temporal_instances", "broker_entity_history")
+_NAME = re.compile(r"^(broker_temporal_instances|broker_entity_history)_p(\d{4})(\d{2})$")
 
 
 def _month_start(d: date) -> date:
@@ -38,7 +39,8 @@ class HistoryPartitions:
     async def existing(self) -> list[str]:
         rows = await self.db.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'broker_attribute_instances'"
+            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname IN ('broker_temporal_instances',"
+            " 'broker_entity_history')"
             " AND p.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())")
         return sorted(r[0] for r in rows)
 
@@ -48,13 +50,14 @@ class HistoryPartitions:
         made = []
         month = _month_start(first)
         while month <= last:
-            name = f"broker_attribute_instances_p{month:%Y%m}"
-            if name not in have:
-                upper = _next_month(month)
-                await self.db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF broker_attribute_instances"
-                    f" FOR VALUES FROM ('{month.isoformat()}') TO ('{upper.isoformat()}')")
-                made.append(name)
+            for table in TABLES:
+                name = f"{table}_p{month:%Y%m}"
+                if name not in have:
+                    upper = _next_month(month)
+                    await self.db.execute(
+                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
+                        f" FOR VALUES FROM ('{month.isoformat()}') TO ('{upper.isoformat()}')")
+                    made.append(name)
             month = _next_month(month)
         return made
 
@@ -68,7 +71,7 @@ class HistoryPartitions:
             match = _NAME.match(name)
             if match is None:
                 continue
-            month = date(int(match.group(1)), int(match.group(2)), 1)
+            month = date(int(match.group(2)), int(match.group(3)), 1)
             if _next_month(month) <= horizon:
                 await self.db.execute(f"DROP TABLE {name}")
                 dropped.append(name)

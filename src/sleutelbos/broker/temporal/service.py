@@ -34,6 +34,7 @@ from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter, HistoryRow
 from sleutelbos.broker.temporal import representation
 from sleutelbos.broker.temporal.history import AttributeHistory, InstanceRow, Slice
 from sleutelbos.broker.temporal.instants import instant, parse_instant
+from sleutelbos.broker.temporal.materialise import HistoryMaterialiser
 from sleutelbos.broker.temporal.partitions import HistoryPartitions
 from sleutelbos.broker.temporal.query import TemporalQuery
 from sleutelbos.broker.validation import check_entity_id, check_name, expand_instance, expand_types
@@ -92,15 +93,18 @@ class TemporalService:
         self.store = store
         self.page_size: int = settings.broker_temporal_page_size
         self.history = AttributeHistory(db)
+        self.materialiser = HistoryMaterialiser(db)
         self.partitions = HistoryPartitions(db, settings.broker_temporal_retention_days)
         self._maintenance: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.materialiser.start()
         if self.db.dialect == "postgresql":
             await self.partitions.maintain()
             self._maintenance = asyncio.create_task(self._maintain_daily(), name="history partitions")
 
     async def stop(self) -> None:
+        await self.materialiser.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,11 +154,11 @@ class TemporalService:
 
     @staticmethod
     def _merge(entity: Entity, temporal: Entity, now: str) -> list[HistoryRow]:
-        """History rows for every instance; the current value moves to an instance only if it is not older."""
-        rows: list[HistoryRow] = []
-        for iri, instances in attributes(temporal):
-            for inst in instances:
-                rows.append(HistoryRow(entity["id"], iri, inst.get("datasetId"), inst.get("observedAt"), now, inst))
+        """One history row with every instance (decision 0502); the current value moves to an instance only if it
+        is not older."""
+        written = {iri: instances for iri, instances in attributes(temporal)}
+        rows = [HistoryRow(entity["id"], now, written)] if written else []
+        for iri, instances in written.items():
             current = {i.get("datasetId"): i for i in entity.get(iri, [])}
             for inst in _latest(instances):
                 old = current.get(inst.get("datasetId"))
@@ -167,6 +171,7 @@ class TemporalService:
     async def modify_instance(self, tenant: str, entity_id: str, attr: str, seq: int, patch: dict[str, Any]) -> None:
         """5.6.14: the instance's members are replaced by the fragment's (its type and value member included)."""
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         row = await self.history.get_instance(tenant, entity_id, attr, seq)
         if row is None:
             raise ResourceNotFound(f"entity {entity_id} has no instance {seq} of {attr}")
@@ -175,18 +180,21 @@ class TemporalService:
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> None:
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         if not await self.history.delete_instance(tenant, entity_id, attr, seq):
             raise ResourceNotFound(f"entity {entity_id} has no instance {seq} of {attr}")
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None,
                                delete_all: bool) -> None:
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         if not await self.history.delete_attribute(tenant, entity_id, attr, dataset_id, delete_all):
             raise ResourceNotFound(f"entity {entity_id} has no history of {attr}")
 
     async def delete_entity(self, tenant: str, entity_id: str, core_delete: Any) -> None:
         """5.6.16: the entity and its whole history."""
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         existed = await self.store.get(tenant, entity_id) is not None
         if existed:
             await core_delete(tenant, entity_id)
@@ -197,6 +205,7 @@ class TemporalService:
     # --- reads ------------------------------------------------------------------------------------------------
     async def retrieve(self, tenant: str, entity_id: str, q: TemporalQuery, ctx: CompiledContext) -> TemporalAnswer:
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         entity = await self.store.get(tenant, entity_id)
         if entity is None and not await self.history.has_history(tenant, entity_id):
             raise ResourceNotFound(f"entity {entity_id} not found")
@@ -211,6 +220,7 @@ class TemporalService:
     async def query(self, tenant: str, entity_filter: EntityFilter, q: TemporalQuery,
                     ctx: CompiledContext) -> TemporalAnswer:
         await self._require_tenant(tenant)
+        await self.materialiser.catch_up()
         entities, count = await self.store.query(tenant, entity_filter)
         selected = [(e, q.attrs or [iri for iri, _ in attributes(e)]) for e in entities]
         answer = await self._answer(tenant, selected, q, ctx)
