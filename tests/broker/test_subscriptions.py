@@ -239,3 +239,18 @@ async def test_patch_with_bad_input_changes_nothing(broker: Broker, receiver: Ht
     r = await broker.client.post(f"{BASE}/subscriptions", content=json.dumps(subscription(receiver.url, id=sub_id)),
                                  headers=JSON)
     assert r.status_code == 409
+
+
+async def test_geo_query_selects_by_location(broker: Broker, receiver: HttpReceiver) -> None:
+    utrecht, amsterdam = [5.1214, 52.0907], [4.9041, 52.3676]
+    await subscribe(broker, subscription(receiver.url, geoQ={
+        "georel": "near;maxDistance==5000", "geometry": "Point", "coordinates": utrecht}))
+    for n, where in ((1, amsterdam), (2, [5.13, 52.09])):
+        await broker.create(meter(n, location={"type": "GeoProperty", "value": {"type": "Point", "coordinates": where}}))
+    notified = await receiver.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert [e["id"] for e in receiver.entities()] == ["urn:ngsi-ld:Device:m2"] == [e["id"] for e in notified]
+    r = await broker.client.post(f"{BASE}/subscriptions", headers=JSON, content=json.dumps(
+        subscription(receiver.url, geoQ={"georel": "near;maxDistance==5000", "geometry": "Point",
+                                         "coordinates": [500, 52]})))
+    assert r.status_code == 400, r.text

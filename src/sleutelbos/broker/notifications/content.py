@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sleutelbos.broker.compaction import render
 from sleutelbos.broker.context import CORE_CONTEXT_URL, link_header_for
 from sleutelbos.broker.entity import VALUE_MEMBER, Entity, attributes, now_iso
 from sleutelbos.broker.notifications.delivery import Message
+from sleutelbos.broker.representation import render
 from sleutelbos.broker.subscriptions.model import Subscription
 
 
@@ -41,13 +41,9 @@ def render_entity(sub: Subscription, item: Item) -> dict[str, Any]:
             out["type"] = types[0] if len(types) == 1 else types
         return out
     pick = None if sub.attributes is None else {*sub.attributes, "type"}
-    form = "keyValues" if sub.format == "keyValues" else "normalized"
-    out = render(item.entity, ctx, form=form, sys_attrs=sub.sys_attrs, pick=pick, lang=sub.lang)
-    if sub.show_changes and item.previous is not None and form == "normalized":
+    out = render(item.entity, ctx, form=sub.format, sys_attrs=sub.sys_attrs, pick=pick, lang=sub.lang)
+    if sub.show_changes and item.previous is not None and sub.format != "keyValues":
         _previous_values(out, item, sub)
-    if sub.format == "concise":
-        out = {k: (_concise(v) if k not in ("id", "type", "scope", "createdAt", "modifiedAt") else v)
-               for k, v in out.items()}
     return out
 
 
@@ -61,33 +57,22 @@ def _previous_values(out: dict[str, Any], item: Item, sub: Subscription) -> None
         if rendered is None:
             continue
         before = {i.get("datasetId"): i for i in instances if isinstance(i, dict)}
+        if not isinstance(rendered, dict | list) or (isinstance(rendered, dict) and "value" not in rendered
+                                                       and "object" not in rendered and "type" not in rendered):
+            rendered = out[name] = {"value": rendered}  # a concise bare value gets its previousValue beside it
         for inst in rendered if isinstance(rendered, list) else [rendered]:
+            if not isinstance(inst, dict):
+                continue
             old = before.get(inst.get("datasetId"))
             if old is None:
                 continue
             member = VALUE_MEMBER.get(old.get("type", "Property"), "value")
-            new_member = VALUE_MEMBER.get(inst.get("type", "Property"), "value")
+            new_member = VALUE_MEMBER.get(inst.get("type", old.get("type", "Property")), "value")
             if old.get(member) != inst.get(new_member):
                 key = {"value": "previousValue", "object": "previousObject", "languageMap": "previousLanguageMap",
                        "json": "previousJson", "valueList": "previousValueList", "objectList": "previousObjectList",
                        "vocab": "previousVocab"}.get(member, "previousValue")
                 inst[key] = old.get(member)
-
-
-def _concise(attr: Any) -> Any:
-    """Clause 4.5.x concise form: drop ``type`` where the member says it; a bare value where nothing else remains."""
-    if isinstance(attr, list):
-        return [_concise(a) for a in attr]
-    if not isinstance(attr, dict):
-        return attr
-    kind = attr.get("type")
-    out = {k: (_concise(v) if isinstance(v, dict | list) and k not in (
-        "value", "object", "languageMap", "json", "valueList", "objectList", "vocab", "previousValue") else v)
-        for k, v in attr.items() if k != "type"}
-    if kind in ("Property", "GeoProperty") and set(out) == {"value"} and (
-            kind == "GeoProperty" or not isinstance(out["value"], dict | list)):
-        return out["value"]
-    return out
 
 
 def build_message(sub: Subscription, items: list[Item]) -> Message:

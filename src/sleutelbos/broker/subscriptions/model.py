@@ -362,7 +362,10 @@ def _geo(raw: Any, ctx: CompiledContext) -> Any:
     """Clause 5.2.13 GeoQuery through the broker's geo module (same semantics as ``GET /entities`` geo-queries)."""
     if not isinstance(raw, dict):
         raise BadRequestData("geoQ must be an object with geometry, coordinates and georel")
-    from sleutelbos.broker.query.geo import parse_geoquery
+    try:
+        from sleutelbos.broker.query.geo import parse_geoquery  # the query package's, when it has one
+    except ImportError:
+        from sleutelbos.broker.geoquery import parse_geoquery
 
     coordinates = raw.get("coordinates")
     if not isinstance(coordinates, str):
