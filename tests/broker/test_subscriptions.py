@@ -246,7 +246,8 @@ async def test_geo_query_selects_by_location(broker: Broker, receiver: HttpRecei
     await subscribe(broker, subscription(receiver.url, geoQ={
         "georel": "near;maxDistance==5000", "geometry": "Point", "coordinates": utrecht}))
     for n, where in ((1, amsterdam), (2, [5.13, 52.09])):
-        await broker.create(meter(n, location={"type": "GeoProperty", "value": {"type": "Point", "coordinates": where}}))
+        location = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": where}}
+        await broker.create(meter(n, location=location))
     notified = await receiver.wait_for(1)
     await asyncio.sleep(0.2)
     assert [e["id"] for e in receiver.entities()] == ["urn:ngsi-ld:Device:m2"] == [e["id"] for e in notified]
