@@ -132,10 +132,16 @@ class AttributeHistory:
         return [exprs[m] for m in methods]
 
     async def aggregate(self, tenant: str, entity_id: str, attr: str, periods: list[tuple[str, str]],
-                        methods: list[str], column: str) -> list[tuple[str, str, list[Any]]]:
-        """``[(from, to, [value per method]), ...]`` for the periods that hold instances, in period order."""
+                        methods: list[str], column: str,
+                        fixed_s: float | None = None) -> list[tuple[str, str, list[Any]]]:
+        """``[(from, to, [value per method]), ...]`` for the periods that hold instances, in period order.
+
+        Periods of a fixed length (``fixed_s`` seconds: days, hours, minutes) are one index range scan grouped by
+        the period number computed in SQL; calendar periods (months, years) join a ``VALUES`` table of periods."""
         if not periods:
             return []
+        if fixed_s is not None:
+            return await self._aggregate_fixed(tenant, entity_id, attr, periods, methods, column, fixed_s)
         if self.pg:
             values = ", ".join("(?::int, ?::text COLLATE \"C\", ?::text COLLATE \"C\")" if i == 0 else "(?, ?, ?)"
                                for i in range(len(periods)))
@@ -152,6 +158,25 @@ class AttributeHistory:
                f" GROUP BY p.idx, p.ps, p.pe ORDER BY p.idx")
         rows = await self.db.fetch(sql, [*params, tenant, entity_id, attr])
         return [(r[1], r[2], list(r[3:])) for r in rows]
+
+    async def _aggregate_fixed(self, tenant: str, entity_id: str, attr: str, periods: list[tuple[str, str]],
+                               methods: list[str], column: str, seconds: float) -> list[tuple[str, str, list[Any]]]:
+        start, end = periods[0][0], periods[-1][1]
+        if self.pg:
+            bucket = f"floor(extract(epoch from (i.{column}::timestamptz - ?::text::timestamptz)) / ?::float8)::int"
+        else:
+            bucket = f"CAST((julianday(i.{column}) - julianday(?)) * 86400.0 / ? + 1e-7 AS INTEGER)"
+        exprs = ", ".join(self._aggregate_exprs(methods))
+        sql = (f"SELECT {bucket} AS b, {exprs} FROM broker_temporal_instances i"  # noqa: S608 - names from this module
+               f" WHERE i.tenant = ? AND i.entity_id = ? AND i.attr = ? AND i.{column} >= ? AND i.{column} < ?"
+               f" AND {'NOT i.deleted' if self.pg else 'i.deleted = 0'} GROUP BY b ORDER BY b")
+        rows = await self.db.fetch(sql, [start, seconds, tenant, entity_id, attr, start, end])
+        out = []
+        for row in rows:
+            n = int(row[0])
+            if 0 <= n < len(periods):
+                out.append((periods[n][0], periods[n][1], list(row[1:])))
+        return out
 
     # --- modification (clauses 5.6.13-5.6.16) -----------------------------------------------------------------
     async def get_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> InstanceRow | None:

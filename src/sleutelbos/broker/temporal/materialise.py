@@ -76,8 +76,9 @@ class HistoryMaterialiser:
         async with self._lock:
             total = 0
             while True:
-                cursor = await self.db.fetchval("SELECT seq FROM broker_temporal_cursor WHERE name = 'history'")
-                latest = await self.db.fetchval("SELECT MAX(seq) FROM broker_entity_history")
+                rows = await self.db.fetch("SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
+                                           " (SELECT MAX(seq) FROM broker_entity_history)")
+                cursor, latest = rows[0]
                 if latest is None or latest <= cursor:
                     return total
                 done = await self._step()

@@ -30,6 +30,16 @@ class Aggregation:
     methods: list[str]
     period: timedelta | isodate.Duration | None  # None or zero: one period over the whole range
 
+    @property
+    def fixed_seconds(self) -> float | None:
+        """The period length in seconds when it is fixed (no months or years), for bucketing in SQL."""
+        if isinstance(self.period, timedelta) and self.period > timedelta(0):
+            return self.period.total_seconds()
+        if isinstance(self.period, isodate.Duration) and not (self.period.years or self.period.months) \
+                and self.period.tdelta > timedelta(0):
+            return float(self.period.tdelta.total_seconds())
+        return None
+
     def periods(self, start: datetime, end: datetime) -> list[tuple[str, str]]:
         """``[(from, to), ...]`` covering ``[start, end)`` (calendar-aware for months and years)."""
         if self.period is None or _is_zero(self.period):

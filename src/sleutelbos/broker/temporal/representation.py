@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleutelbos.broker.compaction import render
 from sleutelbos.broker.context import CompiledContext
 from sleutelbos.broker.entity import VALUE_MEMBER
+from sleutelbos.broker.representation import render
 from sleutelbos.broker.temporal.history import InstanceRow, instance_id
 
 _PLURAL = {"value": "values", "object": "objects", "languageMap": "languageMaps", "json": "jsons",
@@ -30,13 +30,19 @@ def header(entity_id: str, types: list[str], ctx: CompiledContext) -> dict[str, 
 
 
 def normalized(attr: str, rows: list[InstanceRow], ctx: CompiledContext, sys_attrs: bool) -> list[dict[str, Any]]:
-    out = []
+    """All instances rendered in one call (the renderer keeps their order)."""
+    instances = []
     for row in rows:
         inst = dict(row.instance)
+        inst.pop("datasetId", None)  # instances of a temporal attribute may share a datasetId: keep it aside
         inst["modifiedAt"] = row.modified_at
-        rendered = render({"id": "", attr: [inst]}, ctx, sys_attrs=sys_attrs)[ctx.compact_iri(attr)]
-        rendered["instanceId"] = instance_id(row.seq)
-        out.append(rendered)
+        instances.append(inst)
+    rendered = render({"id": "", attr: instances}, ctx, sys_attrs=sys_attrs).get(ctx.compact_iri(attr))
+    out = rendered if isinstance(rendered, list) else [rendered]
+    for item, row in zip(out, rows, strict=True):
+        if row.dataset_id is not None:
+            item["datasetId"] = row.dataset_id
+        item["instanceId"] = instance_id(row.seq)
     return out
 
 

@@ -290,7 +290,7 @@ class TemporalService:
                 end = end or parse_instant(high) + timedelta(microseconds=1)  # type: ignore[arg-type]
             periods = q.aggregation.periods(start, end)
             rows = await self.history.aggregate(tenant, entity["id"], name, periods, q.aggregation.methods,
-                                                q.time_column)
+                                                q.time_column, q.aggregation.fixed_seconds)
             if not rows:
                 continue
             current = entity.get(name)
