@@ -10,7 +10,7 @@ The subscription's @context goes in a ``Link`` header for ``application/json`` a
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sleutelbos.broker.context import CORE_CONTEXT_URL, link_header_for
@@ -30,6 +30,8 @@ class Item:
     reason: str
     at: str
     types: tuple[str, ...] = ()
+    rendered: dict[Any, dict[str, Any]] = field(default_factory=dict, compare=False)
+    """Renderings shared by every subscription notified of this change with the same parameters."""
 
 
 def render_entity(sub: Subscription, item: Item) -> dict[str, Any]:
@@ -40,10 +42,15 @@ def render_entity(sub: Subscription, item: Item) -> dict[str, Any]:
         if types:
             out["type"] = types[0] if len(types) == 1 else types
         return out
+    key = (id(ctx), sub.format, sub.attributes, sub.sys_attrs, sub.lang, sub.show_changes)
+    cached = item.rendered.get(key)
+    if cached is not None:
+        return cached
     pick = None if sub.attributes is None else {*sub.attributes, "type"}
     out = render(item.entity, ctx, form=sub.format, sys_attrs=sub.sys_attrs, pick=pick, lang=sub.lang)
     if sub.show_changes and item.previous is not None and sub.format != "keyValues":
         _previous_values(out, item, sub)
+    item.rendered[key] = out
     return out
 
 

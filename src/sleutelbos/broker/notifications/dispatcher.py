@@ -222,7 +222,7 @@ def build_message_from_body(sub: Subscription, body: dict[str, Any]) -> Message:
 class Dispatcher:
     """Owns the workers; :meth:`offer` is what the matcher calls from the write path."""
 
-    def __init__(self, store: SubscriptionStore, *, queue_size: int = 10_000, max_batch: int = 100,
+    def __init__(self, store: SubscriptionStore, *, queue_size: int = 10_000, max_batch: int = 500,
                  retry_base_s: float = 1.0, retry_max_s: float = 60.0, timeout_s: float = 5.0) -> None:
         self.store = store
         self.queue_size = queue_size

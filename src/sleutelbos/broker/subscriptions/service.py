@@ -133,6 +133,7 @@ class SubscriptionService:
             if not subs:
                 continue
             now = None
+            shared: dict[Any, dict[str, Any]] = {}  # one rendering per parameter set for all subscriptions
             for sub in subs.values():
                 if not sub.is_active or sub.time_interval is not None:
                     continue
@@ -147,7 +148,7 @@ class SubscriptionService:
                     continue
                 types = tuple(change.previous.get("type", ())) if change.previous else ()
                 self.dispatcher.offer(sub, Item(change.entity_id, change.entity, change.previous, reason,
-                                                change.at or now, types))
+                                                change.at or now, types, shared))
 
     @staticmethod
     def _reason(sub: Subscription, change: Change) -> str | None:
