@@ -144,7 +144,9 @@ class Broker:
 
 
 def _settings(url: str, tmp_path: Path, **kw: Any) -> Any:
-    return load_settings(data_dir=tmp_path, broker_database_url=url, context_fetch_timeout_s=1.0, **kw)
+    # the test @context server listens on 127.0.0.1, which the broker refuses by default
+    return load_settings(data_dir=tmp_path, broker_database_url=url, context_fetch_timeout_s=1.0,
+                         context_fetch_private_networks=True, **kw)
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ CORPUS: list[dict[str, Any]] = [
                                         V + "since": P("2021-01-01T00:00:00Z")}],
            brandName=P("Mercedes-Benz"), temperature=P(19.999)),
     entity("urn:e:9"),
+    entity("urn:e:10", brandName=P('Zoë "quoted" \\ back'), color=P(["Mercedes"])),
 ]
 
 

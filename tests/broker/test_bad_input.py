@@ -109,3 +109,26 @@ async def test_unreachable_remote_context_is_503(broker: Broker, context_server:
         assert r.json()["type"] == ERR + "LdContextNotAvailable"
         assert url in r.json()["detail"]
     assert (await broker.client.get(f"{BASE}/entities/{EID}")).status_code == 404
+
+
+async def test_odd_json_shapes_are_400_not_500(broker: Broker) -> None:
+    assert (await broker.create(GOOD)).status_code == 201
+    odd = [
+        ("POST", "/entities", {"id": "urn:ngsi-ld:Device:o", "type": "Device",
+                                "p": {"type": ["Property"], "value": 1}}),
+        ("POST", "/entities", {"id": "urn:ngsi-ld:Device:o", "type": [["Device"]]}),
+        ("POST", "/entities", {"id": ["urn:ngsi-ld:Device:o"], "type": "Device"}),
+        ("POST", "/entities", [1, 2, 3]),
+        ("PATCH", f"/entities/{EID}", {"power": {"type": {"x": 1}, "value": 3}}),
+        ("PATCH", f"/entities/{EID}/attrs/power", {"type": [1], "value": 2}),
+        ("POST", "/entityOperations/upsert", [1, "x", None, {"id": 5}]),
+        ("POST", "/entityOperations/delete", [{"id": "x"}, 5]),
+        ("POST", "/entityOperations/query", {"type": "Query", "entities": "Device"}),
+        ("POST", "/jsonldContexts", {"@context": 5}),
+    ]
+    for method, path, body in odd:
+        r = await broker.client.request(method, BASE + path, content=json.dumps(body),
+                                        headers={"Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500 or r.status_code == 207, (method, path, r.status_code, r.text)
+        assert r.status_code == 207 or r.headers["content-type"] == "application/problem+json"
+    assert await broker.service.store.get("", EID) is not None

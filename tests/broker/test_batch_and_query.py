@@ -210,3 +210,15 @@ async def test_geo_queries(broker: Broker) -> None:
     r = await broker.client.get(f"{BASE}/entities", params={"georel": "nearby", "geometry": "Point",
                                                            "coordinates": "[5,52]"})
     assert r.status_code == 400 and "georel" in r.json()["detail"]
+
+
+async def test_scope_query(broker: Broker) -> None:
+    await broker.client.post(f"{BASE}/entityOperations/create", json=[
+        meter(1, 1.0, scope="/nl/utrecht/centrum"), meter(2, 2.0, scope=["/nl/gelderland", "/ops/fieldwork"]),
+        meter(3, 3.0)])
+    assert await ids_of(broker, type="Device", scopeQ="/nl/utrecht/#") == ["urn:ngsi-ld:Device:m001"]
+    assert await ids_of(broker, type="Device", scopeQ="/nl/+") == ["urn:ngsi-ld:Device:m002"]
+    assert await ids_of(broker, scopeQ="/ops/fieldwork,/nl/utrecht/centrum") == [
+        "urn:ngsi-ld:Device:m001", "urn:ngsi-ld:Device:m002"]
+    got = (await broker.client.get(f"{BASE}/entities/urn:ngsi-ld:Device:m002")).json()
+    assert got["scope"] == ["/nl/gelderland", "/ops/fieldwork"]

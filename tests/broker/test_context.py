@@ -31,7 +31,7 @@ async def test_core_context_is_bundled_and_never_fetched() -> None:
 
 async def test_remote_context_fetched_once_and_compiled_once(sdm_context_url: str) -> None:
     calls: list[str] = []
-    store = ContextStore(fetch_timeout_s=2)
+    store = ContextStore(fetch_timeout_s=2, allow_private_networks=True)
     original = store._fetcher
 
     async def counting(url: str, timeout_s: float) -> Any:
@@ -124,3 +124,26 @@ async def test_hosted_context_survives_restart(database_url: str, tmp_path: Any)
             else:
                 r = await client.get(f"{BASE}/jsonldContexts/{locations[0].rsplit('/', 1)[1]}")
                 assert r.status_code == 200 and r.json() == doc
+
+
+async def test_cache_of_fetched_contexts_is_bounded() -> None:
+    async def fetcher(url: str, timeout_s: float) -> Any:
+        return {"@context": {"t": f"{url}#t"}}
+
+    store = ContextStore(fetcher=fetcher, max_cached=3)
+    for i in range(6):
+        ctx = await store.compile(f"https://example.org/{i}.jsonld")
+        assert ctx.expand_term("t") == f"https://example.org/{i}.jsonld#t"
+    assert len([e for e in store.list("Cached") if e.url.startswith("https://example.org/")]) <= 3
+    assert "https://example.org/5.jsonld" in [e.url for e in store.list("Cached")]
+
+
+async def test_private_network_contexts_refused_by_default(sdm_context_url: str) -> None:
+    store = ContextStore(fetch_timeout_s=2)
+    for url in (sdm_context_url, "http://10.1.2.3/ctx.jsonld", "http://localhost:9/ctx.jsonld",
+                "http://169.254.169.254/latest/meta-data"):
+        with pytest.raises(LdContextNotAvailable) as caught:
+            await store.compile(url)
+        assert "private or local network" in caught.value.detail
+    allowed = ContextStore(fetch_timeout_s=2, allow_private_networks=True)
+    assert (await allowed.compile(sdm_context_url)).expand_term("serialNumber").startswith("https://smartdatamodels")

@@ -28,8 +28,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING"}
+def _start(db: str, port: int, data_dir: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING", **env_extra}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
          "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -219,3 +219,18 @@ async def test_ld_json_entity_id_with_inline_context(broker: Broker) -> None:
     stored = await broker.service.store.get("", entity["id"])
     assert stored["type"] == ["https://example.org/Meter"]
     assert "https://example.org/reading" in stored
+
+
+async def test_concise_and_ld_json_list(broker: Broker) -> None:
+    eid = "urn:ngsi-ld:Device:concise"
+    await broker.create({"id": eid, "type": "Device", "a": {"type": "Property", "value": 1},
+                         "b": {"type": "Property", "value": 2, "unitCode": "KWH"},
+                         "r": {"type": "Relationship", "object": "urn:ngsi-ld:X:1"}})
+    got = (await broker.client.get(f"{BASE}/entities/{eid}", params={"options": "concise"})).json()
+    assert got == {"id": eid, "type": "Device", "a": 1, "b": {"value": 2, "unitCode": "KWH"},
+                   "r": {"object": "urn:ngsi-ld:X:1"}}
+    r = await broker.client.get(f"{BASE}/entities", params={"type": "Device"},
+                                headers={"Accept": "application/ld+json"})
+    assert r.headers["content-type"] == "application/ld+json"
+    assert r.json()[0]["@context"] == "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    assert "Link" not in r.headers or "json-ld#context" not in r.headers["Link"]

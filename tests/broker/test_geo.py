@@ -165,7 +165,8 @@ def test_entity_matching_uses_any_instance_of_the_geoproperty():
     (("within;x", "Polygon", "[]"), "takes no modifier"),
     (("within", "Circle", "[5,52]"), "geometry must be one of"),
     (("within", "Polygon", "[[[0,0],[1,0]"), "not JSON"),
-    (("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,0.5]]]"), "reference geometry: coordinates[0]: a linear ring"),
+    (("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,0.5]]]"),
+     "reference Polygon geometry: coordinates[0]: a linear ring"),
     (("within", None, "[5,52]"), "missing geometry"),
     ((None, "Point", None), "missing georel, coordinates"),
 ])

@@ -50,6 +50,7 @@ QUERIES = [
     "brandName~=(?i)^merc", "brandName!~=^Merc", "temperature~=2", 'isParked~="urn"', "name~=^ro",
     "temperature;brandName|rpm", "(temperature>=20;temperature<=25)|count",
     '((speed>50|rpm>3000);brandName=="Mercedes")', "!address;!name|active==false",
+    'brandName=="Zoë \\"quoted\\" \\\\ back"', 'brandName~="Zoë"', 'color=="Mercedes"',
 ]
 
 
@@ -82,6 +83,14 @@ def test_parameters_carry_values_and_sql_carries_none():
     pg = translate(parse_query(f"brandName=={json.dumps(hostile)}", CTX), SqlTarget("postgresql"))
     assert hostile not in pg.sql and "?" not in pg.sql.replace("? (", "")
     assert pg.sql.count("{}") == len(pg.params)
+
+
+def test_text_prefilter_only_for_plain_ascii_strings():
+    plain = translate(parse_query('brandName=="Volvo"', CTX), SqlTarget("sqlite"))
+    assert plain.sql.startswith("((instr(e.doc, ?) > 0") and plain.params[0] == '"Volvo"'
+    for text in ('brandName=="Zoë"', 'brandName=="a\\"b"', "speed==40", 'brandName!="Volvo"'):
+        assert "instr(" not in translate(parse_query(text, CTX), SqlTarget("sqlite")).sql, text
+    assert "instr(" not in translate(parse_query('brandName=="Volvo"', CTX), SqlTarget("postgresql")).sql
 
 
 def test_value_index_is_used_for_equality_and_ranges(sqlite_corpus):

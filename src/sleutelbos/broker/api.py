@@ -36,6 +36,7 @@ from sleutelbos.broker.errors import (
     TooManyResults,
     UnsupportedMediaType,
 )
+from sleutelbos.broker.representation import render
 from sleutelbos.broker.service import BatchResult, BrokerService, UpdateResult
 from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter
 from sleutelbos.broker.validation import (
@@ -411,9 +412,11 @@ class BrokerApi:
 
     async def _query(self, request: Request, rc: RequestContext, params: dict[str, str]) -> Response:
         options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "count", "simplified"})
-        has_selector = any(params.get(k) for k in ("type", "attrs", "q", "georel", "id", "idPattern", "pick"))
+        # clause 5.7.2: a query must be bounded by a selector; an id list or idPattern also selects entities
+        has_selector = any(params.get(k) for k in ("type", "attrs", "q", "georel", "id", "idPattern", "scopeQ"))
         if not has_selector:
-            raise BadRequestData("a query needs at least one of type, attrs, q or a geo-query (too wide otherwise)")
+            raise BadRequestData("a query needs at least one of type, attrs, q, a geo-query, scopeQ, id or idPattern "
+                                 "(too wide otherwise)")
         entity_filter = _filter(params, rc.ctx, self.service.store.dialect)
         entity_filter.limit = _int(params, "limit", 20)
         entity_filter.offset = _int(params, "offset", 0)
@@ -441,15 +444,19 @@ class BrokerApi:
         return response
 
     def _render(self, entity: Entity, rc: RequestContext, params: dict[str, str], options: set[str],
-                projection: tuple[set[str] | None, set[str] | None]) -> dict[str, Any]:
-        from sleutelbos.broker.compaction import render
+                projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> dict[str, Any]:
 
-        form = "keyValues" if ("keyValues" in options or "simplified" in options or params.get("format") in (
-            "keyValues", "simplified")) else "normalized"
+        fmt = params.get("format")
+        if "keyValues" in options or "simplified" in options or fmt in ("keyValues", "simplified"):
+            form = "keyValues"
+        elif "concise" in options or fmt == "concise":
+            form = "concise"
+        else:
+            form = "normalized"
         datasets = params.get("datasetId")
-        pick, omit = projection
+        pick, omit, attrs = projection
         return render(entity, rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit,
-                      lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None)
+                      attrs=attrs, lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None)
 
     # --- batch ----------------------------------------------------------------------------------------------
     async def _batch_input(self, request: Request, allowed_options: set[str]) -> tuple[RequestContext, Any, set[str]]:
@@ -748,22 +755,22 @@ def _split(raw: str | None) -> list[str]:
     return [p.strip() for p in raw.split(",") if p.strip()] if raw else []
 
 
-def _projection(params: dict[str, str], ctx: CompiledContext) -> tuple[set[str] | None, set[str] | None]:
-    """``attrs``/``pick`` keep, ``omit`` drops (clause 4.21 projection); names expanded once per request."""
+def _projection(params: dict[str, str], ctx: CompiledContext
+                ) -> tuple[set[str] | None, set[str] | None, set[str] | None]:
+    """``pick``, ``omit`` (clause 4.21) and ``attrs`` as expanded IRIs (``id``/``type`` kept as such), expanded once
+    per request; ``representation.render`` applies them."""
     pick_raw = _split(params.get("pick")) or None
-    attrs_raw = _split(params.get("attrs")) or None
     omit_raw = _split(params.get("omit")) or None
+    attrs_raw = _split(params.get("attrs")) or None
     if pick_raw and omit_raw:
         raise BadRequestData("pick and omit exclude each other")
-    pick: set[str] | None = None
-    for names in (pick_raw, attrs_raw):
-        if names:
-            expanded = {n if n in ("id", "type") else ctx.expand_term(_checked(n)) for n in names}
-            pick = expanded if pick is None else pick & expanded | {"id", "type"} & expanded
-            if names is attrs_raw:
-                pick |= {"id", "type", "createdAt", "modifiedAt", "scope"}
-    omit = {n if n in ("id", "type") else ctx.expand_term(_checked(n)) for n in omit_raw} if omit_raw else None
-    return pick, omit
+
+    def expand(names: list[str] | None) -> set[str] | None:
+        if not names:
+            return None
+        return {n if n in ("id", "type") else ctx.expand_term(_checked(n)) for n in names}
+
+    return expand(pick_raw), expand(omit_raw), expand(attrs_raw)
 
 
 def _checked(name: str) -> str:
@@ -771,23 +778,12 @@ def _checked(name: str) -> str:
     return name
 
 
-def _type_groups(raw: str, ctx: CompiledContext) -> list[list[str]]:
-    """Clause 4.17 entity type selection: ``,`` and ``|`` are OR, ``;`` is AND, parentheses group one level."""
-    groups: list[list[str]] = []
-    for alternative in re.split(r"[,|]", raw):
-        names = [n.strip().strip("()").strip() for n in alternative.split(";")]
-        if not all(names):
-            raise BadRequestData(f"malformed type selection {raw!r}")
-        for n in names:
-            check_name(n)
-        groups.append([ctx.expand_term(n) for n in names])
-    return groups
-
-
 def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> EntityFilter:
     f = EntityFilter()
     if params.get("type"):
-        f.type_groups = _type_groups(params["type"], ctx)
+        from sleutelbos.broker.query.typeselection import parse_type_selection
+
+        f.type_groups = parse_type_selection(params["type"], ctx)
     if params.get("id"):
         f.ids = [check_entity_id(i) for i in _split(params["id"])]
     if params.get("idPattern"):
@@ -799,10 +795,12 @@ def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> Entit
     if params.get("q"):
         _add_q(f, params["q"], ctx, dialect)
     if params.get("scopeQ"):
-        raise BadRequestData("scopeQ is not supported by this broker")
+        from sleutelbos.broker.query.scopeq import parse_scope_query, scope_sql
+
+        f.sql.append(scope_sql(parse_scope_query(params["scopeQ"]), dialect))
     if params.get("csf"):
         raise BadRequestData("csf applies to context source registrations, which this broker does not hold")
-    if params.get("georel") or params.get("geometry") or params.get("coordinates"):
+    if any(params.get(k) for k in ("georel", "geometry", "coordinates", "geoproperty")):
         _add_geo(f, params, ctx)
     return f
 
@@ -817,13 +815,12 @@ def _add_q(f: EntityFilter, q: str, ctx: CompiledContext, dialect: str) -> None:
 
 
 def _add_geo(f: EntityFilter, params: dict[str, str], ctx: CompiledContext) -> None:
-    try:
-        from sleutelbos.broker.query.geo import parse_geoquery  # the query package's, when it has one
-    except ImportError:
-        from sleutelbos.broker.geoquery import parse_geoquery
+    from sleutelbos.broker.query.geo import parse_geoquery
 
     query = parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
                            params.get("geoproperty"), ctx)
+    if query is None:
+        return
     f.post.append(query.matches)
     if query.bbox is not None:
         f.bbox = query.bbox

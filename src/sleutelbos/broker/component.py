@@ -47,7 +47,8 @@ class BrokerComponent:
 def build(ctx: Any) -> BrokerComponent:
     settings = ctx.settings
     store = open_store(settings.database_url_for("broker"), settings.broker_sqlite_synchronous)
-    contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s)
+    contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s,
+                            allow_private_networks=settings.context_fetch_private_networks)
     part2 = NotifyAndRemember(store, contexts, settings, ctx.services)  # wraps the store with the change feed
     service = BrokerService(part2.store, contexts)  # type: ignore[arg-type]
     api = BrokerApi(service, max_body_bytes=settings.max_body_bytes, base_url=settings.base_url)

@@ -9,8 +9,11 @@ plain dict lookups. Expanding an entity is then one lookup per attribute name, n
   ``https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context*.jsonld`` URL resolves to it, and it is always processed
   last so that its terms cannot be redefined by a user context (clause 5.5.7: the core context is implicit and its
   terms are protected).
-* Remote contexts are fetched with ``httpx`` under ``context_fetch_timeout_s`` and cached; a failure answers 503
-  LdContextNotAvailable. PyLD compiles the prefetched documents through a loader that only reads that cache.
+* Remote contexts are fetched with ``httpx`` under ``context_fetch_timeout_s`` (at most 1 MiB, 3 redirects) and
+  cached; a failure answers 503 LdContextNotAvailable. The client chooses the URL, so hosts on loopback, private or
+  link-local networks are refused unless ``context_fetch_private_networks`` is set (no probing of the operator's
+  network through the broker; a DNS answer that changes between check and fetch is not covered). PyLD compiles
+  the prefetched documents through a loader that only reads that cache.
 * ``/ngsi-ld/v1/jsonldContexts`` (clause 5.13) lists the cached and hosted contexts, serves one, adds a hosted one and
   deletes one; :class:`ContextStore` keeps them. Hosted contexts live in memory and in the broker's store
   (``jsonld_contexts`` table) so that a URL handed to a client stays valid across restarts.
@@ -22,6 +25,7 @@ is not done — an IRI with no term is returned whole, which the specification a
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import uuid
 from collections import OrderedDict
@@ -96,15 +100,18 @@ class CompiledContext:
         return self.vocab + name
 
     def compact_iri(self, iri: str) -> str:
-        """The term for an expanded IRI, or the IRI's ``@vocab``-relative name, or the IRI itself."""
+        """The term for an expanded IRI, or the IRI's ``@vocab``-relative name, or the IRI itself (memoised)."""
         term = self._compact.get(iri)
         if term is not None:
             return term
+        term = iri
         if iri.startswith(self.vocab) and len(iri) > len(self.vocab):
             rest = iri[len(self.vocab):]
             if rest not in self._expand and ":" not in rest:
-                return rest
-        return iri
+                term = rest
+        if len(self._compact) < 100_000:
+            self._compact[iri] = term
+        return term
 
     def has_term(self, name: str) -> bool:
         return name in self._expand
@@ -133,13 +140,51 @@ class CachedContext:
 Fetcher = Callable[[str, float], Awaitable[Any]]
 
 
-async def fetch_with_httpx(url: str, timeout_s: float) -> Any:
-    """Fetch a JSON-LD document; any failure or non-JSON answer is LdContextNotAvailable."""
+MAX_CONTEXT_BYTES: Final = 1 << 20
+_MAX_REDIRECTS: Final = 3
+
+
+async def _refuse_private(url: str) -> None:
+    """A client names the URL the broker fetches: unless allowed, refuse hosts that resolve to loopback, private,
+    link-local or otherwise non-global addresses, so that @context fetching cannot probe the operator's network."""
+    parts = httpx.URL(url)
+    host = parts.host
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=True) as client:
-            response = await client.get(url, headers={"Accept": "application/ld+json, application/json"})
-        response.raise_for_status()
-        return orjson.loads(response.content)
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
+        except OSError as exc:
+            raise LdContextNotAvailable(f"@context {url}: host {host!r} does not resolve") from exc
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addresses or not all(a.is_global for a in addresses):
+        raise LdContextNotAvailable(
+            f"@context {url}: host {host!r} is on a private or local network, which this broker does not fetch "
+            "from (setting context_fetch_private_networks)")
+
+
+async def fetch_with_httpx(url: str, timeout_s: float, allow_private_networks: bool = False) -> Any:
+    """Fetch a JSON-LD document (at most 1 MiB, 3 redirects, each hop checked unless private networks are allowed);
+    any failure or non-JSON answer is LdContextNotAvailable."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            target = url
+            for _ in range(_MAX_REDIRECTS + 1):
+                if not allow_private_networks:
+                    await _refuse_private(target)
+                async with client.stream("GET", target,
+                                         headers={"Accept": "application/ld+json, application/json"}) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        target = str(response.url.join(response.headers["location"]))
+                        continue
+                    response.raise_for_status()
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_CONTEXT_BYTES:
+                            raise LdContextNotAvailable(f"@context {url} is larger than {MAX_CONTEXT_BYTES} bytes")
+                    return orjson.loads(body)
+            raise LdContextNotAvailable(f"@context {url}: more than {_MAX_REDIRECTS} redirects")
     except (httpx.HTTPError, orjson.JSONDecodeError, ValueError) as exc:
         raise LdContextNotAvailable(f"@context {url} could not be retrieved: {exc or type(exc).__name__}") from exc
 
@@ -147,9 +192,12 @@ async def fetch_with_httpx(url: str, timeout_s: float) -> Any:
 class ContextStore:
     """Resolves, compiles and caches @contexts; keeps the hosted contexts of ``/jsonldContexts``."""
 
-    def __init__(self, fetch_timeout_s: float = 5.0, fetcher: Fetcher | None = None, max_compiled: int = 512) -> None:
+    def __init__(self, fetch_timeout_s: float = 5.0, fetcher: Fetcher | None = None, max_compiled: int = 512,
+                 max_cached: int = 1000, allow_private_networks: bool = False) -> None:
         self.fetch_timeout_s = fetch_timeout_s
-        self._fetcher = fetcher or fetch_with_httpx
+        self.max_cached = max_cached
+        self.allow_private_networks = allow_private_networks
+        self._fetcher = fetcher or self._fetch
         self._documents: dict[str, CachedContext] = {}
         self._compiled: OrderedDict[str, CompiledContext] = OrderedDict()
         self._max_compiled = max_compiled
@@ -157,6 +205,9 @@ class ContextStore:
         self.core = self._compile_now("core", None, [])
         self.persist_hosted: Callable[[CachedContext], Awaitable[None]] | None = None
         self.forget_hosted: Callable[[str], Awaitable[None]] | None = None
+
+    async def _fetch(self, url: str, timeout_s: float) -> Any:
+        return await fetch_with_httpx(url, timeout_s, self.allow_private_networks)
 
     # --- compile ---------------------------------------------------------------------------------------
     async def compile(self, context: Any) -> CompiledContext:
@@ -249,17 +300,32 @@ class ContextStore:
         cached = self._documents.get(url) or self._hosted_by_url(url)
         if cached is None:
             lock = self._locks.setdefault(url, asyncio.Lock())
-            async with lock:
-                cached = self._documents.get(url)
-                if cached is None:
-                    doc = await self._fetcher(url, self.fetch_timeout_s)
-                    if not isinstance(doc, dict) or "@context" not in doc:
-                        raise LdContextNotAvailable(f"@context {url} is not a JSON-LD context document")
-                    cached = CachedContext(url=url, document=doc, kind="Cached")
-                    self._documents[url] = cached
+            try:
+                async with lock:
+                    cached = self._documents.get(url)
+                    if cached is None:
+                        doc = await self._fetcher(url, self.fetch_timeout_s)
+                        if not isinstance(doc, dict) or "@context" not in doc:
+                            raise LdContextNotAvailable(f"@context {url} is not a JSON-LD context document")
+                        cached = CachedContext(url=url, document=doc, kind="Cached")
+                        self._evict()
+                        self._documents[url] = cached
+            finally:
+                self._locks.pop(url, None)
         cached.hits += 1
         cached.last_usage = now_iso()
         return cached.document
+
+    def _evict(self) -> None:
+        """Bound the cache of fetched documents (a client naming endless URLs must not grow it forever): drop the
+        least recently used Cached entries; Hosted ones stay."""
+        cached = [e for e in self._documents.values() if e.kind == "Cached"]
+        if len(cached) < self.max_cached:
+            return
+        cached.sort(key=lambda e: e.last_usage or e.created_at)
+        for entry in cached[: len(cached) - self.max_cached + 1]:
+            del self._documents[entry.url]
+        self._compiled.clear()
 
     def _hosted_by_url(self, url: str) -> CachedContext | None:
         _, sep, local_id = url.partition(HOSTED_PATH)

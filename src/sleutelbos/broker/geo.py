@@ -263,6 +263,6 @@ def parse_geoquery(georel: str | None, geometry: str | None, coordinates: Any, g
     try:
         reference = validate_geometry({"type": kind, "coordinates": coordinates})
     except InvalidGeometry as exc:
-        raise InvalidGeoQuery(f"reference geometry: {exc.detail}") from exc
+        raise InvalidGeoQuery(f"reference {kind} geometry: {exc.detail}") from exc
     target = context.expand_term(geoproperty) if geoproperty else LOCATION
     return GeoQuery(georel=name, geometry=reference, geoproperty=target, max_distance=max_d, min_distance=min_d)

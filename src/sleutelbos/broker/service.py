@@ -66,6 +66,12 @@ def change(entity_id: str, now: str, attrs: Iterable[tuple[str, list[AttributeIn
     return HistoryRow(entity_id, now, dict(attrs))
 
 
+def creation(entity: Entity) -> HistoryRow:
+    """The history row of a whole entity written (create, replace): all its attributes."""
+    return HistoryRow(entity["id"], entity["modifiedAt"],
+                      {k: v for k, v in entity.items() if k not in ENTITY_MEMBERS})
+
+
 def deletion(entity_id: str, now: str, attr: str, instances: Iterable[AttributeInstance]) -> HistoryRow:
     """The history row of deleted attribute instances (each recorded with its datasetId and ``deletedAt``)."""
     gone = [{**({"datasetId": i["datasetId"]} if "datasetId" in i else {}), "deletedAt": now} for i in instances]
@@ -373,7 +379,7 @@ class BrokerService:
                     fresh[e["id"]] = e
             if fresh:
                 await tx.upsert(list(fresh.values()))
-                await tx.history([change(e["id"], e["modifiedAt"], attributes(e)) for e in fresh.values()])
+                await tx.history([creation(e) for e in fresh.values()])
         result.success += list(fresh)
         result.created += list(fresh)
         return result
@@ -398,11 +404,11 @@ class BrokerService:
                     old = stored.get(entity_id)
                     if old is None:
                         result.created.append(entity_id)
-                        rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
+                        rows.append(creation(e))
                         continue
                     for key, value in attributes(e):
                         old[key] = _replace_instances(old.get(key), value, e["modifiedAt"])
-                    rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
+                    rows.append(creation(e))
                     old["type"] = list(dict.fromkeys([*old["type"], *e["type"]]))
                     old["modifiedAt"] = e["modifiedAt"]
                     by_id[entity_id] = old
@@ -414,7 +420,7 @@ class BrokerService:
                         result.created.append(entity_id)
                     else:
                         e["createdAt"] = when
-                    rows.append(change(entity_id, e["modifiedAt"], attributes(e)))
+                    rows.append(creation(e))
             await tx.upsert(list(by_id.values()))
             await tx.history(rows)
         result.success += list(by_id)

@@ -150,13 +150,20 @@ def expand_fragment(body: Any, ctx: CompiledContext, now: str, *, allow_null: bo
             continue
         check_name(name)
         iri = ctx.expand_term(name)
-        if allow_null and (raw is None or raw == NGSI_LD_NULL or (
-                isinstance(raw, dict) and raw.get(VALUE_MEMBER.get(raw.get("type", "Property"), "value"),
-                                                  "") in (None, NGSI_LD_NULL))):
+        if allow_null and (raw is None or raw == NGSI_LD_NULL or _null_valued(raw)):
             out[iri] = None
             continue
         out[iri] = expand_attribute(name, raw, ctx, now)
     return out
+
+
+def _null_valued(raw: Any) -> bool:
+    """A merge-patch attribute whose value member is null/NGSI-LD null (clause 5.6.17: delete it)."""
+    if not isinstance(raw, dict):
+        return False
+    kind = raw.get("type", "Property")
+    member = VALUE_MEMBER.get(kind, "value") if type(kind) is str else "value"
+    return member in raw and (raw[member] is None or raw[member] == NGSI_LD_NULL)
 
 
 def expand_attribute(name: str, raw: Any, ctx: CompiledContext, now: str, depth: int = 0) -> list[AttributeInstance]:
@@ -176,26 +183,45 @@ def expand_attribute(name: str, raw: Any, ctx: CompiledContext, now: str, depth:
         f"attribute {name!r} must be an object with a type (normalized form), got {type(raw).__name__}")
 
 
+_PLAIN_PROPERTY: Final = frozenset({"type", "value", "observedAt", "unitCode"})
+
+
 def expand_instance(name: str, raw: Any, ctx: CompiledContext, now: str, depth: int = 0) -> AttributeInstance:
     if type(raw) is not dict:
         raise BadRequestData(f"attribute {name!r}: each instance must be a JSON object")
     kind = raw.get("type")
+    if kind == "Property" and raw.keys() <= _PLAIN_PROPERTY and raw.get("value") is not None:
+        # the fast path of a meter reading: value, observedAt, unitCode — same rules as below, fewer branches
+        out: AttributeInstance = {"type": "Property", "value": raw["value"]}
+        observed = raw.get("observedAt")
+        if observed is not None:
+            out["observedAt"] = (observed if type(observed) is str and observed in _checked_datetimes
+                                 else check_datetime(observed, f"attribute {name!r}: observedAt"))
+        unit = raw.get("unitCode")
+        if unit is not None:
+            if type(unit) is not str or not unit:
+                raise BadRequestData(f"attribute {name!r}: unitCode must be a non-empty string")
+            out["unitCode"] = unit
+        out["createdAt"] = now
+        out["modifiedAt"] = now
+        return out
     if kind is None:
         raise BadRequestData(f"attribute {name!r} has no type (Property, Relationship, GeoProperty, ...)")
-    if kind not in ATTRIBUTE_TYPES:
+    if type(kind) is not str or kind not in ATTRIBUTE_TYPES:
         kinds = ", ".join(sorted(ATTRIBUTE_TYPES))
         raise BadRequestData(f"attribute {name!r} has unknown type {kind!r}; one of {kinds}")
     member = VALUE_MEMBER[kind]
     if member not in raw:
         raise BadRequestData(f"attribute {name!r} of type {kind} needs a {member!r} member")
-    out: AttributeInstance = {"type": kind}
+    out = {"type": kind}
     for key, value in raw.items():
         if key == member:
             out[member] = _check_value(name, kind, value, ctx)
         elif key == "type":
             continue
         elif key == "observedAt":
-            out["observedAt"] = check_datetime(value, f"attribute {name!r}: observedAt")
+            out["observedAt"] = (value if type(value) is str and value in _checked_datetimes
+                                 else check_datetime(value, f"attribute {name!r}: observedAt"))
         elif key == "unitCode":
             if not isinstance(value, str) or not value:
                 raise BadRequestData(f"attribute {name!r}: unitCode must be a non-empty string")

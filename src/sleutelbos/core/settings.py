@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     broker_database_url: str | None = None
     context_fetch_timeout_s: float = 5.0
     mqtt_url: str | None = Field(default=None, description="External MQTT broker; default: the in-process one")
+    context_fetch_private_networks: bool = Field(
+        default=False, description="Allow fetching @contexts from loopback/private/link-local hosts"
+    )
     broker_sqlite_synchronous: str = Field(
         default="NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
         description="SQLite synchronous mode; NORMAL survives kill -9 (WAL), FULL also power loss",

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from sleutelbos.broker.entity import VALUE_MEMBER, Entity
 from sleutelbos.broker.query.ast import And, AttributePath, Comparison, Exists, Node, Or, Pattern, Range
-from sleutelbos.broker.query.values import Literal, element_matches_kind
+from sleutelbos.broker.query.values import Literal, element_matches_kind, temporal_key
 
 RELATIONSHIP_TYPES: Final = frozenset({"Relationship", "ListRelationship"})
 _LEAF_TYPES: Final = frozenset({"LanguageProperty", "ListRelationship"})
@@ -59,7 +59,10 @@ def leaves(value: Any) -> Iterator[Any]:
 
 def leaf_instances(entity: Entity, path: AttributePath) -> list[dict[str, Any]]:
     """The instances the path's attribute names select (top level, then each dotted sub-attribute)."""
-    instances = [i for i in _as_list(entity.get(path.attribute)) if isinstance(i, dict)]
+    instances = entity.get(path.attribute)
+    if not path.sub_attributes and type(instances) is list and all(type(i) is dict for i in instances):
+        return instances
+    instances = [i for i in _as_list(instances) if isinstance(i, dict)]
     for sub in path.sub_attributes:
         instances = [s for i in instances for s in _as_list(i.get(sub)) if isinstance(s, dict)]
     return instances
@@ -97,15 +100,6 @@ def target_elements(instance: dict[str, Any], path: AttributePath) -> list[Any] 
     return value if isinstance(value, list) else [value]
 
 
-def _equals(element: Any, literal: Literal, vocab: frozenset[str]) -> bool:
-    comparable = element_matches_kind(element, literal)
-    if comparable is None:
-        return False
-    if comparable == literal.value:
-        return True
-    return bool(vocab) and comparable in vocab
-
-
 def _in_range(element: Any, rng: Range) -> bool:
     comparable = element_matches_kind(element, rng.low)
     return comparable is not None and rng.low.value <= comparable <= rng.high.value
@@ -117,6 +111,29 @@ _ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
 }
+
+
+def _element_test(literal: Literal, op: str) -> Callable[[Any], bool]:
+    """A test of one element against one literal with the data-type rule built in (no per-call dispatch)."""
+    order = _ORDER.get(op)
+    value = literal.value
+    if literal.kind == "number":
+        if order is None:
+            return lambda e: type(e) in (int, float) and e == value
+        return lambda e: type(e) in (int, float) and order(e, value)
+    if literal.kind in ("string", "uri"):
+        if order is None:
+            return lambda e: type(e) is str and e == value
+        return lambda e: type(e) is str and order(e, value)
+    if literal.kind == "boolean":
+        return lambda e: type(e) is bool and e is value
+    kind = literal.kind
+
+    def temporal(e: Any) -> bool:
+        key = temporal_key(kind, e)
+        return key is not None and (key == value if order is None else order(key, value))
+
+    return temporal
 
 
 def _comparison(term: Comparison) -> Predicate:
@@ -133,10 +150,16 @@ def _comparison(term: Comparison) -> Predicate:
                 return any(_in_range(e, rng) for e in elements)
         else:
             literals = value if isinstance(value, tuple) else (value,)
+            tests = [_element_test(lit, "==") for lit in literals]
+            test = tests[0] if len(tests) == 1 else (lambda e: any(t(e) for t in tests))
 
             def hit(elements: Iterable[Any], instance: dict[str, Any]) -> bool:
-                v = vocab if instance.get("type") == "VocabProperty" else frozenset()
-                return any(_equals(e, lit, v) for e in elements for lit in literals)
+                for e in elements:
+                    if test(e):
+                        return True
+                if vocab and instance.get("type") == "VocabProperty":
+                    return any(isinstance(e, str) and e in vocab for e in elements)
+                return False
 
         wanted = term.op == "=="
 
@@ -150,20 +173,17 @@ def _comparison(term: Comparison) -> Predicate:
         return predicate
 
     assert isinstance(value, Literal)
-    literal = value
-    order = _ORDER[term.op]
+    test = _element_test(value, term.op)
 
     def ordered(entity: Entity) -> bool:
         for instance in leaf_instances(entity, path):
             if check_relationship and instance.get("type") in RELATIONSHIP_TYPES:
                 continue
             elements = target_elements(instance, path)
-            if elements is None:
-                continue
-            for element in elements:
-                comparable = element_matches_kind(element, literal)
-                if comparable is not None and order(comparable, literal.value):
-                    return True
+            if elements is not None:
+                for element in elements:
+                    if test(element):
+                        return True
         return False
 
     return ordered

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from typing import Final, Protocol
 
 from sleutelbos.broker.errors import BadRequestData, OperationNotSupported, TooComplexQuery
@@ -55,6 +54,9 @@ MAX_TERMS: Final = 256
 _OPERATORS: Final = ("!~=", "==", "!=", "~=", ">=", "<=", ">", "<")
 _BARE_WORD: Final = re.compile(r"^[\w\-]+$")
 _COMPOUND_STOP: Final = frozenset('.[]"\\')
+#: AttrName = unicodeLetter *(unicodeLetter / unicodeNumber / "_") — ``[^\W\d_]`` is "a word character that is
+#: neither a digit nor '_'", i.e. a letter.
+_NAME: Final = re.compile(r"[^\W\d_]\w*")
 
 
 class TermExpander(Protocol):
@@ -74,15 +76,6 @@ class QuerySyntaxError(BadRequestData):
 
 class UnsupportedQuery(OperationNotSupported):
     """``q`` is valid NGSI-LD but uses a part this broker does not implement (linked-entity paths)."""
-
-
-def _is_term_start(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("L")
-
-
-def _is_term_char(ch: str) -> bool:
-    cat = unicodedata.category(ch)
-    return cat.startswith(("L", "N")) or ch == "_"
 
 
 class _Parser:
@@ -208,13 +201,11 @@ class _Parser:
         )
 
     def name(self, what: str) -> str:
-        start = self.pos
-        if self.at_end() or not _is_term_start(self.text[self.pos]):
+        match = _NAME.match(self.text, self.pos)
+        if match is None:
             raise self.error(f"expected {what} (a letter, then letters, digits or '_'), found {self.describe_here()}")
-        self.pos += 1
-        while not self.at_end() and _is_term_char(self.text[self.pos]):
-            self.pos += 1
-        return self.text[start:self.pos]
+        self.pos = match.end()
+        return match.group()
 
     def compound_name(self) -> str:
         start = self.pos
@@ -326,7 +317,25 @@ class _Parser:
 
 
 def parse_query(q: str, context: TermExpander) -> Node:
-    """Parse an NGSI-LD ``q`` (already URL-decoded) into an AST with names expanded through ``context``."""
+    """Parse an NGSI-LD ``q`` (already URL-decoded) into an AST with names expanded through ``context``.
+
+    ASTs are immutable, so parses are cached per (query, compiled @context): a dashboard repeating its queries pays
+    the parse once. A context without a ``key`` (any :class:`TermExpander`) is not cached.
+    """
     if len(q) > MAX_QUERY_LENGTH:
         raise TooComplexQuery(f"q is longer than {MAX_QUERY_LENGTH} characters")
-    return _Parser(q, context).parse()
+    key = getattr(context, "key", None)
+    if key is None:
+        return _Parser(q, context).parse()
+    cache_key = (q, key, id(context))
+    node = _PARSED.get(cache_key)
+    if node is None:
+        node = _Parser(q, context).parse()
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[cache_key] = node
+    return node
+
+
+_PARSED: dict[tuple[str, str, int], Node] = {}
+_PARSED_MAX: Final = 4096

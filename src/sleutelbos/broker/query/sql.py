@@ -11,9 +11,10 @@ Two ways to answer a term:
   ``jsonb_path_query`` (PostgreSQL) of the attribute's instances and their target elements. Correct for every term;
   costs a JSON walk per candidate row.
 * **Attribute value index** (when the store keeps it, see :data:`VALUE_INDEX_DDL` and :func:`attribute_value_rows`):
-  a side table with one row per scalar element of each top-level attribute, indexed on ``(attr, num)`` and
-  ``(attr, txt)``. The common index-friendly terms — ``attr==v``, value lists, ranges, ``< <= > >=`` on numbers and
-  strings, booleans — become ``(e.tenant, e.id) IN (SELECT ... WHERE attr = ? AND num > ?)``, an index range scan.
+  a side table with one row per scalar element of each top-level attribute, with covering indexes led by
+  ``(attr, num)`` and ``(attr, txt)``. The common index-friendly terms — ``attr==v``, value lists, ranges,
+  ``< <= > >=`` on numbers and strings, booleans — become
+  ``(e.tenant, e.id) IN (SELECT ... WHERE attr = ? AND num > ?)``, an index range scan.
   Everything else (``!=``, regex, dotted/compound paths, dateTime/date/time) uses the document scan.
 
 Both dialects need two helper functions, also given here: SQLite gets Python functions registered on each connection
@@ -28,6 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 from typing import Literal as TypingLiteral
 
@@ -49,8 +51,10 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
         f"CREATE TABLE IF NOT EXISTS {VALUE_INDEX_TABLE} ("
         " tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL, kind TEXT NOT NULL,"
         " num REAL, txt TEXT, rel INTEGER NOT NULL DEFAULT 0, vocab INTEGER NOT NULL DEFAULT 0)",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} (attr, num) WHERE num IS NOT NULL",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} (attr, txt) WHERE txt IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} "
+        " (attr, num, kind, rel, tenant, entity_id) WHERE num IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} "
+        " (attr, txt, kind, vocab, tenant, entity_id) WHERE txt IS NOT NULL",
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_entity ON {VALUE_INDEX_TABLE} (tenant, entity_id)",
     ),
     "postgresql": (
@@ -58,8 +62,10 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
         " tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL, kind CHAR(1) NOT NULL,"
         ' num DOUBLE PRECISION, txt TEXT COLLATE "C", rel BOOLEAN NOT NULL DEFAULT false,'
         " vocab BOOLEAN NOT NULL DEFAULT false)",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} (attr, num) WHERE num IS NOT NULL",
-        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} (attr, txt) WHERE txt IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} "
+        " (attr, num, kind, rel, tenant, entity_id) WHERE num IS NOT NULL",
+        f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_txt ON {VALUE_INDEX_TABLE} "
+        " (attr, txt, kind, vocab, tenant, entity_id) WHERE txt IS NOT NULL",
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_entity ON {VALUE_INDEX_TABLE} (tenant, entity_id)",
     ),
 }
@@ -229,7 +235,11 @@ class _Builder:
             return "(" + " OR ".join(self.node(t) for t in node.terms) + ")"
         if isinstance(node, Comparison):
             indexed = self.indexed_comparison(node)
-            return indexed if indexed is not None else self.scan(node.path, lambda i, t: self.comparison(node, i, t))
+            if indexed is not None:
+                return indexed
+            prefilter = self.text_prefilter(node)
+            scan = self.scan(node.path, lambda i, t: self.comparison(node, i, t))
+            return f"({prefilter} AND {scan})" if prefilter else scan
         if isinstance(node, Pattern):
             return self.scan(node.path, lambda i, t: self.pattern(node, i, t))
         if isinstance(node, Exists):
@@ -443,6 +453,24 @@ class _Builder:
             return f"({type_expr} NOT IN ('Relationship', 'ListRelationship') AND {sql})"
         return sql
 
+    def text_prefilter(self, term: Comparison) -> str | None:
+        """SQLite only: a necessary condition for ``==`` on strings that costs one substring search per row.
+
+        A stored JSON string appears in the document's text as its JSON encoding; for printable ASCII without quote
+        or backslash every JSON serializer writes the same ``"..."``, so ``instr(doc, '"value"') > 0`` can only drop
+        rows that cannot match — and skips the JSON walk for the (many) rows that do not contain the value at all.
+        """
+        if self.pg or term.op != "==" or isinstance(term.value, Range):
+            return None
+        literals = term.value if isinstance(term.value, tuple) else (term.value,)
+        if not all(lit.is_textual for lit in literals):
+            return None
+        needles = [lit.value for lit in literals] + list(term.vocab_values)
+        if not all(_plain_ascii(n) for n in needles):
+            return None
+        tests = " OR ".join(f"instr({self.target.doc}, {self.p(json.dumps(n))}) > 0" for n in needles)
+        return f"({tests})"
+
     # --- the attribute value index -------------------------------------------------------------------------------
     def indexed_comparison(self, term: Comparison) -> str | None:
         table = self.target.value_index
@@ -493,8 +521,21 @@ class _Builder:
         return lit.value
 
 
+def _plain_ascii(text: str) -> bool:
+    return all(" " <= ch <= "~" and ch not in '"\\' for ch in text)
+
+
 def translate(node: Node, target: SqlTarget) -> SqlCondition:
-    """The SQL condition (in ``target``'s dialect, parameters bound) selecting what ``node`` matches."""
+    """The SQL condition (in ``target``'s dialect, parameters bound) selecting what ``node`` matches.
+
+    Translations are cached per (AST, target) — both are immutable — and each call gets its own parameter list.
+    """
+    sql, params = _translate_cached(node, target)
+    return SqlCondition(sql=sql, params=list(params))
+
+
+@lru_cache(maxsize=4096)
+def _translate_cached(node: Node, target: SqlTarget) -> tuple[str, tuple[Any, ...]]:
     builder = _Builder(target)
     sql = builder.node(node)
-    return SqlCondition(sql=sql, params=builder.params)
+    return sql, tuple(builder.params)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Final
 from typing import Literal as TypingLiteral
 
@@ -35,6 +36,7 @@ URI_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s\"<>\\^`{}]+$")
 NUMBER_RE: Final = re.compile(r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$", re.ASCII)
 
 
+@lru_cache(maxsize=16384)
 def datetime_key(text: str) -> str | None:
     """The comparison key of a dateTime string (UTC, milliseconds), or None if it is not one."""
     m = DATETIME_RE.match(text)

@@ -71,6 +71,24 @@ _HISTORY = (
     "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
     " VALUES ($1,$2,$3,$4,$5::jsonb)"
 )
+# A batch is one statement over arrays (unnest), not executemany: one round trip and one plan for 1,000 rows.
+_UPSERT_ARRAYS = (
+    "INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
+    " geo_maxx, geo_maxy)"
+    " SELECT $1, u.id, u.type, ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb)), u.created_at, u.modified_at,"
+    " u.doc::jsonb, u.minx, u.miny, u.maxx, u.maxy"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[],"
+    " $10::float8[], $11::float8[]) AS u(id, type, types, created_at, modified_at, doc, minx, miny, maxx, maxy)"
+    " ON CONFLICT (tenant, id) DO UPDATE SET"
+    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
+    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
+    " geo_maxy=excluded.geo_maxy"
+)
+_HISTORY_ARRAYS = (
+    "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
+    " SELECT $1, u.entity_id, u.modified_at, u.deleted, u.instances::jsonb"
+    " FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[]) AS u(entity_id, modified_at, deleted, instances)"
+)
 
 
 def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
@@ -146,7 +164,13 @@ class _PgTransaction(StoreTransaction):
         return {r[0]: r[1] for r in rows}
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        await self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+        if len(entities) == 1:
+            await self.conn.execute(_UPSERT, *entity_row(self.tenant, entities[0]))
+        else:
+            rows = [entity_row(self.tenant, e) for e in entities]
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            columns[3] = [orjson.dumps(t).decode() for t in columns[3]]
+            await self.conn.execute(_UPSERT_ARRAYS, self.tenant, *columns[1:])
         multi = [e for e in entities if len(e["type"]) > 1]
         has_extra = await self.conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM broker_entity_extra_types WHERE tenant = $1)", self.tenant)
@@ -174,10 +198,15 @@ class _PgTransaction(StoreTransaction):
         return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
-        if rows:
-            await self.conn.executemany(_HISTORY, [
-                (self.tenant, r.entity_id, r.modified_at, r.deleted,
-                 None if r.instances is None else orjson.dumps(r.instances).decode()) for r in rows])
+        if not rows:
+            return
+        instances = [None if r.instances is None else orjson.dumps(r.instances).decode() for r in rows]
+        if len(rows) == 1:
+            r = rows[0]
+            await self.conn.execute(_HISTORY, self.tenant, r.entity_id, r.modified_at, r.deleted, instances[0])
+        else:
+            await self.conn.execute(_HISTORY_ARRAYS, self.tenant, [r.entity_id for r in rows],
+                                    [r.modified_at for r in rows], [r.deleted for r in rows], instances)
 
 
 class PostgresEntityStore(EntityStore):

@@ -147,9 +147,10 @@ def json_path(iri: str) -> str:
 
 
 class _SqliteTransaction(StoreTransaction):
-    def __init__(self, conn: sqlite3.Connection, tenant: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, tenant: str, extra_types: dict[str, set[str]]) -> None:
         self.conn = conn
         self.tenant = tenant
+        self.extra_types = extra_types  # the store's cache: tenant → types some entity has as a further type
 
     def _in_chunks(self, columns: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -170,15 +171,13 @@ class _SqliteTransaction(StoreTransaction):
     async def upsert(self, entities: Sequence[Entity]) -> None:
         self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
         multi = [e for e in entities if len(e["type"]) > 1]
-        if multi or self._has_extra_types():
+        if multi or self.extra_types.get(self.tenant):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
                                   [(self.tenant, e["id"]) for e in entities])
             self.conn.executemany("INSERT OR IGNORE INTO broker_entity_extra_types VALUES (?, ?, ?)",
                                   [(self.tenant, t, e["id"]) for e in multi for t in e["type"][1:]])
-
-    def _has_extra_types(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM broker_entity_extra_types WHERE tenant = ? LIMIT 1",
-                                 (self.tenant,)).fetchone() is not None
+            # only ever grows: a stale entry just sends that type's queries down the (correct) slower path
+            self.extra_types.setdefault(self.tenant, set()).update(t for e in multi for t in e["type"][1:])
 
     async def delete(self, ids: Sequence[str]) -> None:
         pairs = [(self.tenant, i) for i in ids]
@@ -186,7 +185,7 @@ class _SqliteTransaction(StoreTransaction):
         self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?", pairs)
 
     async def delete_by_filter(self, entity_filter: EntityFilter) -> list[str]:
-        where, params = where_sqlite(self.tenant, entity_filter, _extra_types(self.conn, self.tenant, entity_filter))
+        where, params = where_sqlite(self.tenant, entity_filter, self.extra_types.get(self.tenant))
         ids = [r[0] for r in self.conn.execute(f"SELECT e.id FROM broker_entities e WHERE {where}", params)]  # noqa: S608
         await self.delete(ids)
         return ids
@@ -194,16 +193,6 @@ class _SqliteTransaction(StoreTransaction):
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         if rows:
             self.conn.executemany(_HISTORY, [history_row(self.tenant, r) for r in rows])
-
-
-def _extra_types(conn: sqlite3.Connection, tenant: str, f: EntityFilter) -> set[str]:
-    """Which of the filter's types some entity of the tenant carries as a further (non-first) type."""
-    wanted = sorted({t for group in f.type_groups for t in group})
-    if not wanted:
-        return set()
-    marks = ",".join("?" * len(wanted))
-    sql = f"SELECT DISTINCT type FROM broker_entity_extra_types WHERE tenant = ? AND type IN ({marks})"  # noqa: S608
-    return {r[0] for r in conn.execute(sql, [tenant, *wanted])}
 
 
 class SqliteEntityStore(EntityStore):
@@ -218,8 +207,10 @@ class SqliteEntityStore(EntityStore):
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpointing: asyncio.Future[Any] | None = None
         self._lock: asyncio.Lock | None = None
         self._tenants: set[str] = {DEFAULT_TENANT}
+        self._extra_types: dict[str, set[str]] = {}
 
     def _target(self) -> tuple[str, bool]:
         if self.path is None:
@@ -254,6 +245,8 @@ class SqliteEntityStore(EntityStore):
             self._writer = self._connect()
         self._reader = self._connect()
         self._tenants |= {r[0] for r in self._writer.execute("SELECT name FROM broker_tenants")}
+        for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
+            self._extra_types.setdefault(tenant, set()).add(type_)
         if self.path is not None:
             self._checkpointer = self._connect(check_same_thread=False)
             self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
@@ -264,7 +257,10 @@ class SqliteEntityStore(EntityStore):
         while True:
             await asyncio.sleep(1.0)
             with contextlib.suppress(sqlite3.Error):
-                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                # shielded and remembered: close() must wait for the thread, not close the connection under it
+                self._checkpointing = asyncio.ensure_future(
+                    asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)"))
+                await asyncio.shield(self._checkpointing)
 
     async def close(self) -> None:
         if self._checkpoint_task is not None:
@@ -272,6 +268,10 @@ class SqliteEntityStore(EntityStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpoint_task
             self._checkpoint_task = None
+        if self._checkpointing is not None:  # a checkpoint still running in its thread (segfault if closed under it)
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+            self._checkpointing = None
         for conn in (self._reader, self._checkpointer, self._writer):
             if conn is not None:
                 conn.close()
@@ -293,7 +293,7 @@ class SqliteEntityStore(EntityStore):
                 if tenant not in self._tenants:
                     conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                  (tenant, now_iso()))
-                yield _SqliteTransaction(conn, tenant)
+                yield _SqliteTransaction(conn, tenant, self._extra_types)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -312,7 +312,7 @@ class SqliteEntityStore(EntityStore):
         if f.post:
             matched = [e async for e in self.scan(tenant, f) if all(p(e) for p in f.post)]
             return matched[f.offset:f.offset + f.limit], len(matched) if f.count else None
-        where, params = where_sqlite(tenant, f, _extra_types(self._reader, tenant, f))
+        where, params = where_sqlite(tenant, f, self._extra_types.get(tenant))
         count: int | None = None
         if f.count:
             count = self._reader.execute(f"SELECT COUNT(*) FROM broker_entities e WHERE {where}",  # noqa: S608
@@ -325,7 +325,7 @@ class SqliteEntityStore(EntityStore):
 
     async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
         assert self._reader is not None
-        where, params = where_sqlite(tenant, entity_filter, _extra_types(self._reader, tenant, entity_filter))
+        where, params = where_sqlite(tenant, entity_filter, self._extra_types.get(tenant))
         cursor = self._reader.execute(f"SELECT e.doc FROM broker_entities e WHERE {where} ORDER BY e.id",  # noqa: S608
                                       params)
         while True:
