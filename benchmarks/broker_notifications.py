@@ -156,6 +156,15 @@ def pct(values: list[float], p: float) -> float:
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sb-notify-bench-"))
     db = args.db or f"sqlite:///{tmp / 'broker.sqlite'}"
+    scratch = None
+    if db.startswith("postgres"):  # a fresh database next to the given one, dropped at the end
+        import asyncpg
+
+        scratch = f"sb_notify_bench_{os.getpid()}"
+        admin = await asyncpg.connect(db)
+        await admin.execute(f'CREATE DATABASE "{scratch}"')
+        await admin.close()
+        admin_dsn, db = db, db.rsplit("/", 1)[0] + f"/{scratch}"
     port, recv_port = free_port(), free_port()
     proc = start_broker(db, port, tmp)
     http_stats, mqtt_stats = Stats(), Stats()
@@ -188,6 +197,10 @@ async def run(args: argparse.Namespace) -> None:
         proc.wait(20)
         server.close()
         mqtt_task.cancel()
+        if scratch is not None:
+            admin = await asyncpg.connect(admin_dsn)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            await admin.close()
     print(f"database={db.split(':')[0]} meters={args.meters} target={args.rate}/s for {args.seconds:.0f} s")
     ref_rate, rate = ref_acked / ref_elapsed, acked / elapsed
     print(f"updates taken: {rate:,.0f}/s with 2 subscriptions vs {ref_rate:,.0f}/s without "
@@ -204,7 +217,8 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file); for PostgreSQL a "
+                        "fresh database is created on that server and dropped at the end")
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=10_000, help="updates per second")
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -46,7 +46,7 @@ def instance_rows(seq: int, tenant: str, entity_id: str, modified_at: str, insta
 
 
 class HistoryMaterialiser:
-    def __init__(self, db: BrokerDatabase, batch: int = 2000, interval_s: float = 0.25) -> None:
+    def __init__(self, db: BrokerDatabase, batch: int = 500, interval_s: float = 0.25) -> None:
         self.db = db
         self.batch = batch
         self.interval_s = interval_s
@@ -85,6 +85,7 @@ class HistoryMaterialiser:
                 total += done
                 if done == 0:
                     return total
+                await asyncio.sleep(0)  # short steps, and the write path runs between them
 
     async def _step(self) -> int:
         async with self.db.transaction() as tx:
