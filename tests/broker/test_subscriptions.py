@@ -255,3 +255,13 @@ async def test_geo_query_selects_by_location(broker: Broker, receiver: HttpRecei
         subscription(receiver.url, geoQ={"georel": "near;maxDistance==5000", "geometry": "Point",
                                          "coordinates": [500, 52]})))
     assert r.status_code == 400, r.text
+
+
+async def test_sys_attrs_and_lang(broker: Broker, receiver: HttpReceiver) -> None:
+    await subscribe(broker, subscription(receiver.url, lang="nl", notification={"sysAttrs": True,
+                                                                                "attributes": ["name"]}))
+    await broker.create(meter(1, name={"type": "LanguageProperty", "languageMap": {"nl": "meter", "en": "meter EN"}}))
+    notified = await receiver.wait_for(1)
+    assert "createdAt" in notified[0] and "modifiedAt" in notified[0]
+    assert "power" not in notified[0]
+    assert "meter EN" not in json.dumps(notified[0]) and "meter" in json.dumps(notified[0]["name"])
