@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -201,6 +202,7 @@ async def run(args: argparse.Namespace) -> None:
             admin = await asyncpg.connect(admin_dsn)
             await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
             await admin.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"database={db.split(':')[0]} meters={args.meters} target={args.rate}/s for {args.seconds:.0f} s")
     ref_rate, rate = ref_acked / ref_elapsed, acked / elapsed
     print(f"updates taken: {rate:,.0f}/s with 2 subscriptions vs {ref_rate:,.0f}/s without "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -209,6 +210,7 @@ async def run(args: argparse.Namespace) -> None:
         admin = await asyncpg.connect(args.pg_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
