@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute
 
 from sleutelbos.broker.api import BrokerApi
 from sleutelbos.broker.context import ContextStore
+from sleutelbos.broker.notify_and_remember import NotifyAndRemember
 from sleutelbos.broker.service import BrokerService
 from sleutelbos.broker.store import open_store
 
@@ -21,18 +22,25 @@ REQUIRES: tuple[str, ...] = ()
 class BrokerComponent:
     name = "broker"
 
-    def __init__(self, service: BrokerService, api: BrokerApi, announce: Any = None) -> None:
+    def __init__(self, service: BrokerService, api: BrokerApi, announce: Any = None,
+                 notify_and_remember: NotifyAndRemember | None = None) -> None:
         self.service = service
         self.api = api
         self._announce = announce
+        self.notify_and_remember = notify_and_remember  # issue 3: subscriptions, temporal API, embedded MQTT
 
     def routes(self) -> list[BaseRoute]:
-        return self.api.routes()
+        extra = self.notify_and_remember.routes() if self.notify_and_remember else []
+        return [*extra, *self.api.routes()]  # before the core's catch-all 404 route
 
     async def start(self) -> None:
         await self.service.start()
+        if self.notify_and_remember is not None:
+            await self.notify_and_remember.start()
 
     async def stop(self) -> None:
+        if self.notify_and_remember is not None:
+            await self.notify_and_remember.stop()
         await self.service.stop()
 
 
@@ -41,7 +49,11 @@ def build(ctx: Any) -> BrokerComponent:
     store = open_store(settings.database_url_for("broker"), settings.broker_sqlite_synchronous)
     contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s,
                             allow_private_networks=settings.context_fetch_private_networks)
-    service = BrokerService(store, contexts)
+    part2 = NotifyAndRemember(store, contexts, settings, ctx.services)  # wraps the store with the change feed
+    service = BrokerService(part2.store, contexts)  # type: ignore[arg-type]
     api = BrokerApi(service, max_body_bytes=settings.max_body_bytes, base_url=settings.base_url)
+    part2.bind(api)
     ctx.services["broker"] = service
-    return BrokerComponent(service, api, getattr(ctx, "announce", None))
+    ctx.services["broker.subscriptions"] = part2.subscriptions
+    ctx.services["broker.temporal"] = part2.temporal
+    return BrokerComponent(service, api, getattr(ctx, "announce", None), part2)

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
         default="NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
         description="SQLite synchronous mode; NORMAL survives kill -9 (WAL), FULL also power loss",
     )
+    # broker, issue 3 (subscriptions, notifications, temporal API)
+    mqtt_port: int | None = Field(
+        default=1884, description="Port of the in-process MQTT broker (amqtt) when mqtt_url is not set; 1884 so as "
+        "not to clash with a system Mosquitto on 1883; 0 = any free port; None = no in-process MQTT broker")
+    broker_notification_retry_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles")
+    broker_notification_retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
+    broker_notification_timeout_s: float = Field(default=5.0, gt=0, description="Per-notification send timeout")
+    broker_temporal_page_size: int = Field(
+        default=1000, ge=1, description="Instances per attribute in one temporal answer; beyond: 206 + Content-Range")
+    broker_temporal_retention_days: int | None = Field(
+        default=None, ge=1, description="PostgreSQL: drop monthly history partitions wholly older than this")
 
 
     # --- policy -----------------------------------------------------------------------------------------

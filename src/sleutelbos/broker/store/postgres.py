@@ -27,6 +27,7 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.temporal.schema import POSTGRES_MIGRATIONS
 from sleutelbos.core.database import migrate_postgres
 
 MIGRATIONS: list[str] = [
@@ -55,6 +56,8 @@ MIGRATIONS: list[str] = [
     INSERT INTO broker_entity_extra_types
         SELECT tenant, t, id FROM broker_entities, unnest(types[2:]) AS t ON CONFLICT DO NOTHING;
     """,
+    # --- issue 3 (subscriptions, notifications, temporal): appended, see broker.temporal.schema ---
+    *POSTGRES_MIGRATIONS,
 ]
 
 _UPSERT = (

@@ -46,6 +46,7 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.temporal.schema import SQLITE_MIGRATIONS
 from sleutelbos.core.database import migrate_sqlite
 
 MIGRATIONS: list[str] = [
@@ -72,6 +73,8 @@ MIGRATIONS: list[str] = [
     INSERT OR IGNORE INTO broker_entity_extra_types
         SELECT e.tenant, j.value, e.id FROM broker_entities e, json_each(e.types) j WHERE j.key > 0;
     """,
+    # --- issue 3 (subscriptions, notifications, temporal): appended, see broker.temporal.schema ---
+    *SQLITE_MIGRATIONS,
 ]
 
 _UPSERT = (
@@ -204,6 +207,7 @@ class SqliteEntityStore(EntityStore):
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpointing: asyncio.Future[Any] | None = None
         self._lock: asyncio.Lock | None = None
         self._tenants: set[str] = {DEFAULT_TENANT}
         self._extra_types: dict[str, set[str]] = {}
@@ -253,7 +257,10 @@ class SqliteEntityStore(EntityStore):
         while True:
             await asyncio.sleep(1.0)
             with contextlib.suppress(sqlite3.Error):
-                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                # shielded and remembered: close() must wait for the thread, not close the connection under it
+                self._checkpointing = asyncio.ensure_future(
+                    asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)"))
+                await asyncio.shield(self._checkpointing)
 
     async def close(self) -> None:
         if self._checkpoint_task is not None:
@@ -261,6 +268,10 @@ class SqliteEntityStore(EntityStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpoint_task
             self._checkpoint_task = None
+        if self._checkpointing is not None:  # a checkpoint still running in its thread (segfault if closed under it)
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+            self._checkpointing = None
         for conn in (self._reader, self._checkpointer, self._writer):
             if conn is not None:
                 conn.close()

@@ -1,0 +1,232 @@
+"""Broker notifications: delivered per second to an HTTP receiver and through Mosquitto while the broker takes a steady
+stream of updates (default 10,000 updates/s), with the delay from update to delivery (p50/p99), against the same
+update stream with no subscription (the reference, same run).
+
+Run from the worktree root (Mosquitto on 127.0.0.1:1883)::
+
+    PYTHONPATH=src python benchmarks/broker_notifications.py                    # 10 s at 10,000 updates/s, SQLite
+    PYTHONPATH=src python benchmarks/broker_notifications.py --seconds 30 --rate 10000 --db postgresql://...
+
+What it does:
+
+1. starts ``sleutelbos serve broker`` (uvicorn, SQLite file or the given database) as a subprocess, creates
+   ``--meters`` meters;
+2. reference pass: ``POST /entityOperations/upsert?options=update`` batches (100 ticks a second, ``rate/100`` meters
+   each, a few requests in flight) for ``--seconds``, no subscription — the updates/s the broker takes;
+3. measured pass: two subscriptions on the meters' ``power`` — one to an HTTP receiver in this process (a minimal
+   asyncio HTTP/1.1 server), one to ``mqtt://127.0.0.1:1883/...`` read back by an MQTT client in this process — and
+   the same update stream again. Each update carries the time its request was sent in ``observedAt``; each receiver
+   records, per notified entity, receive time − send time (when the broker cannot take the target rate, requests
+   wait in the client, unstamped, and the figure shows the broker's own delay, not the client's backlog);
+4. waits until every update was notified (or ``--drain`` seconds) and prints: updates/s taken (and the ratio to the
+   reference), notifications/s and entities/s delivered per receiver, delivered/sent, delay p50/p99, and the goals
+   (all delivered, p99 < 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.notifications = 0
+        self.entities = 0
+        self.delays: list[float] = []
+        self.first = 0.0
+        self.last = 0.0
+
+    def record(self, body: dict[str, Any]) -> None:
+        now = time.time()
+        if not self.notifications:
+            self.first = now
+        self.last = now
+        self.notifications += 1
+        for entity in body.get("data", []):
+            power = entity.get("power")
+            if isinstance(power, dict) and "observedAt" in power:
+                sent = datetime.fromisoformat(power["observedAt"]).timestamp()
+                self.delays.append((now - sent) * 1000)
+                self.entities += 1
+
+
+async def http_receiver(port: int, stats: Stats) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                stats.record(orjson.loads(body))
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def mqtt_receiver(topic: str, stats: Stats, ready: asyncio.Event) -> None:
+    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        await client.subscribe(topic)
+        ready.set()
+        async for message in client.messages:
+            stats.record(orjson.loads(bytes(message.payload))["body"])  # type: ignore[arg-type]
+
+
+def start_broker(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING", "SLEUTELBOS_MQTT_PORT": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
+                             "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("broker did not start")
+
+
+async def update_stream(client: httpx.AsyncClient, meters: int, rate: int, seconds: float) -> tuple[int, float]:
+    """Sends ``rate`` updates a second for ``seconds``; returns (updates acknowledged, elapsed)."""
+    per_tick = max(1, rate // 100)
+    ticks = int(seconds * 100)
+    acked = 0
+    in_flight = asyncio.Semaphore(4)
+    cursor = 0
+
+    async def send(ids: list[int]) -> None:
+        nonlocal acked
+        async with in_flight:
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # stamped when sent, not when scheduled
+            batch = [{"id": f"urn:ngsi-ld:Device:m{n % meters}", "type": "Device",
+                      "power": {"type": "Property", "value": n, "observedAt": now}} for n in ids]
+            r = await client.post("/ngsi-ld/v1/entityOperations/upsert?options=update", content=orjson.dumps(batch),
+                                  headers={"Content-Type": "application/json"})
+            if r.status_code in (201, 204):
+                acked += len(batch)
+
+    tasks = []
+    start = time.perf_counter()
+    for tick in range(ticks):
+        target = start + tick / 100
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(list(range(cursor, cursor + per_tick)))))
+        cursor += per_tick
+    await asyncio.gather(*tasks)
+    return acked, time.perf_counter() - start
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="sb-notify-bench-"))
+    db = args.db or f"sqlite:///{tmp / 'broker.sqlite'}"
+    scratch = None
+    if db.startswith("postgres"):  # a fresh database next to the given one, dropped at the end
+        import asyncpg
+
+        scratch = f"sb_notify_bench_{os.getpid()}"
+        admin = await asyncpg.connect(db)
+        await admin.execute(f'CREATE DATABASE "{scratch}"')
+        await admin.close()
+        admin_dsn, db = db, db.rsplit("/", 1)[0] + f"/{scratch}"
+    port, recv_port = free_port(), free_port()
+    proc = start_broker(db, port, tmp)
+    http_stats, mqtt_stats = Stats(), Stats()
+    topic = f"sleutelbos/bench/{os.getpid()}"
+    server = await http_receiver(recv_port, http_stats)
+    ready = asyncio.Event()
+    mqtt_task = asyncio.create_task(mqtt_receiver(topic, mqtt_stats, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for start in range(0, args.meters, 1000):
+                batch = [{"id": f"urn:ngsi-ld:Device:m{i}", "type": "Device",
+                          "power": {"type": "Property", "value": 0, "observedAt": "2026-01-01T00:00:00Z"}}
+                         for i in range(start, min(args.meters, start + 1000))]
+                r = await client.post("/ngsi-ld/v1/entityOperations/upsert", content=orjson.dumps(batch),
+                                      headers={"Content-Type": "application/json"})
+                assert r.status_code in (201, 204), r.text
+            ref_acked, ref_elapsed = await update_stream(client, args.meters, args.rate, args.seconds)
+            for uri in (f"http://127.0.0.1:{recv_port}/notify", f"mqtt://127.0.0.1:1883/{topic}"):
+                sub = {"type": "Subscription", "entities": [{"type": "Device"}], "watchedAttributes": ["power"],
+                       "notification": {"attributes": ["power"], "format": "normalized", "endpoint": {"uri": uri}}}
+                r = await client.post("/ngsi-ld/v1/subscriptions", json=sub)
+                assert r.status_code == 201, r.text
+            acked, elapsed = await update_stream(client, args.meters, args.rate, args.seconds)
+            deadline = time.monotonic() + args.drain
+            while time.monotonic() < deadline and min(http_stats.entities, mqtt_stats.entities) < acked:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        server.close()
+        mqtt_task.cancel()
+        if scratch is not None:
+            admin = await asyncpg.connect(admin_dsn)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            await admin.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"database={db.split(':')[0]} meters={args.meters} target={args.rate}/s for {args.seconds:.0f} s")
+    ref_rate, rate = ref_acked / ref_elapsed, acked / elapsed
+    print(f"updates taken: {rate:,.0f}/s with 2 subscriptions vs {ref_rate:,.0f}/s without "
+          f"(ratio {rate / ref_rate:.2f})")
+    for name, stats in (("HTTP receiver", http_stats), ("Mosquitto", mqtt_stats)):
+        span = max(stats.last - stats.first, 1e-9)
+        delivered = stats.entities / acked if acked else 0.0
+        p50, p99 = statistics.median(stats.delays) if stats.delays else float("nan"), pct(stats.delays, 0.99)
+        print(f"{name:<14} {stats.notifications / span:>8,.0f} notifications/s, {stats.entities / span:>9,.0f} "
+              f"entities/s, delivered {stats.entities:,}/{acked:,} ({delivered:.1%}), delay p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms  — goal all delivered: {'met' if stats.entities >= acked else 'NOT met'}, "
+              f"p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file); for PostgreSQL a "
+                        "fresh database is created on that server and dropped at the end")
+    parser.add_argument("--meters", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=10_000, help="updates per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last notifications")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Direct SQL access to the broker's database for the subscription and temporal tables (issue 3).
+
+The entity store (``store/``) owns the schema and the write path of entities; subscriptions, pending notifications and
+the temporal queries need statements of their own on the same database. :class:`BrokerDatabase` gives them one small
+interface over both engines: statements are written with ``?`` placeholders and numbered ``$n`` for PostgreSQL.
+
+* Writes run inside the entity store's own write transaction (``store.transaction``; its ``conn``), so they are
+  serialised with the core's writes by the same lock — on SQLite, whose store runs ``sqlite3`` on the event loop's
+  thread, a second writer connection could otherwise wait on SQLite's file lock while blocking the loop.
+* Reads: on PostgreSQL the store's ``asyncpg`` pool; on SQLite a reader connection of our own made the way the
+  store makes its own (WAL: readers never wait for the writer).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sleutelbos.broker.store import DEFAULT_TENANT
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """``?`` → ``$1, $2, ...`` (the statements given here contain no other ``?``)."""
+    counter = iter(range(1, 100_000))
+    return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+
+
+class BrokerDatabase:
+    """Statements on the broker's database (see module docstring)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.dialect: str = store.dialect
+        self._reader: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        if self.dialect == "sqlite":
+            self._reader = self.store._connect()  # the store's own connection recipe (pragmas, functions)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.dialect == "postgresql":
+            rows = await self.store.pool.fetch(numbered(sql), *params)
+            return [tuple(r) for r in rows]
+        assert self._reader is not None
+        return [tuple(r) for r in self._reader.execute(sql, list(params)).fetchall()]
+
+    async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self.fetch(sql, params)
+        return rows[0][0] if rows else None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in its own transaction; returns the number of rows it changed."""
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.store.transaction(DEFAULT_TENANT) as store_tx:
+            yield Transaction(self.dialect, store_tx.conn)
+
+
+class Transaction:
+    def __init__(self, dialect: str, conn: Any) -> None:
+        self.dialect = dialect
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if self.dialect == "postgresql":
+            status = await self.conn.execute(numbered(sql), *params)
+            tail = status.rsplit(" ", 1)[-1]
+            return int(tail) if tail.isdigit() else 0
+        return int(self.conn.execute(sql, list(params)).rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            await self.conn.executemany(numbered(sql), [tuple(r) for r in rows])
+        else:
+            self.conn.executemany(sql, [list(r) for r in rows])
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.dialect == "postgresql":
+            return [tuple(r) for r in await self.conn.fetch(numbered(sql), *params)]
+        return [tuple(r) for r in self.conn.execute(sql, list(params)).fetchall()]

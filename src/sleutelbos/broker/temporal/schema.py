@@ -1,0 +1,86 @@
+"""Schema additions of issue 3, appended to the broker store's migration lists (``store/sqlite.py``,
+``store/postgres.py``) so that one schema version covers the whole broker.
+
+``broker_subscriptions(tenant, id, doc, created_at, modified_at, times_sent, times_failed, last_notification,
+last_success, last_failure)``
+    One row per subscription; ``doc`` is the subscription as the client gave it (compact terms) plus ``@context``,
+    re-expanded on load; the status counters are columns so that the dispatcher updates them without rewriting ``doc``.
+``broker_notifications_pending(seq, tenant, subscription_id, created_at, attempts, payload)``
+    Notifications whose delivery failed, in order, retried with backoff, deleted once delivered; survive a restart.
+``broker_temporal_instances(seq, history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at,
+deleted, instance)``
+    The per-attribute materialisation of the core's ``broker_entity_history`` (one row per entity change, decision
+    0502): one row per attribute instance, indexed on ``(tenant, entity_id, attr, observed_at)`` and
+    ``(..., modified_at)`` so that a temporal query is an index range scan and aggregation runs in SQL
+    (docs/decisions/0600). ``seq`` is the instance's ``instanceId``; ``observed_at`` is normalized to the broker's
+    timestamp form so text order is time order. Filled from the history by :mod:`.materialise`, which keeps its
+    position in ``broker_temporal_cursor``.
+On PostgreSQL, ``broker_temporal_instances`` and the core's ``broker_entity_history`` are both
+``PARTITION BY RANGE (modified_at)`` — monthly partitions with text bounds in the "C" collation (the broker's
+timestamps sort lexically), a DEFAULT partition for rows outside the prepared months — and
+``broker_temporal_retention_days`` drops whole old partitions of both (:mod:`.partitions`).
+"""
+
+from __future__ import annotations
+
+_SUBSCRIPTIONS_SQLITE = """
+    CREATE TABLE broker_subscriptions (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, created_at TEXT NOT NULL,
+        modified_at TEXT NOT NULL, times_sent INTEGER NOT NULL DEFAULT 0, times_failed INTEGER NOT NULL DEFAULT 0,
+        last_notification TEXT, last_success TEXT, last_failure TEXT, PRIMARY KEY (tenant, id)
+    );
+    CREATE TABLE broker_notifications_pending (
+        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, subscription_id TEXT NOT NULL, created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL
+    );
+    CREATE INDEX broker_notifications_pending_sub ON broker_notifications_pending (tenant, subscription_id, seq);
+"""
+
+_TEMPORAL_INDEXES = """
+    CREATE INDEX broker_temporal_instances_observed ON broker_temporal_instances (tenant, entity_id, attr, observed_at);
+    CREATE INDEX broker_temporal_instances_modified ON broker_temporal_instances (tenant, entity_id, attr, modified_at);
+    CREATE TABLE broker_temporal_cursor (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+    INSERT INTO broker_temporal_cursor (name, seq) VALUES ('history', 0);
+"""
+
+_SQLITE = _SUBSCRIPTIONS_SQLITE + """
+    CREATE TABLE broker_temporal_instances (
+        seq INTEGER PRIMARY KEY, history_seq INTEGER NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL,
+        attr TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0, instance TEXT NOT NULL
+    );
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_SQLITE + _TEMPORAL_INDEXES]
+
+_POSTGRES = """
+    CREATE TABLE broker_subscriptions (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, doc JSONB NOT NULL, created_at TEXT NOT NULL,
+        modified_at TEXT NOT NULL, times_sent BIGINT NOT NULL DEFAULT 0, times_failed BIGINT NOT NULL DEFAULT 0,
+        last_notification TEXT, last_success TEXT, last_failure TEXT, PRIMARY KEY (tenant, id)
+    );
+    CREATE TABLE broker_notifications_pending (
+        seq BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, subscription_id TEXT NOT NULL, created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, payload JSONB NOT NULL
+    );
+    CREATE INDEX broker_notifications_pending_sub ON broker_notifications_pending (tenant, subscription_id, seq);
+    CREATE TABLE broker_temporal_instances (
+        seq BIGSERIAL, history_seq BIGINT NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL,
+        attr TEXT NOT NULL, dataset_id TEXT, observed_at TEXT COLLATE "C", modified_at TEXT COLLATE "C" NOT NULL,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE, instance JSONB NOT NULL, PRIMARY KEY (seq, modified_at)
+    ) PARTITION BY RANGE (modified_at);
+    CREATE TABLE broker_temporal_instances_default PARTITION OF broker_temporal_instances DEFAULT;
+    ALTER TABLE broker_entity_history RENAME TO broker_entity_history_unpartitioned;
+    CREATE TABLE broker_entity_history (
+        seq BIGINT NOT NULL DEFAULT nextval('broker_entity_history_seq_seq'), tenant TEXT NOT NULL,
+        entity_id TEXT NOT NULL, modified_at TEXT COLLATE "C" NOT NULL, deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        instances JSONB, PRIMARY KEY (seq, modified_at)
+    ) PARTITION BY RANGE (modified_at);
+    ALTER SEQUENCE broker_entity_history_seq_seq OWNED BY broker_entity_history.seq;
+    CREATE TABLE broker_entity_history_default PARTITION OF broker_entity_history DEFAULT;
+    INSERT INTO broker_entity_history SELECT * FROM broker_entity_history_unpartitioned;
+    DROP TABLE broker_entity_history_unpartitioned;
+    CREATE INDEX broker_entity_history_entity ON broker_entity_history (tenant, entity_id);
+"""
+
+POSTGRES_MIGRATIONS: list[str] = [_POSTGRES + _TEMPORAL_INDEXES]

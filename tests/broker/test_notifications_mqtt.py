@@ -1,0 +1,107 @@
+"""MQTT notifications (endpoint ``mqtt://[user:pass@]host[:port]/topic``, notifierInfo MQTT-Version and MQTT-QoS;
+message ``{"metadata": {headers}, "body": {notification}}``) against the real Mosquitto and against the in-process
+amqtt broker that ``sleutelbos up`` runs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from tests.broker.conftest import BASE
+from tests.broker.receivers import free_port
+from tests.broker.test_notifications import running_broker, status
+from tests.broker.test_subscriptions import meter, patch_power, subscribe, subscription
+
+
+class MqttListener:
+    """A real MQTT client subscribed to a topic, collecting the JSON messages."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.host, self.port, self.topic = host, port, topic
+        self.messages: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> MqttListener:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self.host, self.port) as client:
+            await client.subscribe(self.topic, qos=2)
+            self._ready.set()
+            async for message in client.messages:
+                self.messages.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if len(self.messages) >= count:
+                return self.messages
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"expected {count} MQTT messages, got {self.messages}")
+
+
+def mqtt_subscription(uri: str, version: str, qos: str) -> dict[str, Any]:
+    return subscription(uri, notification={"format": "keyValues", "endpoint": {
+        "accept": "application/json", "receiverInfo": [{"key": "X-Supplier", "value": "s1"}],
+        "notifierInfo": [{"key": "MQTT-Version", "value": version}, {"key": "MQTT-QoS", "value": qos}]}})
+
+
+@pytest.mark.parametrize(("version", "qos", "userinfo"), [
+    ("mqtt3.1.1", "0", ""), ("mqtt5.0", "1", "meteruser:s3cret@"), ("mqtt3.1.1", "2", "")])
+async def test_mosquitto(database_url: str, tmp_path: Path, mosquitto: tuple[str, int], version: str, qos: str,
+                         userinfo: str) -> None:
+    host, port = mosquitto
+    topic = f"sleutelbos/test/{time.monotonic_ns()}"
+    async with MqttListener(host, port, topic) as listener, running_broker(database_url, tmp_path) as broker:
+        sub_id = await subscribe(broker, mqtt_subscription(f"mqtt://{userinfo}{host}:{port}/{topic}", version, qos))
+        await broker.create(meter(1, 1.0))
+        await patch_power(broker, 1, 2.0)
+        messages = await listener.wait_for(2)
+        assert set(messages[0]) == {"metadata", "body"}
+        assert messages[0]["metadata"]["Content-Type"] == "application/json"
+        assert messages[0]["metadata"]["X-Supplier"] == "s1"
+        assert "ngsi-ld-core-context" in messages[0]["metadata"]["Link"]
+        bodies = [m["body"] for m in messages]
+        assert all(b["type"] == "Notification" and b["subscriptionId"] == sub_id for b in bodies)
+        assert [b["data"][0]["power"] for b in bodies] == [1.0, 2.0]
+        assert (await status(broker, sub_id))["timesSent"] == 2
+
+
+async def test_in_process_broker_of_the_embedded_stack(database_url: str, tmp_path: Path) -> None:
+    async with running_broker(database_url, tmp_path, mqtt_port=0) as broker:
+        url = broker.app.state.context.services["mqtt_url"]
+        host, port = url.removeprefix("mqtt://").split(":")
+        async with MqttListener(host, int(port), "meters/notifications") as listener:
+            await subscribe(broker, mqtt_subscription(f"{url}/meters/notifications", "mqtt3.1.1", "1"))
+            await broker.create(meter(7, 3.5))
+            messages = await listener.wait_for(1)
+            assert messages[0]["body"]["data"] == [{"id": "urn:ngsi-ld:Device:m7", "type": "Device", "power": 3.5}]
+            assert messages[0]["metadata"]["X-Supplier"] == "s1"
+
+
+async def test_unreachable_mqtt_broker_is_recorded_and_retried(database_url: str, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    async with running_broker(database_url, tmp_path) as broker:
+        sub_id = await subscribe(broker, mqtt_subscription(f"mqtt://127.0.0.1:{port}/nowhere", "mqtt3.1.1", "1"))
+        await broker.create(meter(1, 1.0))
+        await asyncio.sleep(0.5)
+        failed = await status(broker, sub_id)
+        assert failed["timesFailed"] >= 2 and failed["timesSent"] == 0 and failed["status"] == "failed"
+        assert await broker.app.state.context.services["broker.subscriptions"].store.pending_count() == 1
+        assert (await broker.client.get(f"{BASE}/entities/urn:ngsi-ld:Device:m1")).status_code == 200
