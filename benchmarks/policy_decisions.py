@@ -9,8 +9,9 @@ Workloads (issue 4):
 For each: decisions/s with p50/p99 latency
   - in-process: the full JSON Profile path (parse request, evaluate, render response), the XML path, and
     evaluation alone (request parsed beforehand);
-  - over HTTP: `sleutelbos serve policy` in a subprocess (and N of them on one database, the scaled mode), driven by a
-    separate client process over keep-alive connections (POST /authzforce-ce/domains/{id}/pdp, JSON Profile);
+  - over HTTP: `sleutelbos serve policy --workers 1` and `--workers N` (uvicorn workers on one socket), driven by
+    separate client processes over keep-alive connections (POST /authzforce-ce/domains/{id}/pdp, JSON Profile),
+    next to the ceiling: uvicorn with a no-op ASGI app, the same workers and client;
   - Cedar, the same policies written in Cedar: cedarpy one call at a time with the policy text (parsed on every
     call, as the issue measured), one call at a time with pre-parsed PolicySet/Entities handles, and the batch call.
 Ratios are ours / theirs, measured in this run. References: AuthZForce's published ~11,000 responses/s over HTTP;
@@ -271,33 +272,49 @@ def prepare_database(url: str, workloads: Sequence[Workload]) -> list[str]:
     return asyncio.run(run())
 
 
-def start_servers(url: str, count: int, data_dir: Path) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING",
+def _wait_started(server: subprocess.Popen[bytes], port: int, workers: int, what: str) -> None:
+    """Wait until every worker logged "Application startup complete." (each compiles every domain first): a
+    worker still starting accepts no connection, so the client's keep-alive connections would all go to the others."""
+    import threading
+
+    started = threading.Semaphore(0)
+
+    def drain() -> None:
+        assert server.stderr is not None
+        for line in server.stderr:
+            if b"Application startup complete" in line:
+                started.release()
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.time() + 900
+    for _ in range(workers):
+        while not started.acquire(timeout=0.5):
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{what} did not start")
+
+
+def start_server(url: str, workers: int, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``sleutelbos serve policy --workers N`` (uvicorn worker processes on one socket)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "INFO",
            "SLEUTELBOS_POLICY_SYNC_INTERVAL_S": "3600"}
-    servers, ports = [], []
-    for _ in range(count):
-        port = free_port()
-        servers.append(subprocess.Popen(
-            [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
-             "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        ports.append(port)
-    deadline = time.time() + 900  # every worker compiles every domain before it listens
-    for port in ports:
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.time() > deadline or any(s.poll() is not None for s in servers):
-                    for s in servers:
-                        s.kill()
-                    raise RuntimeError("the policy server did not start") from None
-                time.sleep(0.2)
-    return servers, ports
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
+         "--data-dir", str(data_dir), "--workers", str(workers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_started(server, port, workers, "the policy server")
+    return server, port
 
 
 async def noop_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:
     """The ceiling: an ASGI app that reads the body and answers ``{}`` — what uvicorn alone costs here."""
+    if scope["type"] == "lifespan":  # answered, so that uvicorn logs its startup like the real server
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
     if scope["type"] != "http":
         return
     more = True
@@ -308,39 +325,44 @@ async def noop_app(scope: dict[str, Any], receive: Callable[[], Any], send: Call
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def start_noop_server() -> tuple[subprocess.Popen[bytes], int]:
+def start_noop_server(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return server, port
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the no-op server did not start")
+    server = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port), "--workers", str(workers)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    _wait_started(server, port, workers, "the no-op server")
+    return server, port
 
 
-def http_run(ports: Sequence[int], domain: str, bodies_file: Path, seconds: float, connections: int) -> Figure:
-    """Run the client in its own process and read its figure."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--http-client", "--ports", ",".join(map(str, ports)), "--domain", domain,
-         "--bodies", str(bodies_file), "--seconds", str(seconds), "--connections", str(connections)],
-        capture_output=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-    result = json.loads(out.stdout)
-    figure = Figure("", result["count"], result["seconds"], [])
-    figure.p50, figure.p99 = result["p50_us"], result["p99_us"]
-    if result["errors"]:
-        print(f"  !! {result['errors']} responses were not 200")
+def http_run(port: int, domain: str, bodies_file: Path, seconds: float, connections: int,
+             processes: int) -> Figure:
+    """Run the client in ``processes`` processes of its own (each with its share of the keep-alive connections)
+    and merge their counts and latencies."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    shares = [connections // processes + (k < connections % processes) for k in range(processes)]
+    clients = [subprocess.Popen(
+        [sys.executable, __file__, "--http-client", "--ports", str(port), "--domain", domain,
+         "--bodies", str(bodies_file), "--seconds", str(seconds), "--connections", str(share),
+         "--offset", str(k), "--out", f"{bodies_file}.{k}.json"], env=env)
+        for k, share in enumerate(shares) if share]
+    results = []
+    for k, client in enumerate(clients):
+        if client.wait():
+            raise RuntimeError("an HTTP client process failed")
+        results.append(json.loads(Path(f"{bodies_file}.{k}.json").read_text()))
+    count = sum(r["count"] for r in results)
+    elapsed = max(r["seconds"] for r in results)
+    figure = Figure("", count, elapsed, [ns for r in results for ns in r["latencies_ns"]])
+    errors = sum(r["errors"] for r in results)
+    if errors:
+        print(f"  !! {errors} responses were not 200")
     return figure
 
 
-async def http_client(ports: Sequence[int], domain: str, bodies: list[bytes], seconds: float,
-                      connections: int) -> dict[str, Any]:
-    """Keep-alive HTTP/1.1 connections, one request in flight each; raw asyncio streams to keep the client cheap."""
+async def http_client(port: int, domain: str, bodies: list[bytes], seconds: float, connections: int,
+                      offset: int) -> dict[str, Any]:
+    """Keep-alive HTTP/1.1 connections, one request in flight each (no pipelining); raw asyncio streams on uvloop
+    to keep the client cheap. All connections are open before the clock starts."""
     path = f"/authzforce-ce/domains/{domain}/pdp"
     requests = [
         (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xacml+json\r\n"
@@ -349,34 +371,33 @@ async def http_client(ports: Sequence[int], domain: str, bodies: list[bytes], se
     latencies: list[int] = []
     errors = 0
     count = 0
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
     deadline = time.perf_counter() + seconds
 
     async def worker(k: int) -> None:
         nonlocal errors, count
-        reader, writer = await asyncio.open_connection("127.0.0.1", ports[k % len(ports)])
-        i = k
+        reader, writer = streams[k]
+        i = k * 7919 + offset * 104729
+        clock = time.perf_counter_ns
+        record = latencies.append
         while time.perf_counter() < deadline:
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             writer.write(requests[i % len(requests)])
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
+            start = head.lower().find(b"content-length:") + 15
+            length = int(head[start:head.find(b"\r\n", start)])
             await reader.readexactly(length)
-            latencies.append(time.perf_counter_ns() - t0)
+            record(clock() - t0)
             if not head.startswith(b"HTTP/1.1 200"):
                 errors += 1
             count += 1
-            i += connections
+            i += 1
         writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(connections)))
     elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {"count": count, "seconds": elapsed, "errors": errors,
-            "p50_us": ordered[len(ordered) // 2] / 1000, "p99_us": ordered[int(len(ordered) * 0.99)] / 1000}
+    return {"count": count, "seconds": elapsed, "errors": errors, "latencies_ns": latencies}
 
 
 # --- the report -----------------------------------------------------------------------------------------------
@@ -394,7 +415,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per in-process / Cedar measurement")
     parser.add_argument("--http-seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="servers for the scaled-mode HTTP figure")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers for the scaled-mode HTTP figure")
+    parser.add_argument("--client-processes", type=int, default=2, help="HTTP client processes")
     parser.add_argument("--batch", type=int, default=100, help="requests per cedarpy batch call")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-cedar", action="store_true")
@@ -405,12 +427,15 @@ def main() -> None:
     parser.add_argument("--domain", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", help=argparse.SUPPRESS)
     parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_noop:
         import uvicorn
 
-        uvicorn.run(noop_app, host="127.0.0.1", port=args.serve_noop, log_level="warning", access_log=False)
+        uvicorn.run(f"{Path(__file__).stem}:noop_app", app_dir=str(Path(__file__).parent), host="127.0.0.1",
+                    port=args.serve_noop, workers=args.workers, log_level="info", access_log=False, lifespan="on")
         return
 
     if args.http_client:
@@ -421,8 +446,9 @@ def main() -> None:
         except ImportError:
             pass
         bodies = [bytes.fromhex(line) for line in Path(args.bodies).read_text().split()]
-        ports = [int(p) for p in args.ports.split(",")]
-        print(json.dumps(asyncio.run(http_client(ports, args.domain, bodies, args.seconds, args.connections))))
+        result = asyncio.run(http_client(int(args.ports), args.domain, bodies, args.seconds, args.connections,
+                                         args.offset))
+        Path(args.out).write_text(json.dumps(result))
         return
 
     rng = random.Random(args.seed)
@@ -452,38 +478,40 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sleutelbos-bench-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'policy.sqlite'}"
             domains = prepare_database(url, workloads)
-            noop, noop_port = start_noop_server()
-            try:
-                bodies_file = Path(tmp) / "bodies.hex"
-                bodies_file.write_text("\n".join(b.hex() for b in workloads[1].json_bodies))
-                ceiling = http_run([noop_port], "none", bodies_file, args.http_seconds, args.connections)
-            finally:
-                noop.terminate()
-                noop.wait(timeout=30)
-            ceiling.label = "ceiling: uvicorn + a no-op ASGI app, 1 worker"
-            print(f"\nover HTTP, same client ({args.connections} keep-alive connections, separate process):")
-            print(ceiling.line())
+            bodies_file = Path(tmp) / "bodies.hex"
+            bodies_file.write_text("\n".join(b.hex() for b in workloads[1].json_bodies))
+            print(f"\nover HTTP: client in {args.client_processes} separate processes, {args.connections} keep-alive "
+                  "connections in all (one request in flight each), JSON Profile")
+            ceilings: dict[int, Figure] = {}
             for workers in sorted({1, args.workers}):
-                servers, ports = start_servers(url, workers, Path(tmp))
+                noop, noop_port = start_noop_server(workers)
                 try:
-                    print(f"\nover HTTP: {workers} x `sleutelbos serve policy`, client in a separate process, "
-                          f"{args.connections} keep-alive connections, JSON Profile")
+                    ceiling = http_run(noop_port, "none", bodies_file, args.http_seconds, args.connections,
+                                       args.client_processes)
+                finally:
+                    noop.terminate()
+                    noop.wait(timeout=30)
+                ceiling.label = f"ceiling: uvicorn + a no-op ASGI app, {workers} worker(s)"
+                print(ceiling.line())
+                ceilings[workers] = ceiling
+            for workers in sorted({1, args.workers}):
+                server, port = start_server(url, workers, Path(tmp))
+                try:
+                    print(f"\n`sleutelbos serve policy --workers {workers}`:")
                     for w, domain in zip(workloads, domains, strict=True):
-                        bodies_file = Path(tmp) / "bodies.hex"
                         bodies_file.write_text("\n".join(b.hex() for b in w.json_bodies))
-                        figure = http_run(ports, domain, bodies_file, args.http_seconds, args.connections)
+                        figure = http_run(port, domain, bodies_file, args.http_seconds, args.connections,
+                                          args.client_processes)
                         figure.label = f"{w.name}, HTTP, {workers} worker(s)"
                         print(figure.line())
                         print(f"  ratio to AuthZForce's published {AUTHZFORCE_HTTP:,}/s: "
-                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; to the no-op ceiling (1 worker): "
-                              f"{ratio(figure.rate, ceiling.rate)}; goal 10,000/s: "
+                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; to the no-op ceiling ({workers} worker(s)): "
+                              f"{ratio(figure.rate, ceilings[workers].rate)}; goal 10,000/s: "
                               f"{'met' if figure.rate >= 10_000 else 'NOT met'}")
                         summary[w.name][f"http-{workers}"] = figure
                 finally:
-                    for s in servers:
-                        s.terminate()
-                    for s in servers:
-                        s.wait(timeout=30)
+                    server.terminate()
+                    server.wait(timeout=30)
 
     meter = summary[workloads[1].name]
     print("\ngoals on (b):")

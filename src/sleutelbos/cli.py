@@ -61,16 +61,29 @@ def serve(
     host: str = typer.Option(None, "--host"),
     port: int = typer.Option(None, "--port"),
     data_dir: Path = DataDir,
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (policy only)."),
 ) -> None:
     """Run one component alone, on its own port."""
     if component not in COMPONENTS:
         raise typer.BadParameter(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+    if workers > 1 and component != "policy":
+        raise typer.BadParameter("--workers is supported for the policy component only")
     overrides = {f"{component}_database_url": db} if db else {}
     settings = load_settings(data_dir=data_dir, host=host, port=port, **overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:
+        from sleutelbos.policy.serving import serve_workers
+
+        typer.echo(f"sleutelbos {component} on {settings.base_url}, {workers} workers")
+        serve_workers(settings, workers)
+        return
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx, expose=(component,))
+    if component == "policy":
+        from sleutelbos.policy.serving import with_decision_fast_path
+
+        application = with_decision_fast_path(application, ctx)
     typer.echo(f"sleutelbos {component} on {settings.base_url}")
     _run(application, settings.host, settings.port)
 

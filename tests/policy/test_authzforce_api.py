@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from sleutelbos.core.settings import Settings
 from sleutelbos.policy.rbac import Permission, keyrock_policy_set, wilma_request_json, wilma_request_xml
+from sleutelbos.policy.serving import create_app, with_decision_fast_path
 from sleutelbos.stack import StackContext, build_app
 
 AZ = "http://authzforce.github.io/rest-api-model/xmlns/authz/5"
@@ -33,11 +34,15 @@ def audit() -> RecordingAuditSink:
     return RecordingAuditSink()
 
 
-@pytest.fixture
-def client(database_url: str, tmp_path: Path, audit: RecordingAuditSink) -> Iterator[TestClient]:
+@pytest.fixture(params=["stack", "serve-policy"])
+def client(request: pytest.FixtureRequest, database_url: str, tmp_path: Path,
+           audit: RecordingAuditSink) -> Iterator[TestClient]:
+    """The API as the whole stack serves it (Starlette routes only) and as ``sleutelbos serve policy`` does
+    (decisions answered by the fast path before the router)."""
     settings = Settings(data_dir=tmp_path, policy_database_url=database_url, max_body_bytes=200_000)
     ctx = StackContext(settings=settings, audit_sink=audit)
-    with TestClient(build_app(ctx, expose=("policy",))) as client:
+    app = build_app(ctx, expose=("policy",))
+    with TestClient(with_decision_fast_path(app, ctx) if request.param == "serve-policy" else app) as client:
         yield client
 
 
@@ -225,3 +230,20 @@ def test_a_second_worker_on_the_same_database_follows_changes(tmp_path: Path, au
         while decision(second.post(f"{BASE}/{domain}/pdp", **ask)) != "Permit":
             assert time.monotonic() < deadline, "the second worker never picked up the new root"
             time.sleep(0.05)
+
+
+def test_the_serve_policy_factory_builds_the_whole_component(tmp_path: Path) -> None:
+    """``sleutelbos serve policy --workers N`` starts each worker from ``create_app``: the real stack (its own
+    audit log in the data directory), decisions through the fast path, everything else through the router."""
+    with TestClient(create_app(data_dir=tmp_path)) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        domain = new_domain(client, "factory")
+        url = f"{BASE}/{domain}/pdp"
+        answer = client.post(url, content=action_request_json("read"),
+                             headers={"Content-Type": "application/xacml+json"})
+        assert answer.status_code == 200 and decision(answer) == "Deny"  # the default root
+        assert client.post(f"{BASE}/nope/pdp", content=action_request_json("read"),
+                           headers={"Content-Type": "application/xacml+json"}).status_code == 404
+        assert client.post(f"{BASE}/{domain}/pdp/x", content=b"{}",
+                           headers={"Content-Type": "application/xacml+json"}).status_code == 404
+        assert client.get(url).status_code == 405

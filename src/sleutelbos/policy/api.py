@@ -289,6 +289,32 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
             return _xml(_pdp_properties(view))
         return _xml(_pdp_properties(await service.view(domain_id(request))))
 
+    pdp = decision_endpoint(service, max_body_bytes)
+
+    base = PREFIX + "/domains"
+    return [
+        # the decision route first: Starlette tries routes in order, and this is the one called all the time
+        Route(base + "/{domain_id}/pdp", _AsgiEndpoint(pdp), methods=["POST"]),
+        Route(base, guarded(domains), methods=["GET", "POST"]),
+        Route(base + "/{domain_id}", guarded(domain), methods=["GET", "DELETE"]),
+        Route(base + "/{domain_id}/properties", guarded(properties), methods=["GET", "PUT"]),
+        Route(base + "/{domain_id}/pap", guarded(pap), methods=["GET"]),
+        Route(base + "/{domain_id}/pap/policies", guarded(policies), methods=["GET", "POST"]),
+        Route(base + "/{domain_id}/pap/policies/{policy_id}", guarded(policy), methods=["GET", "DELETE"]),
+        Route(base + "/{domain_id}/pap/policies/{policy_id}/{version}", guarded(policy_version),
+              methods=["GET", "DELETE"]),
+        Route(base + "/{domain_id}/pap/pdp.properties", guarded(pdp_properties), methods=["GET", "PUT"]),
+    ]
+
+
+
+def decision_endpoint(service: PolicyService, max_body_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """``POST /authzforce-ce/domains/{id}/pdp`` as a plain ASGI app (reads ``scope["path_params"]["domain_id"]``).
+
+    It is the hot path, so no Request/Response objects and no await beyond reading the body and the two sends;
+    :class:`DecisionFastPath` calls it without Starlette's router and middleware.
+    """
+
     async def pdp(scope: Scope, receive: Receive, send: Send) -> None:
         """The decision endpoint as a plain ASGI app: it is the hot path, so no Request/Response objects."""
         media_type = b""
@@ -337,20 +363,7 @@ def routes(service: PolicyService, max_body_bytes: int) -> list[BaseRoute]:
                     "headers": [(b"content-type", answer_type), (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})
 
-    base = PREFIX + "/domains"
-    return [
-        # the decision route first: Starlette tries routes in order, and this is the one called all the time
-        Route(base + "/{domain_id}/pdp", _AsgiEndpoint(pdp), methods=["POST"]),
-        Route(base, guarded(domains), methods=["GET", "POST"]),
-        Route(base + "/{domain_id}", guarded(domain), methods=["GET", "DELETE"]),
-        Route(base + "/{domain_id}/properties", guarded(properties), methods=["GET", "PUT"]),
-        Route(base + "/{domain_id}/pap", guarded(pap), methods=["GET"]),
-        Route(base + "/{domain_id}/pap/policies", guarded(policies), methods=["GET", "POST"]),
-        Route(base + "/{domain_id}/pap/policies/{policy_id}", guarded(policy), methods=["GET", "DELETE"]),
-        Route(base + "/{domain_id}/pap/policies/{policy_id}/{version}", guarded(policy_version),
-              methods=["GET", "DELETE"]),
-        Route(base + "/{domain_id}/pap/pdp.properties", guarded(pdp_properties), methods=["GET", "PUT"]),
-    ]
+    return pdp
 
 
 class _TooLarge(Exception):
@@ -364,4 +377,32 @@ class _AsgiEndpoint:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+_DECISION_PREFIX = PREFIX + "/domains/"
+
+
+class DecisionFastPath:
+    """An ASGI wrapper that sends ``POST /authzforce-ce/domains/{id}/pdp`` straight to :func:`decision_endpoint`.
+
+    Starlette would otherwise pass every decision through its error and exception middleware and try the route
+    patterns in turn; the decision endpoint handles its own errors, so a prefix/suffix test on the path is all it
+    needs. Everything else (the PAP, ``/health``, lifespan) goes to the wrapped application unchanged.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 decide: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self.decide = decide
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(_DECISION_PREFIX) and path.endswith("/pdp"):
+                domain_id = path[len(_DECISION_PREFIX):-4]
+                if domain_id and "/" not in domain_id:
+                    scope["path_params"] = {"domain_id": domain_id}
+                    await self.decide(scope, receive, send)
+                    return
         await self.app(scope, receive, send)

@@ -23,7 +23,7 @@ from typing import Any
 
 from .decision import MissingAttributeDetail, Obligation, PolicyIdentifier, Status
 from .errors import InvalidRequest
-from .values import AttributeValue, Bag, current_environment
+from .values import Bag, current_value
 
 ENVIRONMENT = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment"
 CURRENT_TIME = "urn:oasis:names:tc:xacml:1.0:environment:current-time"
@@ -211,7 +211,7 @@ class EvaluationContext:
         self.contents = contents
         self.return_policy_ids = return_policy_ids
         self.provider = provider
-        self._now: dict[str, AttributeValue] | None = None
+        self._now: datetime | None = None
 
     def bag(self, key: tuple[str, str, str]) -> Bag | None:
         """The bag of an attribute (no issuer), or ``None`` when the request has no value for it."""
@@ -231,8 +231,8 @@ class EvaluationContext:
     def current(self, attribute_id: str, data_type: str) -> Bag:
         """The PDP-supplied current time/date/dateTime, the same instant for the whole request (§10.2.6)."""
         if self._now is None:
-            self._now = current_environment(datetime.now(UTC))
-        value = self._now[attribute_id]
+            self._now = datetime.now(UTC)
+        value = current_value(self._now, attribute_id)
         found = (value,) if value.datatype == data_type else ()
         key = (ENVIRONMENT, attribute_id, data_type)
         self.values[key] = found

@@ -117,11 +117,78 @@ def _category(item: Any, category: str | None, where: str) -> Attributes:
         attributes = [attributes]
     if xml_id is not None and not isinstance(xml_id, str):
         raise InvalidRequest(f"{where}.Id must be a string")
-    return Attributes(category, tuple([_attribute(a, where, i) for i, a in enumerate(attributes)]), content, xml_id)
+    parsed = []
+    append = parsed.append
+    for position, item in enumerate(attributes):
+        # the common shape inline (see _common_attribute); anything else through _attribute and its errors
+        if type(item) is dict and len(item) == 3:
+            attribute_id = item.get("AttributeId")
+            raw = item.get("Value")
+            if (type(raw) is str and item.get("DataType") in _STRING_NAMES and type(attribute_id) is str
+                    and attribute_id):
+                attribute = _new_attribute(Attribute)
+                _set_attribute_id(attribute, attribute_id)
+                _set_values(attribute, (AttributeValue(_STRING, raw),))
+                _set_issuer(attribute, None)
+                _set_include(attribute, False)
+                append(attribute)
+            else:
+                append(_common_attribute(item) or _attribute(item, where, position))
+        else:
+            append(_attribute(item, where, position))
+    return Attributes(category, tuple(parsed), content, xml_id)
 
 
 _MISSING = object()
 _STRING = "http://www.w3.org/2001/XMLSchema#string"
+_STRING_NAMES = frozenset({"string", _STRING})
+_SCALARS = frozenset({str, bool, int, float})
+_VALUE_CACHE: dict[tuple[str, type, Any], AttributeValue] = {}
+_VALUE_CACHE_SIZE = 4096
+_new_attribute = Attribute.__new__
+_set_attribute_id = Attribute.__dict__["attribute_id"].__set__
+_set_values = Attribute.__dict__["values"].__set__
+_set_issuer = Attribute.__dict__["issuer"].__set__
+_set_include = Attribute.__dict__["include_in_result"].__set__
+
+
+def _common_attribute(item: dict[str, Any]) -> Attribute | None:
+    """The common shape — ``{"AttributeId": …, "DataType": …, "Value": <one JSON scalar>}`` — or ``None`` for
+    anything else (which :func:`_attribute` then reads, with its precise errors).
+
+    Strings of the ``string`` type become values without a parser call; values of other types (``"false"``,
+    ``true``, ``42``, a date…) come from a small cache of parsed values keyed by the data type *as written*, the
+    JSON type and the value, because parsing is pure and requests repeat such values; values that do not parse are
+    never cached, so a bad one still gets its error from :func:`_attribute`. The :class:`.context.Attribute` is
+    built through its slots: one value of one data type needs none of the constructor's checks.
+    """
+    attribute_id = item.get("AttributeId")
+    data_type = item.get("DataType")
+    raw = item.get("Value")
+    if type(attribute_id) is not str or not attribute_id or type(data_type) is not str:
+        return None
+    kind = type(raw)
+    if kind is str and data_type in _STRING_NAMES:
+        value = AttributeValue(_STRING, raw)
+    elif kind in _SCALARS:
+        key = (data_type, kind, raw)
+        value = _VALUE_CACHE.get(key)  # type: ignore[assignment]
+        if value is None:
+            try:
+                value = parse_json_value(data_type, raw)
+            except (XacmlSyntaxError, UnknownDataType):
+                return None
+            if len(_VALUE_CACHE) >= _VALUE_CACHE_SIZE:
+                _VALUE_CACHE.clear()
+            _VALUE_CACHE[key] = value
+    else:
+        return None
+    attribute = _new_attribute(Attribute)
+    _set_attribute_id(attribute, attribute_id)
+    _set_values(attribute, (value,))
+    _set_issuer(attribute, None)
+    _set_include(attribute, False)
+    return attribute
 
 
 def _attribute(item: Any, parent: str, position: int) -> Attribute:

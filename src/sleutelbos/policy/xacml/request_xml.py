@@ -21,7 +21,7 @@ from .decision import STATUS_OK, AttributeAssignment, MissingAttributeDetail, Ob
 from .errors import InvalidRequest, InvalidResponse
 from .model import XACML3_NS
 from .status import UnknownDataType, XacmlSyntaxError
-from .values import lexical, parse_value, xpath_expression_value
+from .values import AttributeValue, lexical, parse_value, parse_value_cached, xpath_expression_value
 
 _NS = "{" + XACML3_NS + "}"
 _XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
@@ -164,12 +164,15 @@ def _attribute(element: etree._Element, category: str, into: list[Attribute]) ->
             raise InvalidRequest(f"{_where(category, attribute_id)} <AttributeValue DataType={data_type!r}>: element "
                                  "content is not supported")
         text = child.text or ""
+        if data_type == STRING:  # the common case: no parser, no cache
+            values.append(AttributeValue(STRING, text))
+            continue
         try:
             if data_type == XPATH_EXPRESSION:
                 nsmap = {k: v for k, v in child.nsmap.items() if k}
                 values.append(xpath_expression_value(text, child.get("XPathCategory", ""), nsmap))
             else:
-                values.append(parse_value(data_type, text))
+                values.append(parse_value_cached(data_type, text))
         except (XacmlSyntaxError, UnknownDataType) as exc:
             raise InvalidRequest(f"{_where(category, attribute_id)} <AttributeValue DataType={data_type!r}>: {exc}"
                                  ) from exc
@@ -177,7 +180,7 @@ def _attribute(element: etree._Element, category: str, into: list[Attribute]) ->
         raise InvalidRequest(f"{_where(category, attribute_id)}: at least one <AttributeValue> is required")
     issuer = element.get("Issuer")
     datatype = values[0].datatype
-    if all(value.datatype == datatype for value in values):
+    if len(values) == 1 or all(value.datatype == datatype for value in values):
         into.append(Attribute(attribute_id, tuple(values), issuer, included))
         return
     by_type: dict[str, list[Any]] = {}

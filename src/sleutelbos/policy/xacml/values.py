@@ -144,6 +144,24 @@ def parse_value(datatype_uri: str, text: str) -> AttributeValue:
     return AttributeValue(datatype_uri, parser(text))
 
 
+_PARSED: dict[tuple[str, str], AttributeValue] = {}
+_PARSED_SIZE = 4096
+
+
+def parse_value_cached(datatype_uri: str, text: str) -> AttributeValue:
+    """:func:`parse_value` through a small cache: request parsers see the same ``false``, ``read`` or dates again
+    and again, parsing is pure and values are immutable. Text that does not parse raises and is not cached; the
+    cache is emptied when full (bounded memory whatever the requests)."""
+    key = (datatype_uri, text)
+    value = _PARSED.get(key)
+    if value is None:
+        value = parse_value(datatype_uri, text)
+        if len(_PARSED) >= _PARSED_SIZE:
+            _PARSED.clear()
+        _PARSED[key] = value
+    return value
+
+
 def xpath_expression_value(
     path: str, category: str, namespaces: Mapping[str, str] | None = None
 ) -> AttributeValue:
@@ -316,11 +334,19 @@ CURRENT_DATETIME = "urn:oasis:names:tc:xacml:1.0:environment:current-dateTime"
 
 def current_environment(now: datetime) -> dict[str, AttributeValue]:
     """``current-time``, ``current-date`` and ``current-dateTime`` for the moment ``now`` (an aware datetime)."""
-    if now.utcoffset() is None:
-        raise ValueError("the current time must carry its time zone")
+    return {name: current_value(now, name) for name in (CURRENT_TIME, CURRENT_DATE, CURRENT_DATETIME)}
+
+
+def current_value(now: datetime, attribute_id: str) -> AttributeValue:
+    """One of the three current-instant attributes for ``now`` (a policy usually reads one: the PDP builds only
+    that one per request)."""
     offset = now.utcoffset()
-    return {
-        CURRENT_TIME: AttributeValue(dt.TIME, dt.XsTime.of(now.timetz(), offset)),
-        CURRENT_DATE: AttributeValue(dt.DATE, dt.XsDate.of(now.date(), offset)),
-        CURRENT_DATETIME: AttributeValue(dt.DATETIME, dt.XsDateTime.of(now)),
-    }
+    if offset is None:
+        raise ValueError("the current time must carry its time zone")
+    if attribute_id == CURRENT_DATETIME:
+        return AttributeValue(dt.DATETIME, dt.XsDateTime.of(now))
+    if attribute_id == CURRENT_TIME:
+        return AttributeValue(dt.TIME, dt.XsTime.of(now.timetz(), offset))
+    if attribute_id == CURRENT_DATE:
+        return AttributeValue(dt.DATE, dt.XsDate.of(now.date(), offset))
+    raise KeyError(attribute_id)
