@@ -121,21 +121,25 @@ class MeterKeys:
             extractable_reason=rule.extractable_reason,
         )
 
-    def _make_wrapped(self, record: KeyRecord, storage: KeyRecord, master: KeyRecord | None) -> tuple[KeyRecord,
-                                                                                                 bytes | None]:
-        """Generate ``record``'s key in the token as a session object, wrap it for storage (and under the
-        meter's master key when given), and drop the session object."""
-        backend = self.custody.backend
-        cka_id = bytes.fromhex(record.key_id)
-        rule = rule_for(record.purpose, record.algorithm)
-        backend.generate(cka_id, record.label, record.algorithm, usage=rule.usage, extractable=True,
-                         persistent=False)
-        try:
-            blob = backend.wrap(bytes.fromhex(storage.key_id), cka_id)
-            transfer = backend.wrap(bytes.fromhex(master.key_id), cka_id) if master is not None else None
-        finally:
-            backend.destroy(cka_id)
-        return replace(record, wrapped=blob, wrapped_by=storage.key_id), transfer
+    def _make_wrapped(self, plans: Sequence[KeyRecord], storage: KeyRecord,
+                      master: KeyRecord | None) -> list[tuple[KeyRecord, bytes | None]]:
+        """Generate the planned keys in the token as session objects, wrap each for storage (and under the
+        meter's master key when given) and drop the session objects — one bulk backend call per purpose and
+        algorithm (decision 0290). Returns the records with their blobs, and the transfer blobs, in order."""
+        kek_ids = (bytes.fromhex(storage.key_id),) if master is None else (
+            bytes.fromhex(storage.key_id), bytes.fromhex(master.key_id))
+        groups: dict[tuple[str, KeyAlgorithm], list[int]] = {}
+        for at, plan in enumerate(plans):
+            groups.setdefault((plan.purpose, plan.algorithm), []).append(at)
+        out: list[tuple[KeyRecord, bytes | None]] = [None] * len(plans)  # type: ignore[list-item]
+        for (purpose, algorithm), positions in groups.items():
+            blobs = self.custody.backend.generate_wrapped(
+                algorithm, len(positions), usage=rule_for(purpose, algorithm).usage, wrap_under=kek_ids,
+            )
+            for at, wrapped in zip(positions, blobs, strict=True):
+                stored = replace(plans[at], wrapped=wrapped[0], wrapped_by=storage.key_id)
+                out[at] = (stored, wrapped[1] if master is not None else None)
+        return out
 
     async def provision(
         self, meter_ids: Sequence[str], *, algorithm: KeyAlgorithm | str = KeyAlgorithm.AES_128,
@@ -163,8 +167,9 @@ class MeterKeys:
             storage_key=storage.key_id,
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in planned.items()},
         ))
-        made = {meter_id: {p: self._make_wrapped(r, storage, None)[0] for p, r in keys.items()}
-                for meter_id, keys in planned.items()}
+        flat = [r for keys in planned.values() for r in keys.values()]
+        stored = iter(record for record, _ in self._make_wrapped(flat, storage, None))
+        made = {meter_id: {p: next(stored) for p in keys} for meter_id, keys in planned.items()}
         with self.custody.store.transaction():
             self.custody.store.insert_many([r for keys in made.values() for r in keys.values()])
         return made
@@ -173,7 +178,14 @@ class MeterKeys:
 
     def plan_key_change(self, meter_id: str) -> dict[str, KeyRecord]:
         """New pre-active versions of the three transferred keys (not yet generated)."""
-        records = self.custody.store.by_meter(meter_id)
+        return self.plan_key_changes([meter_id])[meter_id]
+
+    def plan_key_changes(self, meter_ids: Sequence[str]) -> dict[str, dict[str, KeyRecord]]:
+        """:meth:`plan_key_change` for several meters from one metadata read (a campaign batch)."""
+        by_meter = self.custody.store.by_meters(meter_ids)
+        return {meter_id: self._plan_from(meter_id, by_meter[meter_id]) for meter_id in meter_ids}
+
+    def _plan_from(self, meter_id: str, records: list[KeyRecord]) -> dict[str, KeyRecord]:
         active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
@@ -188,19 +200,34 @@ class MeterKeys:
             plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
         return plans
 
-    def make_key_change(self, meter_id: str, plans: dict[str, KeyRecord]) -> tuple[list[KeyRecord],
-                                                                                   KeyChangePayload]:
+    def masters(self, meter_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        """The active master key of each meter that has one, from one metadata read."""
+        by_meter = self.custody.store.by_meters(meter_ids)
+        return {m: r for m, records in by_meter.items() for r in records
+                if r.purpose == DLMS_MASTER and r.state is KeyState.ACTIVE}
+
+    def make_key_change(
+        self, meter_id: str, plans: dict[str, KeyRecord], *, storage: KeyRecord | None = None,
+        master: KeyRecord | None = None,
+    ) -> tuple[list[KeyRecord], KeyChangePayload]:
         """The effect (after the audit event): generate the planned keys with their planned ids, wrap them for
-        storage and under the master key, encode the payload. Nothing is stored here."""
-        storage = self._storage()
-        master = self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
+        storage and under the master key, encode the payload. Nothing is stored here. A campaign passes the
+        storage and master records it read for the whole batch; the master key is unloaded again afterwards
+        unless it was loaded before."""
+        storage = storage or self._storage()
+        master = master or self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
         if storage is None or master is None:
             raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
+        was_loaded = self.custody.is_loaded(master)
         self.custody.load(master)
+        try:
+            made = self._make_wrapped(list(plans.values()), storage, master)
+        finally:
+            if not was_loaded:
+                self.custody.unload(master)
         records: list[KeyRecord] = []
         items: list[KeyData] = []
-        for purpose, plan in plans.items():
-            stored, transfer = self._make_wrapped(plan, storage, master)
+        for purpose, (stored, transfer) in zip(plans, made, strict=True):
             assert transfer is not None
             records.append(stored)
             items.append(KeyData(TRANSFERRED[purpose], transfer))

@@ -289,6 +289,20 @@ class KeyMetadataStore:
         )
         return [self._record(r) for r in rows]
 
+    def by_meters(self, meter_ids: Sequence[str]) -> dict[str, list[KeyRecord]]:
+        """Several meters' records in one query per 500 meters (a campaign batch plans from one read)."""
+        found: dict[str, list[KeyRecord]] = {m: [] for m in meter_ids}
+        for start in range(0, len(meter_ids), 500):
+            chunk = list(meter_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.execute(
+                f"SELECT {COLUMNS} FROM custody_keys WHERE meter_id IN ({marks}) ORDER BY series, version",  # noqa: S608
+                chunk,
+            )
+            for row in rows:
+                found[row[7]].append(self._record(row))
+        return found
+
     def all(self, *, include_meters: bool = True, limit: int | None = None, offset: int = 0) -> list[KeyRecord]:
         where = "" if include_meters else "WHERE meter_id IS NULL"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
