@@ -183,9 +183,9 @@ class MeterKeys:
     def plan_key_changes(self, meter_ids: Sequence[str]) -> dict[str, dict[str, KeyRecord]]:
         """:meth:`plan_key_change` for several meters from one metadata read (a campaign batch)."""
         by_meter = self.custody.store.by_meters(meter_ids)
-        return {meter_id: self._plan_from(meter_id, by_meter[meter_id]) for meter_id in meter_ids}
+        return {meter_id: self.plan_from(meter_id, by_meter[meter_id]) for meter_id in meter_ids}
 
-    def _plan_from(self, meter_id: str, records: list[KeyRecord]) -> dict[str, KeyRecord]:
+    def plan_from(self, meter_id: str, records: list[KeyRecord]) -> dict[str, KeyRecord]:
         active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
@@ -200,11 +200,10 @@ class MeterKeys:
             plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
         return plans
 
-    def masters(self, meter_ids: Sequence[str]) -> dict[str, KeyRecord]:
-        """The active master key of each meter that has one, from one metadata read."""
-        by_meter = self.custody.store.by_meters(meter_ids)
-        return {m: r for m, records in by_meter.items() for r in records
-                if r.purpose == DLMS_MASTER and r.state is KeyState.ACTIVE}
+    @staticmethod
+    def active_master(records: list[KeyRecord]) -> KeyRecord | None:
+        """The active master key among one meter's records."""
+        return next((r for r in records if r.purpose == DLMS_MASTER and r.state is KeyState.ACTIVE), None)
 
     def make_key_change(
         self, meter_id: str, plans: dict[str, KeyRecord], *, storage: KeyRecord | None = None,
