@@ -20,6 +20,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sleutelbos.core.protocols import SYSTEM_ACTOR, Actor
 from sleutelbos.custody.dlms_key_transfer import (
@@ -112,13 +113,16 @@ class MeterKeys:
         """The meter's keys in ``state`` by purpose."""
         return {r.purpose: r for r in self.custody.store.by_meter(meter_id) if r.state is state}
 
-    def _new_record(self, meter_id: str, purpose: str, algorithm: KeyAlgorithm, version: int) -> KeyRecord:
+    def _new_record(self, meter_id: str, purpose: str, algorithm: KeyAlgorithm, version: int, *,
+                    state: KeyState = KeyState.PRE_ACTIVATION, at: datetime | None = None) -> KeyRecord:
         rule = rule_for(purpose, algorithm)
         series = meter_series(meter_id, purpose)
+        created = at or utcnow()
         return KeyRecord(
             key_id=secrets.token_hex(16), series=series, purpose=purpose, algorithm=algorithm, version=version,
-            state=KeyState.PRE_ACTIVATION, label=f"{series}#v{version}", created_at=utcnow(), meter_id=meter_id,
+            state=state, label=f"{series}#v{version}", created_at=created, meter_id=meter_id,
             extractable_reason=rule.extractable_reason,
+            activated_at=created if state is KeyState.ACTIVE else None,
         )
 
     def _make_wrapped(self, plans: Sequence[KeyRecord], storage: KeyRecord,
@@ -160,7 +164,7 @@ class MeterKeys:
                                 "change them with a key-change / campaign instead")
         storage = await self.storage_key(actor=actor)
         now = utcnow()
-        planned = {m: {p: replace(self._new_record(m, p, algorithm, 1), state=KeyState.ACTIVE, activated_at=now)
+        planned = {m: {p: self._new_record(m, p, algorithm, 1, state=KeyState.ACTIVE, at=now)
                        for p in DLMS_PURPOSES} for m in meter_ids}
         await self.custody.audit_first(self.custody.audit_event(
             actor, "provision-meters", f"meters:{len(meter_ids)}", reason, algorithm=algorithm.value,
