@@ -164,3 +164,10 @@ def test_batched_campaign_gives_each_meter_its_own_keys_under_its_own_master(cus
             assert not _same_key(custody, session_id, new_unicast[meter_ids[(n + 1) % 4]])
         finally:
             custody.backend.destroy(session_id)
+    # A second campaign plans from the current versions only, yet numbers past every earlier version.
+    second = asyncio.run(custody.campaigns.start("bulk-2", meter_ids))
+    assert asyncio.run(custody.campaigns.run(second, batch_size=3)).keyed == 4
+    for meter_id in meter_ids:
+        pending = custody.meters.key_set(meter_id, KeyState.PRE_ACTIVATION)
+        assert {r.version for r in pending.values()} == {3}
+        assert custody.meters.key_set(meter_id)["dlms-master"].version == 1

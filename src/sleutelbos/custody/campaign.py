@@ -166,13 +166,13 @@ class RotationCampaigns:
         resumed: list[str] = []
         now = self.store._ts(utcnow())
         planned_rows: list[tuple[str, str, str, str]] = []
-        stored = self.store.by_meters([meter_id for meter_id, _, _ in batch])  # one read plans the batch
+        stored, versions = meters.current_keys([meter_id for meter_id, _, _ in batch])  # one read plans the batch
         for meter_id, state, planned in batch:
             if state == PLANNED and planned:
                 plans[meter_id] = self._restore_plans(meter_id, planned)
                 resumed.append(meter_id)
             else:
-                plans[meter_id] = meters.plan_from(meter_id, stored[meter_id])
+                plans[meter_id] = meters.plan_from(meter_id, stored[meter_id], versions[meter_id])
                 planned_rows.append((_plan_to_json(plans[meter_id]), now, campaign_id, meter_id))
         with self.store.transaction():
             self.store.execute_many(

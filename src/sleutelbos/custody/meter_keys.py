@@ -185,23 +185,29 @@ class MeterKeys:
         return self.plan_key_changes([meter_id])[meter_id]
 
     def plan_key_changes(self, meter_ids: Sequence[str]) -> dict[str, dict[str, KeyRecord]]:
-        """:meth:`plan_key_change` for several meters from one metadata read (a campaign batch)."""
-        by_meter = self.custody.store.by_meters(meter_ids)
-        return {meter_id: self.plan_from(meter_id, by_meter[meter_id]) for meter_id in meter_ids}
+        """:meth:`plan_key_change` for several meters from two metadata reads (a campaign batch)."""
+        current, versions = self.current_keys(meter_ids)
+        return {m: self.plan_from(m, current[m], versions[m]) for m in meter_ids}
 
-    def plan_from(self, meter_id: str, records: list[KeyRecord]) -> dict[str, KeyRecord]:
-        active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
+    def current_keys(self, meter_ids: Sequence[str]) -> tuple[dict[str, list[KeyRecord]], dict[str, dict[str, int]]]:
+        """The meters' active and pre-active records, and their highest version per purpose."""
+        store = self.custody.store
+        current = store.by_meters(meter_ids, states=(KeyState.ACTIVE, KeyState.PRE_ACTIVATION))
+        return current, store.latest_versions(meter_ids)
+
+    def plan_from(self, meter_id: str, current: list[KeyRecord], versions: dict[str, int]) -> dict[str, KeyRecord]:
+        """Plan from the meter's active/pre-active records and highest versions (see :meth:`current_keys`)."""
+        active = {r.purpose: r for r in current if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
-        if any(r.state is KeyState.PRE_ACTIVATION for r in records):
+        if any(r.state is KeyState.PRE_ACTIVATION for r in current):
             raise KeyStateError(f"meter {meter_id!r} has an unconfirmed key change; confirm or abandon it first")
         plans: dict[str, KeyRecord] = {}
         for purpose in TRANSFERRED:
-            current = active.get(purpose)
-            if current is None:
+            now_active = active.get(purpose)
+            if now_active is None:
                 raise KeyNotFound(f"meter {meter_id!r} has no active {purpose} key")
-            version = max(r.version for r in records if r.purpose == purpose) + 1
-            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
+            plans[purpose] = self._new_record(meter_id, purpose, now_active.algorithm, versions[purpose] + 1)
         return plans
 
     @staticmethod
