@@ -71,6 +71,29 @@ def main() -> None:
                 key.destroy()
         return n / (time.perf_counter() - start)
 
+    def bare_rekey_round(n: int) -> float:
+        """The token work of one meter's key change: unwrap its master key, then three new keys each wrapped
+        under the storage key and the master key, and everything destroyed."""
+        master_blob = kek.wrap_key(session.generate_key(
+            KeyType.AES, 128, store=False, capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
+            template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True}), mechanism=Mechanism.AES_KEY_WRAP)
+        start = time.perf_counter()
+        for _ in range(n):
+            master = kek.unwrap_key(pkcs11.ObjectClass.SECRET_KEY, KeyType.AES, master_blob, store=False,
+                                    mechanism=Mechanism.AES_KEY_WRAP,
+                                    capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
+                                    template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
+            for _ in range(3):
+                key = session.generate_key(
+                    KeyType.AES, 128, store=False, capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+                    template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+                )
+                kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP)
+                master.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP)
+                key.destroy()
+            master.destroy()
+        return n / (time.perf_counter() - start)
+
     def custody_round(round_no: int, n: int) -> tuple[float, float]:
         meters = [f"R{round_no}-{i:07d}" for i in range(n)]
         start = time.perf_counter()
@@ -84,12 +107,15 @@ def main() -> None:
         return provision_rate, rekey_rate
 
     bare_round(100)  # warm-up
-    provision, rekey, bare = [], [], []
+    provision, rekey, bare, bare_rekey = [], [], [], []
     for round_no in range(args.rounds):
         p, r = custody_round(round_no, args.meters)
         provision.append(p)
         rekey.append(r)
         bare.append(bare_round(args.meters))
+        bare_rekey.append(bare_rekey_round(args.meters))
+        print(f"  round {round_no}: provision {p:.0f}/s, re-key {r:.0f}/s, bare sets {bare[-1]:.0f}/s, "
+              f"bare re-key {bare_rekey[-1]:.0f}/s", flush=True)
 
     start = time.perf_counter()
     for i in range(args.token_objects):
@@ -98,11 +124,13 @@ def main() -> None:
     token_object_rate = args.token_objects / (time.perf_counter() - start)
 
     med_p, med_r, med_b = statistics.median(provision), statistics.median(rekey), statistics.median(bare)
+    med_br = statistics.median(bare_rekey)
     print(f"SoftHSM2 token; {args.rounds} rounds × {args.meters} meters, batches of {args.batch}; medians")
     print(f"  custody: key sets (4 × AES-128) provisioned  {med_p:8.0f} meters/s  → 1M meters in {1e6 / med_p / 60:6.1f} min")
     print(f"  custody: campaign re-key (3 keys + payload)  {med_r:8.0f} meters/s  → 1M meters in {1e6 / med_r / 60:6.1f} min")
     print(f"  bare python-pkcs11: 4 keys generated+wrapped {med_b:8.0f} sets/s    → 1M in {1e6 / med_b / 60:6.1f} min")
-    print(f"custody provisioning / bare = {med_p / med_b:.3f}")
+    print(f"  bare python-pkcs11: re-key token work        {med_br:8.0f} meters/s  → 1M in {1e6 / med_br / 60:6.1f} min")
+    print(f"custody provisioning / bare = {med_p / med_b:.3f}; custody re-key / bare re-key = {med_r / med_br:.3f}")
     worst = max(1e6 / med_p, 1e6 / med_r)
     print(f"projected 1M-meter key material: {worst / 60:.1f} min (goal < 60 min: {'met' if worst < HOUR else 'NOT met'})")
     print(f"contrast: SoftHSM2 token objects {token_object_rate:.1f} keys/s → 4M keys as token objects would take "

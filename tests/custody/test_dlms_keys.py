@@ -133,3 +133,41 @@ def test_provisioning_twice_is_refused(custody: KeyCustody) -> None:
     with pytest.raises(KeyStateError):
         asyncio.run(custody.meters.provision(["E0033", "E0034"]))
     assert custody.meters.key_set("E0034") == {}
+
+
+def test_batched_campaign_gives_each_meter_its_own_keys_under_its_own_master(custody: KeyCustody) -> None:
+    """The bulk path (decision 0290) generates a batch's keys purpose by purpose: every meter's payload must
+    still unwrap, under *that* meter's master key, to the key custody stored for that meter — not a
+    neighbour's."""
+    meter_ids = ["B001", "B002", "B003", "B004"]
+    provisioned = asyncio.run(custody.meters.provision(meter_ids))
+    masters = {m: keys["dlms-master"] for m, keys in provisioned.items()}
+    campaign = asyncio.run(custody.campaigns.start("bulk", meter_ids))
+    progress = asyncio.run(custody.campaigns.run(campaign, batch_size=3))  # two batches: 3 + 1
+    assert progress.keyed == 4 and progress.state == "finished"
+    new_unicast = {m: custody.meters.key_set(m, KeyState.PRE_ACTIVATION)["dlms-unicast"].key_id for m in meter_ids}
+    assert len(set(new_unicast.values())) == 4
+    for meter_id in meter_ids:
+        assert not custody.is_loaded(masters[meter_id])  # used for its key change, then unloaded
+        asyncio.run(custody.meters.confirm(meter_id))
+    for n, meter_id in enumerate(meter_ids):
+        items = decode_key_transfer(custody.campaigns.payload(campaign, meter_id))
+        unicast = next(i for i in items if i.key_id is DlmsKeyId.GLOBAL_UNICAST_ENCRYPTION)
+        master = masters[meter_id]
+        custody.load(custody.record(master.key_id))
+        session_id = bytes([0xBB, n]) * 8
+        custody.backend.unwrap(bytes.fromhex(master.key_id), unicast.key_wrapped, session_id, "check",
+                               KeyAlgorithm.AES_128, usage=frozenset({ENCRYPT}), extractable=False,
+                               persistent=False)
+        try:
+            assert _same_key(custody, session_id, new_unicast[meter_id])
+            assert not _same_key(custody, session_id, new_unicast[meter_ids[(n + 1) % 4]])
+        finally:
+            custody.backend.destroy(session_id)
+    # A second campaign plans from the current versions only, yet numbers past every earlier version.
+    second = asyncio.run(custody.campaigns.start("bulk-2", meter_ids))
+    assert asyncio.run(custody.campaigns.run(second, batch_size=3)).keyed == 4
+    for meter_id in meter_ids:
+        pending = custody.meters.key_set(meter_id, KeyState.PRE_ACTIVATION)
+        assert {r.version for r in pending.values()} == {3}
+        assert custody.meters.key_set(meter_id)["dlms-master"].version == 1

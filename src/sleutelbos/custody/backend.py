@@ -31,6 +31,14 @@ class KeyBackend(Protocol):
         """Generate in the store; ``persistent=False`` makes a session object (``CKA_TOKEN=false``) that dies
         with the session — how per-meter keys are made before they are wrapped for storage."""
 
+    def generate_wrapped(
+        self, algorithm: KeyAlgorithm, count: int, *, usage: frozenset[str], wrap_under: tuple[bytes, ...],
+    ) -> list[tuple[bytes, ...]]:
+        """Bulk per-meter key material (decision 0290): ``count`` AES keys generated in the store as extractable
+        session objects, each wrapped (RFC 3394) under every key of ``wrap_under`` in that order, then destroyed;
+        returns one tuple of blobs per key. No CKA_ID or label is set: the blob carries neither, and the key
+        gets its id and attributes when it is unwrapped for use."""
+
     def exists(self, key_id: bytes) -> bool: ...
 
     def public_key_der(self, key_id: bytes) -> bytes:

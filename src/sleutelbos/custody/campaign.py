@@ -166,12 +166,13 @@ class RotationCampaigns:
         resumed: list[str] = []
         now = self.store._ts(utcnow())
         planned_rows: list[tuple[str, str, str, str]] = []
+        stored, versions = meters.current_keys([meter_id for meter_id, _, _ in batch])  # one read plans the batch
         for meter_id, state, planned in batch:
             if state == PLANNED and planned:
                 plans[meter_id] = self._restore_plans(meter_id, planned)
                 resumed.append(meter_id)
             else:
-                plans[meter_id] = meters.plan_key_change(meter_id)
+                plans[meter_id] = meters.plan_from(meter_id, stored[meter_id], versions[meter_id])
                 planned_rows.append((_plan_to_json(plans[meter_id]), now, campaign_id, meter_id))
         with self.store.transaction():
             self.store.execute_many(
@@ -185,8 +186,12 @@ class RotationCampaigns:
         ))
         records: list[KeyRecord] = []
         payloads: dict[str, bytes] = {}
+        storage = meters._storage()
         for meter_id, meter_plans in plans.items():
-            made, payload = meters.make_key_change(meter_id, meter_plans)
+            master = meters.active_master(stored[meter_id])
+            if storage is None or master is None:
+                raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
+            made, payload = meters.make_key_change(meter_id, meter_plans, storage=storage, master=master)
             records.extend(made)
             payloads[meter_id] = payload.data
         done = self.store._ts(utcnow())

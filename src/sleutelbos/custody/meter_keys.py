@@ -20,6 +20,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sleutelbos.core.protocols import SYSTEM_ACTOR, Actor
 from sleutelbos.custody.dlms_key_transfer import (
@@ -112,30 +113,37 @@ class MeterKeys:
         """The meter's keys in ``state`` by purpose."""
         return {r.purpose: r for r in self.custody.store.by_meter(meter_id) if r.state is state}
 
-    def _new_record(self, meter_id: str, purpose: str, algorithm: KeyAlgorithm, version: int) -> KeyRecord:
+    def _new_record(self, meter_id: str, purpose: str, algorithm: KeyAlgorithm, version: int, *,
+                    state: KeyState = KeyState.PRE_ACTIVATION, at: datetime | None = None) -> KeyRecord:
         rule = rule_for(purpose, algorithm)
         series = meter_series(meter_id, purpose)
+        created = at or utcnow()
         return KeyRecord(
             key_id=secrets.token_hex(16), series=series, purpose=purpose, algorithm=algorithm, version=version,
-            state=KeyState.PRE_ACTIVATION, label=f"{series}#v{version}", created_at=utcnow(), meter_id=meter_id,
+            state=state, label=f"{series}#v{version}", created_at=created, meter_id=meter_id,
             extractable_reason=rule.extractable_reason,
+            activated_at=created if state is KeyState.ACTIVE else None,
         )
 
-    def _make_wrapped(self, record: KeyRecord, storage: KeyRecord, master: KeyRecord | None) -> tuple[KeyRecord,
-                                                                                                 bytes | None]:
-        """Generate ``record``'s key in the token as a session object, wrap it for storage (and under the
-        meter's master key when given), and drop the session object."""
-        backend = self.custody.backend
-        cka_id = bytes.fromhex(record.key_id)
-        rule = rule_for(record.purpose, record.algorithm)
-        backend.generate(cka_id, record.label, record.algorithm, usage=rule.usage, extractable=True,
-                         persistent=False)
-        try:
-            blob = backend.wrap(bytes.fromhex(storage.key_id), cka_id)
-            transfer = backend.wrap(bytes.fromhex(master.key_id), cka_id) if master is not None else None
-        finally:
-            backend.destroy(cka_id)
-        return replace(record, wrapped=blob, wrapped_by=storage.key_id), transfer
+    def _make_wrapped(self, plans: Sequence[KeyRecord], storage: KeyRecord,
+                      master: KeyRecord | None) -> list[tuple[KeyRecord, bytes | None]]:
+        """Generate the planned keys in the token as session objects, wrap each for storage (and under the
+        meter's master key when given) and drop the session objects — one bulk backend call per purpose and
+        algorithm (decision 0290). Returns the records with their blobs, and the transfer blobs, in order."""
+        kek_ids = (bytes.fromhex(storage.key_id),) if master is None else (
+            bytes.fromhex(storage.key_id), bytes.fromhex(master.key_id))
+        groups: dict[tuple[str, KeyAlgorithm], list[int]] = {}
+        for at, plan in enumerate(plans):
+            groups.setdefault((plan.purpose, plan.algorithm), []).append(at)
+        out: list[tuple[KeyRecord, bytes | None]] = [None] * len(plans)  # type: ignore[list-item]
+        for (purpose, algorithm), positions in groups.items():
+            blobs = self.custody.backend.generate_wrapped(
+                algorithm, len(positions), usage=rule_for(purpose, algorithm).usage, wrap_under=kek_ids,
+            )
+            for at, wrapped in zip(positions, blobs, strict=True):
+                stored = replace(plans[at], wrapped=wrapped[0], wrapped_by=storage.key_id)
+                out[at] = (stored, wrapped[1] if master is not None else None)
+        return out
 
     async def provision(
         self, meter_ids: Sequence[str], *, algorithm: KeyAlgorithm | str = KeyAlgorithm.AES_128,
@@ -156,15 +164,16 @@ class MeterKeys:
                                 "change them with a key-change / campaign instead")
         storage = await self.storage_key(actor=actor)
         now = utcnow()
-        planned = {m: {p: replace(self._new_record(m, p, algorithm, 1), state=KeyState.ACTIVE, activated_at=now)
+        planned = {m: {p: self._new_record(m, p, algorithm, 1, state=KeyState.ACTIVE, at=now)
                        for p in DLMS_PURPOSES} for m in meter_ids}
         await self.custody.audit_first(self.custody.audit_event(
             actor, "provision-meters", f"meters:{len(meter_ids)}", reason, algorithm=algorithm.value,
             storage_key=storage.key_id,
             meters={m: {p: r.key_id for p, r in keys.items()} for m, keys in planned.items()},
         ))
-        made = {meter_id: {p: self._make_wrapped(r, storage, None)[0] for p, r in keys.items()}
-                for meter_id, keys in planned.items()}
+        flat = [r for keys in planned.values() for r in keys.values()]
+        stored = iter(record for record, _ in self._make_wrapped(flat, storage, None))
+        made = {meter_id: {p: next(stored) for p in keys} for meter_id, keys in planned.items()}
         with self.custody.store.transaction():
             self.custody.store.insert_many([r for keys in made.values() for r in keys.values()])
         return made
@@ -173,34 +182,61 @@ class MeterKeys:
 
     def plan_key_change(self, meter_id: str) -> dict[str, KeyRecord]:
         """New pre-active versions of the three transferred keys (not yet generated)."""
-        records = self.custody.store.by_meter(meter_id)
-        active = {r.purpose: r for r in records if r.state is KeyState.ACTIVE}
+        return self.plan_key_changes([meter_id])[meter_id]
+
+    def plan_key_changes(self, meter_ids: Sequence[str]) -> dict[str, dict[str, KeyRecord]]:
+        """:meth:`plan_key_change` for several meters from two metadata reads (a campaign batch)."""
+        current, versions = self.current_keys(meter_ids)
+        return {m: self.plan_from(m, current[m], versions[m]) for m in meter_ids}
+
+    def current_keys(self, meter_ids: Sequence[str]) -> tuple[dict[str, list[KeyRecord]], dict[str, dict[str, int]]]:
+        """The meters' active and pre-active records, and their highest version per purpose."""
+        store = self.custody.store
+        current = store.by_meters(meter_ids, states=(KeyState.ACTIVE, KeyState.PRE_ACTIVATION))
+        return current, store.latest_versions(meter_ids)
+
+    def plan_from(self, meter_id: str, current: list[KeyRecord], versions: dict[str, int]) -> dict[str, KeyRecord]:
+        """Plan from the meter's active/pre-active records and highest versions (see :meth:`current_keys`)."""
+        active = {r.purpose: r for r in current if r.state is KeyState.ACTIVE}
         if DLMS_MASTER not in active:
             raise KeyNotFound(f"meter {meter_id!r} has no active master key; provision it first")
-        if any(r.state is KeyState.PRE_ACTIVATION for r in records):
+        if any(r.state is KeyState.PRE_ACTIVATION for r in current):
             raise KeyStateError(f"meter {meter_id!r} has an unconfirmed key change; confirm or abandon it first")
         plans: dict[str, KeyRecord] = {}
         for purpose in TRANSFERRED:
-            current = active.get(purpose)
-            if current is None:
+            now_active = active.get(purpose)
+            if now_active is None:
                 raise KeyNotFound(f"meter {meter_id!r} has no active {purpose} key")
-            version = max(r.version for r in records if r.purpose == purpose) + 1
-            plans[purpose] = self._new_record(meter_id, purpose, current.algorithm, version)
+            plans[purpose] = self._new_record(meter_id, purpose, now_active.algorithm, versions[purpose] + 1)
         return plans
 
-    def make_key_change(self, meter_id: str, plans: dict[str, KeyRecord]) -> tuple[list[KeyRecord],
-                                                                                   KeyChangePayload]:
+    @staticmethod
+    def active_master(records: list[KeyRecord]) -> KeyRecord | None:
+        """The active master key among one meter's records."""
+        return next((r for r in records if r.purpose == DLMS_MASTER and r.state is KeyState.ACTIVE), None)
+
+    def make_key_change(
+        self, meter_id: str, plans: dict[str, KeyRecord], *, storage: KeyRecord | None = None,
+        master: KeyRecord | None = None,
+    ) -> tuple[list[KeyRecord], KeyChangePayload]:
         """The effect (after the audit event): generate the planned keys with their planned ids, wrap them for
-        storage and under the master key, encode the payload. Nothing is stored here."""
-        storage = self._storage()
-        master = self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
+        storage and under the master key, encode the payload. Nothing is stored here. A campaign passes the
+        storage and master records it read for the whole batch; the master key is unloaded again afterwards
+        unless it was loaded before."""
+        storage = storage or self._storage()
+        master = master or self.custody.active_record(meter_series(meter_id, DLMS_MASTER))
         if storage is None or master is None:
             raise KeyNotFound(f"meter {meter_id!r}: storage or master key missing")
+        was_loaded = self.custody.is_loaded(master)
         self.custody.load(master)
+        try:
+            made = self._make_wrapped(list(plans.values()), storage, master)
+        finally:
+            if not was_loaded:
+                self.custody.unload(master)
         records: list[KeyRecord] = []
         items: list[KeyData] = []
-        for purpose, plan in plans.items():
-            stored, transfer = self._make_wrapped(plan, storage, master)
+        for purpose, (stored, transfer) in zip(plans, made, strict=True):
             assert transfer is not None
             records.append(stored)
             items.append(KeyData(TRANSFERRED[purpose], transfer))

@@ -263,6 +263,29 @@ class Pkcs11Token:
                 )
                 self._keep(key_id, persistent, secret_key)
 
+    def generate_wrapped(
+        self, algorithm: KeyAlgorithm, count: int, *, usage: frozenset[str], wrap_under: tuple[bytes, ...],
+    ) -> list[tuple[bytes, ...]]:
+        """The per-meter hot loop (decision 0290): one lock, the KEK handles and the key template resolved once,
+        and the new session keys never enter the handle cache — only ``C_GenerateKey``, ``C_WrapKey`` per KEK
+        and ``C_DestroyObject`` per key reach the token."""
+        if algorithm.is_signing:
+            raise InvalidKeyRequest("only AES keys are generated for wrapped storage")
+        keks = [self._object(kek_id, ObjectClass.SECRET_KEY) for kek_id in wrap_under]
+        capabilities = _capabilities(usage)
+        template = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True, Attribute.PRIVATE: True}
+        generate = self._session.generate_key
+        mechanism = Mechanism.AES_KEY_WRAP
+        out: list[tuple[bytes, ...]] = []
+        with self._lock, _translated(f"generate {count} wrapped {algorithm.value} keys"):
+            for _ in range(count):
+                key = generate(KeyType.AES, algorithm.bits, store=False, capabilities=capabilities, template=template)
+                try:
+                    out.append(tuple(kek.wrap_key(key, mechanism=mechanism) for kek in keks))
+                finally:
+                    key.destroy()
+        return out
+
     def _keep(self, key_id: bytes, persistent: bool, *objects: Any) -> None:
         """Remember the handles of objects this session made: a C_FindObjects search costs time linear in the
         number of objects, which matters when thousands of per-meter session keys come and go."""

@@ -175,6 +175,16 @@ class KeyCustody:
                 evicted, _ = self._loaded.popitem(last=False)
                 self.backend.destroy(bytes.fromhex(evicted))
 
+    def is_loaded(self, record: KeyRecord) -> bool:
+        return record.key_id in self._loaded
+
+    def unload(self, record: KeyRecord) -> None:
+        """Drop a wrapped key's session object (it stays stored as its blob): a campaign uses each meter's master
+        key once, and thousands of idle session objects only slow the token down."""
+        with self._load_lock:
+            if self._loaded.pop(record.key_id, 0) is None:
+                self.backend.destroy(bytes.fromhex(record.key_id))
+
     def _remember(self, record: KeyRecord) -> None:
         if record.meter_id is None:
             self._records[record.key_id] = record

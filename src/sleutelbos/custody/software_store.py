@@ -168,6 +168,22 @@ class SoftwareKeyStore:
         self._store(key_id, label, algorithm, value, usage=usage, extractable=extractable, local=True,
                     persistent=persistent)
 
+    def generate_wrapped(
+        self, algorithm: KeyAlgorithm, count: int, *, usage: frozenset[str], wrap_under: tuple[bytes, ...],
+    ) -> list[tuple[bytes, ...]]:
+        """Same contract as the token's bulk path; here simply generate, wrap and drop a session entry."""
+        if algorithm.is_signing:
+            raise InvalidKeyRequest("only AES keys are generated for wrapped storage")
+        out: list[tuple[bytes, ...]] = []
+        for _ in range(count):
+            key_id = secrets.token_bytes(16)
+            self.generate(key_id, "bulk", algorithm, usage=usage, extractable=True, persistent=False)
+            try:
+                out.append(tuple(self.wrap(kek_id, key_id) for kek_id in wrap_under))
+            finally:
+                self.destroy(key_id)
+        return out
+
     def destroy(self, key_id: bytes) -> None:
         with self._lock:
             self._loaded.pop(key_id.hex(), None)

@@ -289,6 +289,39 @@ class KeyMetadataStore:
         )
         return [self._record(r) for r in rows]
 
+    def by_meters(self, meter_ids: Sequence[str], *, states: Sequence[KeyState] = ()) -> dict[str, list[KeyRecord]]:
+        """Several meters' records (only those in ``states`` when given) in one query per 500 meters: a campaign
+        batch plans from one read, and reading only the current versions keeps that read the same size however
+        many campaigns a meter has been through."""
+        found: dict[str, list[KeyRecord]] = {m: [] for m in meter_ids}
+        state_filter = f" AND state IN ({', '.join('?' for _ in states)})" if states else ""
+        for start in range(0, len(meter_ids), 500):
+            chunk = list(meter_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.execute(
+                f"SELECT {COLUMNS} FROM custody_keys WHERE meter_id IN ({marks}){state_filter} "  # noqa: S608
+                "ORDER BY series, version",
+                [*chunk, *(s.value for s in states)],
+            )
+            for row in rows:
+                found[row[7]].append(self._record(row))
+        return found
+
+    def latest_versions(self, meter_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Highest version per meter and purpose, whatever its state (a new version must exceed every old one)."""
+        found: dict[str, dict[str, int]] = {m: {} for m in meter_ids}
+        for start in range(0, len(meter_ids), 500):
+            chunk = list(meter_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.execute(
+                f"SELECT meter_id, purpose, MAX(version) FROM custody_keys WHERE meter_id IN ({marks}) "  # noqa: S608
+                "GROUP BY meter_id, purpose",
+                chunk,
+            )
+            for meter_id, purpose, version in rows:
+                found[meter_id][purpose] = int(version)
+        return found
+
     def all(self, *, include_meters: bool = True, limit: int | None = None, offset: int = 0) -> list[KeyRecord]:
         where = "" if include_meters else "WHERE meter_id IS NULL"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
