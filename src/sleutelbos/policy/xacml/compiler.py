@@ -344,20 +344,8 @@ class Compiler(ExpressionCompiler):
             return None
         any_ofs = [self._any_of([self._all_of([self.match(m, f"{where} <Target>", variables) for m in all_of.matches])
                                  for all_of in any_of.all_ofs]) for any_of in target.any_ofs]
-        if len(any_ofs) == 1:
-            return any_ofs[0]
-
-        def evaluate(ctx: EvaluationContext) -> bool | Status:
-            status = None
-            for any_of in any_ofs:
-                result = any_of(ctx)
-                if result is False:
-                    return False
-                if result is not True:
-                    status = status or result
-            return True if status is None else status
-
-        return evaluate
+        # §7.7: a Target is the conjunction of its AnyOfs, with the same Indeterminate rule as an AllOf's Matches.
+        return self._all_of(any_ofs)
 
     @staticmethod
     def _any_of(all_ofs: list[TargetEvaluator]) -> TargetEvaluator:
