@@ -213,6 +213,22 @@ class EvaluationContext:
         self.provider = provider
         self._now: datetime | None = None
 
+    @classmethod
+    def of_values(cls, values: dict[tuple[str, str, str], tuple[Any, ...]], return_policy_ids: bool = False,
+                  provider: AttributeProvider | None = None) -> EvaluationContext:
+        """The context of a request already read into ``values`` (one entry per attribute, no issuers, no
+        ``Content``) — what :func:`.json_profile.simple_request_values` gives; ``values`` is owned by the context
+        from then on (PDP-supplied attributes are added to it)."""
+        ctx = _new_context(cls)
+        ctx.values = values
+        ctx.issued = {}
+        ctx.bags = {}
+        ctx.contents = {}
+        ctx.return_policy_ids = return_policy_ids
+        ctx.provider = provider
+        ctx._now = None
+        return ctx
+
     def bag(self, key: tuple[str, str, str]) -> Bag | None:
         """The bag of an attribute (no issuer), or ``None`` when the request has no value for it."""
         bag = self.bags.get(key)
@@ -252,6 +268,8 @@ class EvaluationContext:
             self.issued[(*key, issuer)] = bag.values
         return bag
 
+
+_new_context = object.__new__
 
 AttributeProvider = Callable[[str, str, str, "str | None"], "Bag | None"]
 """A Policy Information Point (§7.3.3): ``(category, attribute_id, data_type, issuer)`` → a bag, or ``None``."""

@@ -28,7 +28,7 @@ from .decision import (
     Status,
 )
 from .errors import InvalidPolicy
-from .json_profile import parse_request_json, render_response_json
+from .json_profile import parse_request_json, render_response_json, simple_request_values
 from .model import IdReference, PolicyDocument, PolicySet
 from .request_xml import parse_request_xml, render_response_xml
 
@@ -151,9 +151,33 @@ class Pdp:
         """A XACML XML request in, the XML response out; :class:`.errors.InvalidRequest` if it is not valid."""
         return render_response_xml(self.decide(parse_request_xml(body)))
 
-    def decide_json(self, body: bytes) -> bytes:
-        """A JSON Profile request in, the JSON Profile response out."""
-        return render_response_json(self.decide(parse_request_json(body)))
+    def decide_json(self, body: bytes | str) -> bytes:
+        """A JSON Profile request in, the JSON Profile response out: the PDP's hot path over HTTP.
+
+        :class:`.errors.InvalidRequest` if the request is not valid (nothing was evaluated); evaluation errors are
+        Indeterminate responses. A simple request (one individual request, attributes of the common shape — see
+        :func:`.json_profile.simple_request_values`) is read straight into the evaluation context, and a Permit,
+        Deny or NotApplicable without obligations or advice is answered with pre-encoded bytes; anything else takes
+        the general path (:func:`.json_profile.parse_request_json`, :meth:`decide`, :func:`render_response_json`).
+        Both give the same bytes for the same request.
+        """
+        values = simple_request_values(body)
+        if values is None:
+            return render_response_json(self.decide(parse_request_json(body)))
+        ctx = EvaluationContext.of_values(values, False, self._provider)
+        try:
+            evaluation = self._root.evaluate(ctx)
+        except Exception as exc:  # fail closed, as in evaluate()
+            evaluation = Evaluation(INDETERMINATE_DP, Status(STATUS_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
+        if not evaluation.obligations and not evaluation.advice and evaluation.decision <= NOT_APPLICABLE:
+            return _PLAIN_JSON_RESPONSES[evaluation.decision]
+        return render_response_json(Response((_result(evaluation, (), False),)))
+
+
+_PLAIN_JSON_RESPONSES = tuple(render_response_json(Response((Result(name),)))
+                              for name in ("Permit", "Deny", "NotApplicable"))
+"""The JSON responses of a Permit, Deny (``PERMIT``, ``DENY`` index it) and NotApplicable that carry nothing else:
+rendered once, as render_response_json renders them."""
 
 
 def _result(evaluation: Evaluation, individual: tuple[Attributes, ...], with_policies: bool) -> Result:
