@@ -75,7 +75,7 @@ def deny_overrides(children: Sequence[Any], ctx: Any) -> Evaluation:
         if seen is not None:
             seen.append(result)
         if decision == DENY:
-            return _merge(DENY, [result], seen)
+            return result if seen is None else _merge(DENY, [result], seen)
         if decision == PERMIT:
             permits.append(result)
         elif decision == INDETERMINATE_D:
@@ -110,7 +110,7 @@ def permit_overrides(children: Sequence[Any], ctx: Any) -> Evaluation:
         if seen is not None:
             seen.append(result)
         if decision == PERMIT:
-            return _merge(PERMIT, [result], seen)
+            return result if seen is None else _merge(PERMIT, [result], seen)
         if decision == DENY:
             denies.append(result)
         elif decision == INDETERMINATE_D:
@@ -144,7 +144,7 @@ def deny_unless_permit(children: Sequence[Any], ctx: Any) -> Evaluation:
         if seen is not None:
             seen.append(result)
         if decision == PERMIT:
-            return _merge(PERMIT, [result], seen)
+            return result if seen is None else _merge(PERMIT, [result], seen)
         if decision == DENY:
             denies.append(result)
     return _merge(DENY, denies, seen)
@@ -162,7 +162,7 @@ def permit_unless_deny(children: Sequence[Any], ctx: Any) -> Evaluation:
         if seen is not None:
             seen.append(result)
         if decision == DENY:
-            return _merge(DENY, [result], seen)
+            return result if seen is None else _merge(DENY, [result], seen)
         if decision == PERMIT:
             permits.append(result)
     return _merge(PERMIT, permits, seen)
@@ -211,7 +211,7 @@ def legacy_deny_overrides_rules(children: Sequence[Any], ctx: Any) -> Evaluation
         if seen is not None:
             seen.append(result)
         if decision == DENY:
-            return _merge(DENY, [result], seen)
+            return result if seen is None else _merge(DENY, [result], seen)
         if decision == PERMIT:
             permits.append(result)
             continue
@@ -239,7 +239,7 @@ def legacy_deny_overrides_policies(children: Sequence[Any], ctx: Any) -> Evaluat
         if seen is not None:
             seen.append(result)
         if decision == DENY:
-            return _merge(DENY, [result], seen)
+            return result if seen is None else _merge(DENY, [result], seen)
         if decision == PERMIT:
             permits.append(result)
             continue
@@ -263,7 +263,7 @@ def legacy_permit_overrides_rules(children: Sequence[Any], ctx: Any) -> Evaluati
         if seen is not None:
             seen.append(result)
         if decision == PERMIT:
-            return _merge(PERMIT, [result], seen)
+            return result if seen is None else _merge(PERMIT, [result], seen)
         if decision == DENY:
             denies.append(result)
             continue
@@ -292,7 +292,7 @@ def legacy_permit_overrides_policies(children: Sequence[Any], ctx: Any) -> Evalu
         if seen is not None:
             seen.append(result)
         if decision == PERMIT:
-            return _merge(PERMIT, [result], seen)
+            return result if seen is None else _merge(PERMIT, [result], seen)
         if decision == DENY:
             denies.append(result)
         else:

@@ -268,6 +268,12 @@ class Compiler(ExpressionCompiler):
         actions = self.pep_actions(rule.obligation_expressions, rule.advice_expressions, rule.effect, where,
                                    variables)
         constant = Evaluation(decision)
+        if actions is None:
+            # the usual rules (no obligations or advice): closures without the branches they do not need
+            if condition is None:
+                return Node(_constant_rule(match_target, constant, indeterminate), match_target)
+            if match_target is None:
+                return Node(_condition_rule(condition, constant, indeterminate), match_target)
 
         def evaluate(ctx: EvaluationContext) -> Evaluation:
             if match_target is not None:
@@ -444,6 +450,37 @@ class Compiler(ExpressionCompiler):
         return evaluate
 
     # --- expressions (§7.3-7.5)
+
+
+def _constant_rule(match_target: TargetEvaluator | None, constant: Evaluation, indeterminate: int
+                   ) -> Callable[[EvaluationContext], Evaluation]:
+    """A rule without condition, obligations or advice: its target decides (§7.11, table 4)."""
+    if match_target is None:
+        return lambda _ctx: constant
+
+    def evaluate(ctx: EvaluationContext) -> Evaluation:
+        matched = match_target(ctx)
+        if matched is True:
+            return constant
+        if matched is False:
+            return NOT_APPLICABLE_RESULT
+        return Evaluation(indeterminate, matched)
+
+    return evaluate
+
+
+def _condition_rule(condition: Callable[[EvaluationContext], Any], constant: Evaluation, indeterminate: int
+                    ) -> Callable[[EvaluationContext], Evaluation]:
+    """A rule with an empty target and a condition, without obligations or advice (§7.11, table 4)."""
+
+    def evaluate(ctx: EvaluationContext) -> Evaluation:
+        try:
+            holds = condition(ctx).value
+        except Exception as exc:  # §7.11: an error in the condition is Indeterminate
+            return Evaluation(indeterminate, status_of(exc))
+        return constant if holds is True else NOT_APPLICABLE_RESULT
+
+    return evaluate
 
 
 def _never_true(_: EvaluationContext) -> Any:

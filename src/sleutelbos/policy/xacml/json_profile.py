@@ -245,6 +245,9 @@ class _SimpleDocument(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _SIMPLE_DECODER = msgspec.json.Decoder(_SimpleDocument)
+_new_value = AttributeValue.__new__
+_set_datatype = AttributeValue.__dict__["datatype"].__set__
+_set_value = AttributeValue.__dict__["value"].__set__
 _SHORTHAND_FIELDS = tuple(CATEGORY_SHORTHANDS.items())
 _INT_RANGE = range(-(1 << 63), 1 << 64)  # the integers orjson reads as int (the general reader's view of a number)
 
@@ -308,7 +311,10 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
                 return None
             if type(raw) is str:
                 if data_type in _STRING_NAMES:
-                    found: tuple[AttributeValue, ...] = (AttributeValue(_STRING, raw),)
+                    value = _new_value(AttributeValue)  # the slots directly: half the cost of the constructor
+                    _set_datatype(value, _STRING)
+                    _set_value(value, raw)
+                    found: tuple[AttributeValue, ...] = (value,)
                 else:
                     value = _cached_value(data_type, str, raw)
                     if value is None:
