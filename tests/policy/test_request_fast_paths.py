@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from sleutelbos.policy.meter_data import MeterDataRequest, meter_data_policy
+from sleutelbos.policy.rbac import wilma_request_json
 from sleutelbos.policy.xacml import (
     InvalidPolicy,
     InvalidRequest,
@@ -203,7 +204,12 @@ def _request(categories: object, **members: object) -> bytes:
                                                      "IncludeInResult": True}]}]),
     _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "DataType": "string", "Value": "a",
                                                      "Issuer": "me"}]}]),
-    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": "a"}]}]),  # inferred type
+    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": "a"}]}]),  # inferred types
+    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": v}]}
+              for v in (1, 2.5, True, ["a", "b"], [1, 2.5], [1, 2], [True, False])]),
+    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": [True, 1]}]}]),   # invalid
+    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": ["a", 1]}]}]),    # invalid
+    _request([{"CategoryId": SUBJECT, "Attribute": [{"AttributeId": "x", "Value": "a", "DataType": None}]}]),
     orjson.dumps({"Request": {"AccessSubject": {"Attribute": [{"AttributeId": "x", "DataType": "string",
                                                                "Value": "a"}]},
                               "Resource": [{"Attribute": []}], "Category": _categories(*HOUSEHOLD[6:])}}),
@@ -227,6 +233,7 @@ def test_simple_requests_take_the_fast_reader() -> None:
     """The shapes a PEP sends (MeterDataRequest, the benchmark's requests) are simple; the others are not."""
     request = MeterDataRequest("h1", "h1", "household", "m1", owner="h1")
     assert simple_request_values(request.to_json()) is not None
+    assert simple_request_values(wilma_request_json("app", ["r1", "r2"], "/v2/x", "GET")) is not None
     assert simple_request_values(_request(_categories(*HOUSEHOLD), ReturnPolicyIdList=True)) is None
     values = simple_request_values(_request(_categories(*HOUSEHOLD)))
     assert values is not None

@@ -210,8 +210,8 @@ _Scalar = str | bool | int | float
 
 class _SimpleAttribute(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     AttributeId: str
-    DataType: str
     Value: _Scalar | list[_Scalar]
+    DataType: str | UnsetType = UNSET  # absent: inferred from the JSON value (§3.3.2); null: the general reader
     IncludeInResult: bool = False
 
 
@@ -259,10 +259,11 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
     Simple is what a PEP sends for one decision: one individual request (every category at most once, no
     ``MultiRequests``), ``ReturnPolicyIdList`` and ``CombinedDecision`` absent or ``false``, no ``XPathVersion``,
     categories with only ``CategoryId`` (or a shorthand) and ``Attribute``, every attribute exactly
-    ``AttributeId``/``DataType``/``Value`` (and ``IncludeInResult`` if ``false``) with one scalar or an array of
-    scalars that parse as that type, and no attribute twice. The body is decoded by msgspec into typed structs of
-    exactly that shape (≈3× faster than decoding to dicts, and the shape checks are done in C); the values go into
-    the dict the evaluation context uses, without ``Attribute``/``Attributes``/``Request`` objects.
+    ``AttributeId``/``Value``/``DataType`` (absent: inferred) and ``IncludeInResult`` if ``false``, with one scalar
+    or an array of scalars that parse as that type, and no attribute twice. The body is decoded by msgspec into
+    typed structs of exactly that shape (≈3× faster than decoding to dicts, and the shape checks are done in C);
+    the values go into the dict the evaluation context uses, without ``Attribute``/``Attributes``/``Request``
+    objects.
 
     Anything else, *including every invalid request*, gives ``None``, and the caller goes through
     :func:`parse_request_json`, which reads all of the profile and raises the precise
@@ -271,7 +272,7 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
     """
     try:
         request = _SIMPLE_DECODER.decode(body).Request
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, ValueError):  # not JSON, not UTF-8, or not of the simple shape
         return None
     if request.ReturnPolicyIdList or request.CombinedDecision:
         return None
@@ -279,15 +280,11 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
     seen: set[str] = set()
     count = 0
     groups = request.Category
-    for name, shorthand in _SHORTHAND_FIELDS:
-        items = getattr(request, name)
-        if items is not UNSET:
-            if type(items) is not list:
-                items = [items]
-            for item in items:
-                if item.CategoryId is UNSET:
-                    item.CategoryId = shorthand
-            groups = items if groups is UNSET else [*items, *(groups if type(groups) is list else [groups])]
+    if (request.AccessSubject is not UNSET or request.Action is not UNSET or request.Resource is not UNSET
+            or request.Environment is not UNSET or request.RecipientSubject is not UNSET
+            or request.IntermediarySubject is not UNSET or request.Codebase is not UNSET
+            or request.RequestingMachine is not UNSET):
+        groups = _with_shorthands(request, groups)
     if groups is UNSET:
         return None  # no category: invalid
     if type(groups) is not list:
@@ -309,6 +306,10 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
             raw = attribute.Value
             if not attribute_id or attribute.IncludeInResult:
                 return None
+            if data_type is UNSET:
+                data_type = _inferred_datatype(raw)
+                if data_type is None:
+                    return None
             if type(raw) is str:
                 if data_type in _STRING_NAMES:
                     value = _new_value(AttributeValue)  # the slots directly: half the cost of the constructor
@@ -337,15 +338,48 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
                         parsed.append(value)
                     found = tuple(parsed)
             else:
-                value = _cached_value(data_type, type(raw), raw)
+                value = _VALUE_CACHE.get((data_type, type(raw), raw))
                 if value is None:
-                    return None
+                    value = _cached_value(data_type, type(raw), raw)
+                    if value is None:
+                        return None
                 found = (value,)
             values[(category, attribute_id, found[0].datatype)] = found
             count += 1
     if not seen or count != len(values):
         return None  # no category (invalid), or an attribute given twice (the general reader merges the values)
     return values
+
+
+def _inferred_datatype(raw: Any) -> str | None:
+    """The data type of a value given without ``DataType`` (§3.3.2), or ``None`` when it cannot be inferred."""
+    kind = type(raw)
+    if kind is str:
+        return _STRING
+    if kind is list:
+        try:
+            return infer_json_datatype(raw)
+        except XacmlSyntaxError:
+            return None
+    return _INFERRED.get(kind)
+
+
+_INFERRED = {bool: "http://www.w3.org/2001/XMLSchema#boolean", int: "http://www.w3.org/2001/XMLSchema#integer",
+             float: "http://www.w3.org/2001/XMLSchema#double"}
+
+
+def _with_shorthands(request: _SimpleRequest, groups: Any) -> Any:
+    """``Category`` and the shorthand categories (§4.2.2) as one list, the shorthands' ``CategoryId`` filled in."""
+    for name, shorthand in _SHORTHAND_FIELDS:
+        items = getattr(request, name)
+        if items is not UNSET:
+            if type(items) is not list:
+                items = [items]
+            for item in items:
+                if item.CategoryId is UNSET:
+                    item.CategoryId = shorthand
+            groups = items if groups is UNSET else [*items, *(groups if type(groups) is list else [groups])]
+    return groups
 
 
 def _cached_value(data_type: str, kind: type, raw: Any) -> AttributeValue | None:
