@@ -139,6 +139,11 @@ class Pdp:
         Raises :class:`.errors.InvalidRequest` only when the request expands to too many individual requests
         (Multiple Decision Profile); evaluation errors are Indeterminate results, never exceptions.
         """
+        groups = request.attributes
+        if not request.multi_requests and len(groups) == len({group.category for group in groups}):
+            # one individual request (the usual case): no list of individual requests, nothing to combine
+            with_ids = request.return_policy_id_list
+            return Response((_result(self.evaluate(groups, with_ids), groups, with_ids),))
         results = []
         for individual in request.individual_requests():
             evaluation = self.evaluate(individual, request.return_policy_id_list)
