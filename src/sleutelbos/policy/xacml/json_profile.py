@@ -317,9 +317,11 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
                     _set_value(value, raw)
                     found: tuple[AttributeValue, ...] = (value,)
                 else:
-                    value = _cached_value(data_type, str, raw)
+                    value = _VALUE_CACHE.get((data_type, str, raw))
                     if value is None:
-                        return None
+                        value = _cached_value(data_type, str, raw)
+                        if value is None:
+                            return None
                     found = (value,)
             elif type(raw) is list:
                 if not raw:
