@@ -18,7 +18,7 @@ For a PEP asking a remote PDP: :func:`render_request_json` and :func:`parse_resp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -209,7 +209,7 @@ _Scalar = str | bool | int | float
 
 
 class _SimpleAttribute(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    AttributeId: str
+    AttributeId: Annotated[str, msgspec.Meta(min_length=1)]
     Value: _Scalar | list[_Scalar]
     DataType: str | UnsetType = UNSET  # absent: inferred from the JSON value (§3.3.2); null: the general reader
     IncludeInResult: bool = False
@@ -245,6 +245,7 @@ class _SimpleDocument(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _SIMPLE_DECODER = msgspec.json.Decoder(_SimpleDocument)
+_STRING_OR_ABSENT = frozenset({"string", "http://www.w3.org/2001/XMLSchema#string", UNSET})
 _new_value = AttributeValue.__new__
 _set_datatype = AttributeValue.__dict__["datatype"].__set__
 _set_value = AttributeValue.__dict__["value"].__set__
@@ -301,56 +302,55 @@ def simple_request_values(body: bytes | str) -> dict[tuple[str, str, str], tuple
         if type(attributes) is not list:
             attributes = [attributes]
         for attribute in attributes:
-            attribute_id = attribute.AttributeId
-            data_type = attribute.DataType
             raw = attribute.Value
-            if not attribute_id or attribute.IncludeInResult:
+            if attribute.IncludeInResult:
                 return None
-            if data_type is UNSET:
-                data_type = _inferred_datatype(raw)
-                if data_type is None:
-                    return None
-            if type(raw) is str:
-                if data_type in _STRING_NAMES:
-                    value = _new_value(AttributeValue)  # the slots directly: half the cost of the constructor
-                    _set_datatype(value, _STRING)
-                    _set_value(value, raw)
-                    found: tuple[AttributeValue, ...] = (value,)
-                else:
-                    value = _VALUE_CACHE.get((data_type, str, raw))
-                    if value is None:
-                        value = _cached_value(data_type, str, raw)
-                        if value is None:
-                            return None
-                    found = (value,)
-            elif type(raw) is list:
-                if not raw:
-                    return None
-                if data_type in _STRING_NAMES:
-                    for one in raw:
-                        if type(one) is not str:
-                            return None
-                    found = tuple([AttributeValue(_STRING, one) for one in raw])
-                else:
-                    parsed = []
-                    for one in raw:
-                        value = _cached_value(data_type, type(one), one)
-                        if value is None:
-                            return None
-                        parsed.append(value)
-                    found = tuple(parsed)
+            if type(raw) is str and attribute.DataType in _STRING_OR_ABSENT:
+                # the common case inline: a string (declared, or inferred from the JSON string), built through its
+                # slots (half the cost of the constructor)
+                value = _new_value(AttributeValue)
+                _set_datatype(value, _STRING)
+                _set_value(value, raw)
+                values[(category, attribute.AttributeId, _STRING)] = (value,)
             else:
-                value = _VALUE_CACHE.get((data_type, type(raw), raw))
-                if value is None:
-                    value = _cached_value(data_type, type(raw), raw)
-                    if value is None:
-                        return None
-                found = (value,)
-            values[(category, attribute_id, found[0].datatype)] = found
+                found = _simple_values(attribute.DataType, raw)
+                if found is None:
+                    return None
+                values[(category, attribute.AttributeId, found[0].datatype)] = found
             count += 1
     if not seen or count != len(values):
         return None  # no category (invalid), or an attribute given twice (the general reader merges the values)
     return values
+
+
+def _simple_values(data_type: Any, raw: Any) -> tuple[AttributeValue, ...] | None:
+    """The values of a simple attribute that is not one string of type ``string``; ``None`` when the general
+    reader must read it (it does not parse, or cannot be inferred)."""
+    if data_type is UNSET:
+        data_type = _inferred_datatype(raw)
+        if data_type is None:
+            return None
+    if type(raw) is list:
+        if not raw:
+            return None
+        if data_type in _STRING_NAMES:
+            for one in raw:
+                if type(one) is not str:
+                    return None
+            return tuple([AttributeValue(_STRING, one) for one in raw])
+        parsed = []
+        for one in raw:
+            value = _cached_value(data_type, type(one), one)
+            if value is None:
+                return None
+            parsed.append(value)
+        return tuple(parsed)
+    value = _VALUE_CACHE.get((data_type, type(raw), raw))
+    if value is None:
+        value = _cached_value(data_type, type(raw), raw)
+        if value is None:
+            return None
+    return (value,)
 
 
 def _inferred_datatype(raw: Any) -> str | None:

@@ -179,6 +179,9 @@ class Pdp:
         return render_response_json(Response((_result(evaluation, (), False),)))
 
 
+_PLAIN_RESULTS = (Result("Permit"), Result("Deny"), Result("NotApplicable"))
+"""The results of a Permit, Deny (``PERMIT``, ``DENY`` index it) and NotApplicable that carry nothing else."""
+
 _PLAIN_JSON_RESPONSES = tuple(render_response_json(Response((Result(name),)))
                               for name in ("Permit", "Deny", "NotApplicable"))
 """The JSON responses of a Permit, Deny (``PERMIT``, ``DENY`` index it) and NotApplicable that carry nothing else:
@@ -195,6 +198,9 @@ def _result(evaluation: Evaluation, individual: tuple[Attributes, ...], with_pol
                 included = (*included, Attributes(group.category, returned, None, group.xml_id))
                 break
     policies = evaluation.policies if with_policies else None
+    if decision <= NOT_APPLICABLE and not included and policies is None and (
+            decision == NOT_APPLICABLE or (not evaluation.obligations and not evaluation.advice)):
+        return _PLAIN_RESULTS[decision]  # shared: results are treated as immutable
     if decision in (PERMIT, DENY):
         return Result(DECISION_NAMES[decision], None, evaluation.obligations, evaluation.advice, included, policies)
     if decision == NOT_APPLICABLE:
