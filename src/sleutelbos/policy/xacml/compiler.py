@@ -175,11 +175,10 @@ class Compiler(ExpressionCompiler):
                   advice_expressions: tuple[AdviceExpression, ...]) -> Node:
         match_target = self.target(target, where, variables)
         select = candidate_selector(children, child_guards)
-        if len(children) == 1 and combine in IDENTITY_ON_ONE:
-            only = children[0].evaluate
-
-            def combine(_children: Sequence[Any], ctx: Any) -> Evaluation:
-                return only(ctx)
+        # Algorithms that give a single child's result unchanged: with one child (or one candidate the index
+        # selected) call it directly, without the combining loop.
+        identity = combine in IDENTITY_ON_ONE
+        only = children[0].evaluate if len(children) == 1 and identity and select is None else None
         pep = {
             PERMIT: self.pep_actions(obligation_expressions, advice_expressions, "Permit", where, variables),
             DENY: self.pep_actions(obligation_expressions, advice_expressions, "Deny", where, variables),
@@ -188,7 +187,13 @@ class Compiler(ExpressionCompiler):
         finish = None if pep[PERMIT] is None and pep[DENY] is None else self._finish_with_actions(pep, identifier)
 
         def evaluate_body(ctx: EvaluationContext) -> Evaluation:
-            result = combine(children if select is None else select(ctx), ctx)
+            if only is not None:
+                result = only(ctx)
+            elif select is None:
+                result = combine(children, ctx)
+            else:
+                chosen = select(ctx)
+                result = chosen[0].evaluate(ctx) if identity and len(chosen) == 1 else combine(chosen, ctx)
             if finish is not None:
                 return finish(result, ctx)
             if ctx.return_policy_ids and result.decision != NOT_APPLICABLE:
@@ -203,7 +208,13 @@ class Compiler(ExpressionCompiler):
             matched = match_target(ctx)
             if matched is False:
                 return NOT_APPLICABLE_RESULT
-            result = combine(children if select is None else select(ctx), ctx)
+            if only is not None:
+                result = only(ctx)
+            elif select is None:
+                result = combine(children, ctx)
+            else:
+                chosen = select(ctx)
+                result = chosen[0].evaluate(ctx) if identity and len(chosen) == 1 else combine(chosen, ctx)
             if matched is True:
                 if finish is not None:
                     return finish(result, ctx)
@@ -274,6 +285,7 @@ class Compiler(ExpressionCompiler):
                 return Node(_constant_rule(match_target, constant, indeterminate), match_target)
             if match_target is None:
                 return Node(_condition_rule(condition, constant, indeterminate), match_target)
+            return Node(_target_condition_rule(match_target, condition, constant, indeterminate), match_target)
 
         def evaluate(ctx: EvaluationContext) -> Evaluation:
             if match_target is not None:
@@ -474,6 +486,25 @@ def _condition_rule(condition: Callable[[EvaluationContext], Any], constant: Eva
     """A rule with an empty target and a condition, without obligations or advice (§7.11, table 4)."""
 
     def evaluate(ctx: EvaluationContext) -> Evaluation:
+        try:
+            holds = condition(ctx).value
+        except Exception as exc:  # §7.11: an error in the condition is Indeterminate
+            return Evaluation(indeterminate, status_of(exc))
+        return constant if holds is True else NOT_APPLICABLE_RESULT
+
+    return evaluate
+
+
+def _target_condition_rule(match_target: TargetEvaluator, condition: Callable[[EvaluationContext], Any],
+                           constant: Evaluation, indeterminate: int) -> Callable[[EvaluationContext], Evaluation]:
+    """A rule with a target and a condition, without obligations or advice (§7.11, table 4)."""
+
+    def evaluate(ctx: EvaluationContext) -> Evaluation:
+        matched = match_target(ctx)
+        if matched is False:
+            return NOT_APPLICABLE_RESULT
+        if matched is not True:
+            return Evaluation(indeterminate, matched)
         try:
             holds = condition(ctx).value
         except Exception as exc:  # §7.11: an error in the condition is Indeterminate
