@@ -240,3 +240,34 @@ def test_simple_requests_take_the_fast_reader() -> None:
     assert values[(RESOURCE, MD + "resource:quarantined", XS + "boolean")][0].value is False
     assert _meter_pdp().decide_json(request.to_json()) == b'{"Response":[{"Decision":"Permit","Status":{"StatusCode":' \
         b'{"Value":"urn:oasis:names:tc:xacml:1.0:status:ok"}}}]}'
+
+
+def test_decide_json_answers_every_meter_request_shape_as_the_general_path() -> None:
+    """Every scenario of the meter-data policy (each kind, grants expired or not, quarantine, break-glass, other
+    actions): the simple path's answers are the general path's, Permit, Deny and Indeterminate alike."""
+    from datetime import UTC, datetime, timedelta
+
+    pdp = _meter_pdp()
+    now = datetime.now(UTC)
+    decisions = set()
+    for quarantined in (False, True):
+        for break_glass in (False, True):
+            common = {"quarantined": quarantined, "break_glass": break_glass}
+            for request in (
+                MeterDataRequest("h1", "h1", "household", "m1", owner="h1", **common),
+                MeterDataRequest("h1", "h1", "household", "m1", owner="h2", **common),
+                MeterDataRequest("s", "energy", "supplier", "m1", contracted_suppliers=("energy", "x"), **common),
+                MeterDataRequest("s", "energy", "supplier", "m1", contracted_suppliers=("x",), **common),
+                MeterDataRequest("v", "vend", "vendor", "m1", granted_meters=("m1",),
+                                 grant_expires=now + timedelta(hours=1), **common),
+                MeterDataRequest("v", "vend", "vendor", "m1", granted_meters=("m1",),
+                                 grant_expires=now - timedelta(hours=1), **common),
+                MeterDataRequest("v", "vend", "vendor", "m1", granted_meters=("m1",), **common),  # no expiry
+                MeterDataRequest("o", "grid", "operator", "m1", **common),
+                MeterDataRequest("o", "grid", "operator", "m1", action="write", **common),
+            ):
+                body = request.to_json()
+                assert simple_request_values(body) is not None
+                _same_answer(pdp, body)
+                decisions.add(orjson.loads(pdp.decide_json(body))["Response"][0]["Decision"])
+    assert decisions == {"Permit", "Deny", "Indeterminate"}
