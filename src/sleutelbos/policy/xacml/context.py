@@ -187,10 +187,11 @@ class EvaluationContext:
             category = group.category
             if group.content is not None:
                 contents[category] = group.content
-            for attribute in group.attributes:
+            group_attributes = group.attributes
+            count += len(group_attributes)
+            for attribute in group_attributes:
                 found = attribute.values
                 values[(category, attribute.attribute_id, found[0].datatype)] = found
-                count += 1
                 if attribute.issuer is not None:
                     with_issuer = True
         if count != len(values) or with_issuer:
