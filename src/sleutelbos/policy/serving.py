@@ -1,5 +1,8 @@
 """Serving the policy component alone: the ASGI application ``sleutelbos serve policy`` runs, one or N processes.
 
+The server is uvicorn with the HTTP protocol :class:`.fast_http.PdpHttpProtocol` (:data:`HTTP_PROTOCOL`), which
+answers decisions inside the protocol and hands every other request to this application (decision 0391).
+
 Decisions are CPU-bound Python, so one process uses one core; ``sleutelbos serve policy --workers N`` runs N uvicorn
 worker processes on one listening socket, each with its own compiled PDPs over the shared policy database (the
 component's sync loop picks up PAP changes another worker made). uvicorn starts workers from an import string, so
@@ -23,12 +26,18 @@ from sleutelbos.stack import StackContext, build_app
 
 log = logging.getLogger("sleutelbos.policy")
 
+HTTP_PROTOCOL = "sleutelbos.policy.fast_http:PdpHttpProtocol"
+"""uvicorn's ``http`` setting for the policy server (an import string: worker processes import it themselves)."""
+
 
 def with_decision_fast_path(app: Starlette, ctx: StackContext) -> DecisionFastPath:
     """The stack application with the decision endpoint answered before Starlette's router (see
-    :class:`.api.DecisionFastPath`)."""
+    :class:`.api.DecisionFastPath`); it also gives :class:`.fast_http.PdpHttpProtocol` the service and limits."""
     service = ctx.services["policy"]
-    return DecisionFastPath(app, decision_endpoint(service, ctx.settings.max_body_bytes))
+    settings = ctx.settings
+    return DecisionFastPath(app, decision_endpoint(service, settings.max_body_bytes), service=service,
+                            max_body_bytes=settings.max_body_bytes,
+                            read_timeout_s=settings.policy_http_read_timeout_s)
 
 
 def create_app(**overrides: Any) -> DecisionFastPath:
@@ -51,4 +60,5 @@ def serve_workers(settings: Settings, workers: int) -> None:
     os.environ["SLEUTELBOS_HOST"] = settings.host
     os.environ["SLEUTELBOS_PORT"] = str(settings.port)
     uvicorn.run("sleutelbos.policy.serving:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                workers=workers, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                http=HTTP_PROTOCOL)
