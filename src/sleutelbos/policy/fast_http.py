@@ -164,13 +164,17 @@ class PdpHttpProtocol(HttpToolsProtocol):
         self.head_bytes += len(url)
         if self.head_bytes > self.max_head_bytes:
             self._refuse_head()
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # uvicorn's on_header (lower-cased names, the Expect flag) inline: it runs for every header of every request
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.max_head_bytes:
             self._refuse_head()
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def _refuse_head(self) -> None:
         self.refused = True
