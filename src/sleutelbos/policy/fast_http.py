@@ -119,9 +119,12 @@ class PdpHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _set_deadline(self, seconds: float) -> None:
-        self.deadline = self.loop.time() + seconds
-        if self.deadline_timer is None:
-            self.deadline_timer = self.loop.call_at(self.deadline, self._check_deadline)
+        deadline = self.deadline = self.loop.time() + seconds
+        timer = self.deadline_timer
+        if timer is None or timer.when() > deadline:  # a later deadline is checked when the timer fires
+            if timer is not None:
+                timer.cancel()
+            self.deadline_timer = self.loop.call_at(deadline, self._check_deadline)
 
     def _check_deadline(self) -> None:
         """Close a connection whose request did not arrive in time (or that stayed idle too long after a fast
