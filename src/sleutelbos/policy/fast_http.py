@@ -76,6 +76,21 @@ def decision_domain(url: bytes) -> str | None:
     return domain.decode("ascii")
 
 
+_DOMAINS: dict[bytes, str | None] = {}
+
+
+def _decision_domain(url: bytes) -> str | None:
+    """:func:`decision_domain` through a small cache (clients ask the same few domains over and over); emptied when
+    it reaches 1,024 URLs, so memory stays bounded whatever URLs clients send."""
+    try:
+        return _DOMAINS[url]
+    except KeyError:
+        if len(_DOMAINS) >= 1024:
+            _DOMAINS.clear()
+        domain = _DOMAINS[url] = decision_domain(url)
+        return domain
+
+
 class PdpHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the decision endpoint answered in the parser callbacks (see the module
     docstring). Select it with ``uvicorn.run(..., http="sleutelbos.policy.fast_http:PdpHttpProtocol")``; with any
@@ -157,7 +172,11 @@ class PdpHttpProtocol(HttpToolsProtocol):
     # --- parser callbacks -------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn builds the ASGI scope here; a decision answered in the protocol needs none, so the scope is built
+        # only for a request that goes to the application (:meth:`_to_application`)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._unset_keepalive_if_required()
         self.fast = False
         self.head_bytes = 0
@@ -184,18 +203,27 @@ class PdpHttpProtocol(HttpToolsProtocol):
         self._write(431, b"text/plain; charset=utf-8", b"Request Header Fields Too Large", keep_alive=False)
         raise _HeadTooLarge()  # stops the parser; uvicorn's 400 is suppressed by ``refused``
 
+    def _to_application(self) -> None:
+        """uvicorn's path for this request: its scope (built by uvicorn's ``on_message_begin``, keeping the URL and
+        headers read so far) and the ASGI cycle."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect_100_continue
+        self.headers.extend(headers)  # the list uvicorn's scope holds
+        super().on_headers_complete()
+
     def on_headers_complete(self) -> None:
         route = self.route
-        domain = decision_domain(self.url) if route is not None else None
+        domain = _decision_domain(self.url) if route is not None else None
         if (domain is None or self.parser.get_method() != b"POST" or self.expect_100_continue
                 or self.parser.should_upgrade() or self.pipeline
                 or (self.cycle is not None and not self.cycle.response_complete)):
-            super().on_headers_complete()
+            self._to_application()
             return
         assert route is not None and route.service is not None
         decider = route.service.cached_pdp(domain)
         if decider is None:  # not loaded (or no such domain): the ASGI endpoint loads it or answers 404
-            super().on_headers_complete()
+            self._to_application()
             return
         self.fast = True
         self.decider = decider
