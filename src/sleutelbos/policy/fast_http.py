@@ -248,9 +248,7 @@ class PdpHttpProtocol(HttpToolsProtocol):
             return  # discarded: the 413 is sent (the connection closes at the end of the message), or the 415 will be
         self.body_size += len(body)
         if self.body_size > self.max_body_bytes:
-            self.body_parts = []
-            if self.media_type is not None:
-                self._refuse_body()
+            self._refuse_body()
             return
         self.body_parts.append(body)
 
