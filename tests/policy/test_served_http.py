@@ -277,6 +277,40 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(served: Served, doma
         assert answer.status == 200 and decision(answer) == "Permit"
 
 
+def test_a_chunked_decision_body_is_taken(served: Served, domain: str) -> None:
+    body = action_request_json("read")
+    with connect(served) as sock:
+        sock.sendall(f"POST {BASE}/{domain}/pdp HTTP/1.1\r\nHost: x\r\nContent-Type: application/xacml+json\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        for part in (body[:10], body[10:]):
+            sock.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        answer = Reader(sock).answer()
+        assert answer.status == 200 and decision(answer) == "Permit"
+
+
+def test_random_bytes_do_not_break_the_server(served: Served, domain: str) -> None:
+    import random
+
+    rng = random.Random(7)
+    head = f"POST {BASE}/{domain}/pdp HTTP/1.1\r\nContent-Type: application/xacml+json\r\n".encode()
+    for i in range(30):
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+        with connect(served) as sock:
+            sock.sendall(head + noise if i % 2 else noise)
+            sock.shutdown(socket.SHUT_WR)  # the server sees the end of the stream: an answer or a close, never a hang
+            reader = Reader(sock)
+            try:
+                while not reader.closed():
+                    pass
+            except TimeoutError:
+                pytest.fail("the server neither answered nor closed the connection")
+    with connect(served) as sock:
+        sock.sendall(request("POST", f"{BASE}/{domain}/pdp", action_request_json("read"), "application/xacml+json"))
+        assert decision(Reader(sock).answer()) == "Permit"
+    assert served.process.poll() is None
+
+
 def test_malformed_http_is_400_and_the_server_keeps_serving(served: Served, domain: str) -> None:
     for garbage in (b"\x00\x01\x02 garbage\r\n\r\n", b"POST /x HTTP/9.9\r\n\r\n",
                     b"POST /authzforce-ce/domains/d/pdp HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
