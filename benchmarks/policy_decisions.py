@@ -300,16 +300,17 @@ def _wait_started(server: subprocess.Popen[bytes], port: int, workers: int, what
                 raise RuntimeError(f"{what} did not start")
 
 
-def start_server(url: str, workers: int, data_dir: Path, old: bool = False) -> tuple[subprocess.Popen[bytes], int]:
-    """``sleutelbos serve policy --workers N`` (uvicorn worker processes on one socket, the decision fast path in
+def start_server(url: str, workers: int, data_dir: Path, old: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """``sleutelbos serve policy --workers N`` (worker processes on SO_REUSEPORT sockets, the decision fast path in
     the HTTP protocol) — or, with ``old``, the same application on uvicorn's stock httptools protocol (every
-    decision through ASGI: the path before decision 0391)."""
+    decision through ASGI), either on uvicorn's workers sharing one socket (``"shared"``: the path before decision
+    0391) or on serve policy's SO_REUSEPORT workers (``"reuseport"``: the protocol's share of the gain)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "INFO",
            "SLEUTELBOS_POLICY_SYNC_INTERVAL_S": "3600"}
     port = free_port()
     if old:
         env.update({"SLEUTELBOS_DATA_DIR": str(data_dir), "SLEUTELBOS_POLICY_DATABASE_URL": url})
-        command = [sys.executable, __file__, "--serve-old", str(port), "--workers", str(workers)]
+        command = [sys.executable, __file__, "--serve-old", str(port), "--workers", str(workers), "--old-mode", old]
     else:
         command = [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
                    "--data-dir", str(data_dir), "--workers", str(workers)]
@@ -352,42 +353,57 @@ class _NoopService:
 
 def noop_fast_app() -> Any:
     """``serve policy``'s HTTP stack (uvicorn + :class:`PdpHttpProtocol`) around a decision that costs nothing."""
+    import logging
+
     from sleutelbos.policy.api import DecisionFastPath
 
+    logging.basicConfig(level=logging.INFO)  # uvicorn's "Application startup complete." on stderr, per worker
     return DecisionFastPath(noop_app, noop_app, service=_NoopService(), max_body_bytes=1 << 20)  # type: ignore[arg-type]
+
+
+def noop_asgi_app() -> Any:
+    """The no-op ASGI app, as a factory (the workers of :func:`run_workers` import factories)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    return noop_app
 
 
 def start_noop_server(workers: int, fast: bool) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     command = [sys.executable, __file__, "--serve-noop", str(port), "--workers", str(workers)]
     server = subprocess.Popen(command + (["--noop-fast"] if fast else []), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                              stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT / "benchmarks")))})
     _wait_started(server, port, workers, "the no-op server")
     return server, port
 
 
 def serve_noop(port: int, workers: int, fast: bool) -> None:
-    import uvicorn
+    """A no-op server on serve policy's workers (SO_REUSEPORT sockets): with serve policy's HTTP protocol, or
+    with uvicorn's stock httptools protocol and the no-op ASGI app."""
+    from sleutelbos.policy.serving import HTTP_PROTOCOL, run_workers
 
-    from sleutelbos.policy.serving import HTTP_PROTOCOL
-
+    stem = Path(__file__).stem
     if fast:
-        uvicorn.run(f"{Path(__file__).stem}:noop_fast_app", factory=True, app_dir=str(Path(__file__).parent),
-                    host="127.0.0.1", port=port, workers=workers, log_level="info", access_log=False,
-                    lifespan="on", http=HTTP_PROTOCOL)
+        run_workers(f"{stem}:noop_fast_app", "127.0.0.1", port, workers, http=HTTP_PROTOCOL)
     else:
-        uvicorn.run(f"{Path(__file__).stem}:noop_app", app_dir=str(Path(__file__).parent), host="127.0.0.1",
-                    port=port, workers=workers, log_level="info", access_log=False, lifespan="on",
-                    http="httptools")
+        run_workers(f"{stem}:noop_asgi_app", "127.0.0.1", port, workers, http="httptools")
 
 
-def serve_old(port: int, workers: int) -> None:
-    """The policy application as ``serve policy`` ran it before decision 0391: uvicorn's stock httptools
-    protocol, every decision through ASGI (:class:`DecisionFastPath` in front of Starlette)."""
+def serve_old(port: int, workers: int, mode: str) -> None:
+    """The policy application on uvicorn's stock httptools protocol, every decision through ASGI
+    (:class:`DecisionFastPath` in front of Starlette): on uvicorn's workers sharing one socket, as ``serve policy``
+    ran before decision 0391 (``shared``), or on serve policy's SO_REUSEPORT workers (``reuseport``)."""
     import uvicorn
 
-    uvicorn.run("sleutelbos.policy.serving:create_app", factory=True, host="127.0.0.1", port=port,
-                workers=workers, log_level="info", access_log=False, lifespan="on", http="httptools")
+    from sleutelbos.policy.serving import run_workers
+
+    if mode == "reuseport":
+        run_workers("sleutelbos.policy.serving:create_app", "127.0.0.1", port, workers, http="httptools")
+    else:
+        uvicorn.run("sleutelbos.policy.serving:create_app", factory=True, host="127.0.0.1", port=port,
+                    workers=workers, log_level="info", access_log=False, lifespan="on", http="httptools")
 
 
 def process_tree_cpu_seconds(pid: int) -> float:
@@ -551,7 +567,7 @@ def http_figures(args: argparse.Namespace, workloads: list[Workload], summary: d
         for workers in sorted({1, args.workers} if args.one_worker_too else {args.workers}):
             print(f"\n{workers} worker process(es):")
             ceilings = {}
-            for fast, label in ((False, "ceiling: uvicorn + a no-op ASGI app"),
+            for fast, label in ((False, "ceiling: uvicorn's protocol + a no-op ASGI app"),
                                 (True, "ceiling: serve policy's HTTP stack, no-op decision")):
                 noop, noop_port = start_noop_server(workers, fast)
                 try:
@@ -567,12 +583,21 @@ def http_figures(args: argparse.Namespace, workloads: list[Workload], summary: d
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            server, port = start_server(url, workers, Path(tmp), old=True)
+            server, port = start_server(url, workers, Path(tmp), old="shared")
             try:
-                old = run(f"{meter.name}: old path (uvicorn, decisions through ASGI)", server, port, domains[1], meter)
+                old = run(f"{meter.name}: old path (uvicorn's workers, decisions through ASGI)", server, port,
+                          domains[1], meter)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
+            if workers > 1:
+                server, port = start_server(url, workers, Path(tmp), old="reuseport")
+                try:
+                    run(f"{meter.name}: uvicorn's protocol on serve policy's workers", server, port, domains[1],
+                        meter)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
             for w in workloads:
                 figure = summary[w.name][f"http-{workers}"]
                 print(f"  {w.name}: {figure.rate:,.0f}/s = {ratio(figure.rate, ceilings[True].rate)} of its stack's "
@@ -606,6 +631,7 @@ def main() -> None:
     parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--noop-fast", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-old", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--old-mode", default="shared", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -614,7 +640,7 @@ def main() -> None:
         serve_noop(args.serve_noop, args.workers, args.noop_fast)
         return
     if args.serve_old:
-        serve_old(args.serve_old, args.workers)
+        serve_old(args.serve_old, args.workers, args.old_mode)
         return
 
     if args.http_client:

@@ -379,22 +379,51 @@ def test_the_api_tests_pass_against_the_served_process(tmp_path: Path, api_test:
         stop(server)
 
 
+def established_per_worker(server: Served) -> list[int]:
+    """How many established connections to the server's port each of its worker processes holds (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == "01":
+                inodes.add(fields[9])
+    pid = server.process.pid
+    counts = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        held = 0
+        for fd in Path(f"/proc/{child}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in inodes
+        counts.append(held)
+    return counts
+
+
 def test_serve_policy_with_two_workers(tmp_path: Path) -> None:
-    """``--workers 2``: both workers answer decisions through the fast path, and a domain made through one worker
-    reaches the other through the database."""
+    """``--workers 2``: connections are spread over both workers (each has its own SO_REUSEPORT socket; with one
+    shared socket a burst of connections could all land on one), both answer decisions, and a domain made through
+    one worker reaches the other through the database."""
     server = serve(tmp_path, workers=2)
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             created = client.post(BASE, content=f'<domainProperties xmlns="{AZ}"/>'.encode(), headers=XML)
             domain_id = etree.fromstring(created.content).get("href")
-            # new connections land on either worker; each must find the domain (loaded from the database) and
-            # answer twice on the connection (the second time from the compiled PDP, in the protocol)
-            for _ in range(20):
-                with httpx.Client(base_url=server.url, timeout=10) as fresh:
-                    for _ in range(2):
-                        answer = fresh.post(f"{BASE}/{domain_id}/pdp", content=action_request_json("read"),
-                                            headers=JSON)
-                        assert answer.status_code == 200
-                        assert answer.json()["Response"][0]["Decision"] == "Deny"  # the default root
+        sockets = [connect(server) for _ in range(16)]
+        try:
+            for sock in sockets:  # twice on each connection: loaded from the database, then from the compiled PDP
+                reader = Reader(sock)
+                for _ in range(2):
+                    sock.sendall(request("POST", f"{BASE}/{domain_id}/pdp", action_request_json("read"),
+                                         "application/xacml+json"))
+                    answer = reader.answer()
+                    assert answer.status == 200 and decision(answer) == "Deny"  # the default root
+            per_worker = sorted(established_per_worker(server))
+            assert sum(per_worker) == 16
+            assert per_worker[-2] > 0, per_worker  # both workers hold connections (the others: no connection)
+        finally:
+            for sock in sockets:
+                sock.close()
     finally:
         stop(server)
