@@ -10,9 +10,13 @@ For each: decisions/s with p50/p99 latency
   - in-process: the full JSON Profile path (``Pdp.decide_json``: bytes in, bytes out — what the HTTP endpoint
     calls), the XML path, and evaluation alone (request parsed beforehand), each also as CPU time per call (this
     process's CPU time / calls: less sensitive to the other processes on the machine than the wall-clock rate);
-  - over HTTP: `sleutelbos serve policy --workers 1` and `--workers N` (uvicorn workers on one socket), driven by
-    separate client processes over keep-alive connections (POST /authzforce-ce/domains/{id}/pdp, JSON Profile),
-    next to the ceiling: uvicorn with a no-op ASGI app, the same workers and client;
+  - over HTTP (POST /authzforce-ce/domains/{id}/pdp, JSON Profile): `sleutelbos serve policy --workers N`
+    (decisions answered inside its HTTP protocol, decision 0391) on both workloads, next to the old path (the same
+    application on uvicorn's stock protocol, decisions through ASGI) and two ceilings — uvicorn with a no-op ASGI
+    app, and serve policy's own HTTP stack with a decision that costs nothing — all with the same workers and the
+    same client: a separate process, a lean asyncio protocol on uvloop, pre-serialized requests, keep-alive, one
+    request in flight per connection. Each line also gives the server's and the client's CPU time per request
+    (Linux /proc), which the load of a shared machine disturbs far less than the rate;
   - Cedar, the same policies written in Cedar: cedarpy one call at a time with the policy text (parsed on every
     call, as the issue measured), one call at a time with pre-parsed PolicySet/Entities handles, and the batch call.
 Ratios are ours / theirs, measured in this run. References: AuthZForce's published ~11,000 responses/s over HTTP;
@@ -20,6 +24,8 @@ goals: in-process >= 50,000/s on (b) with p99 < 100 us, HTTP >= 10,000/s.
 
     PYTHONPATH=src python benchmarks/policy_decisions.py              # defaults: full sizes, a few minutes
     PYTHONPATH=src python benchmarks/policy_decisions.py --roles 100  # smaller RBAC workload
+    PYTHONPATH=src python benchmarks/policy_decisions.py --roles 100 --skip-cedar --seconds 0.5  # quick, HTTP
+    PYTHONPATH=src python benchmarks/policy_decisions.py --one-worker-too   # HTTP with 1 worker as well
 """
 
 from __future__ import annotations
@@ -305,15 +311,21 @@ def _wait_started(server: subprocess.Popen[bytes], port: int, workers: int, what
                 raise RuntimeError(f"{what} did not start")
 
 
-def start_server(url: str, workers: int, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``sleutelbos serve policy --workers N`` (uvicorn worker processes on one socket)."""
+def start_server(url: str, workers: int, data_dir: Path, old: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """``sleutelbos serve policy --workers N`` (worker processes on SO_REUSEPORT sockets, the decision fast path in
+    the HTTP protocol) — or, with ``old``, the same application on uvicorn's stock httptools protocol (every
+    decision through ASGI), either on uvicorn's workers sharing one socket (``"shared"``: the path before decision
+    0391) or on serve policy's SO_REUSEPORT workers (``"reuseport"``: the protocol's share of the gain)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "INFO",
            "SLEUTELBOS_POLICY_SYNC_INTERVAL_S": "3600"}
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
-         "--data-dir", str(data_dir), "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if old:
+        env.update({"SLEUTELBOS_DATA_DIR": str(data_dir), "SLEUTELBOS_POLICY_DATABASE_URL": url})
+        command = [sys.executable, __file__, "--serve-old", str(port), "--workers", str(workers), "--old-mode", old]
+    else:
+        command = [sys.executable, "-m", "sleutelbos", "serve", "policy", "--db", url, "--port", str(port),
+                   "--data-dir", str(data_dir), "--workers", str(workers)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_started(server, port, workers, "the policy server")
     return server, port
 
@@ -336,13 +348,90 @@ async def noop_app(scope: dict[str, Any], receive: Callable[[], Any], send: Call
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def start_noop_server(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+class _NoopDecider:
+    """A "PDP" that answers ``{}`` to anything: the ceiling of serve policy's own HTTP stack."""
+
+    def decide_json(self, body: bytes) -> bytes:
+        return b"{}"
+
+    decide_xml = decide_json
+
+
+class _NoopService:
+    def cached_pdp(self, domain_id: str) -> _NoopDecider:
+        return _NoopDecider()
+
+
+def noop_fast_app() -> Any:
+    """``serve policy``'s HTTP stack (uvicorn + :class:`PdpHttpProtocol`) around a decision that costs nothing."""
+    import logging
+
+    from sleutelbos.policy.api import DecisionFastPath
+
+    logging.basicConfig(level=logging.INFO)  # uvicorn's "Application startup complete." on stderr, per worker
+    return DecisionFastPath(noop_app, noop_app, service=_NoopService(), max_body_bytes=1 << 20)  # type: ignore[arg-type]
+
+
+def noop_asgi_app() -> Any:
+    """The no-op ASGI app, as a factory (the workers of :func:`run_workers` import factories)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    return noop_app
+
+
+def start_noop_server(workers: int, fast: bool) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port), "--workers", str(workers)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    command = [sys.executable, __file__, "--serve-noop", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command + (["--noop-fast"] if fast else []), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT / "benchmarks")))})
     _wait_started(server, port, workers, "the no-op server")
     return server, port
+
+
+def serve_noop(port: int, workers: int, fast: bool) -> None:
+    """A no-op server on serve policy's workers (SO_REUSEPORT sockets): with serve policy's HTTP protocol, or
+    with uvicorn's stock httptools protocol and the no-op ASGI app."""
+    from sleutelbos.policy.serving import HTTP_PROTOCOL, run_workers
+
+    stem = Path(__file__).stem
+    if fast:
+        run_workers(f"{stem}:noop_fast_app", "127.0.0.1", port, workers, http=HTTP_PROTOCOL)
+    else:
+        run_workers(f"{stem}:noop_asgi_app", "127.0.0.1", port, workers, http="httptools")
+
+
+def serve_old(port: int, workers: int, mode: str) -> None:
+    """The policy application on uvicorn's stock httptools protocol, every decision through ASGI
+    (:class:`DecisionFastPath` in front of Starlette): on uvicorn's workers sharing one socket, as ``serve policy``
+    ran before decision 0391 (``shared``), or on serve policy's SO_REUSEPORT workers (``reuseport``)."""
+    import uvicorn
+
+    from sleutelbos.policy.serving import run_workers
+
+    if mode == "reuseport":
+        run_workers("sleutelbos.policy.serving:create_app", "127.0.0.1", port, workers, http="httptools")
+    else:
+        uvicorn.run("sleutelbos.policy.serving:create_app", factory=True, host="127.0.0.1", port=port,
+                    workers=workers, log_level="info", access_log=False, lifespan="on", http="httptools")
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (Linux ``/proc``; 0.0 elsewhere) — the server's
+    cost per request, which the load of a shared machine disturbs far less than its rate."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def http_run(port: int, domain: str, bodies_file: Path, seconds: float, connections: int,
@@ -364,51 +453,96 @@ def http_run(port: int, domain: str, bodies_file: Path, seconds: float, connecti
     count = sum(r["count"] for r in results)
     elapsed = max(r["seconds"] for r in results)
     figure = Figure("", count, elapsed, [ns for r in results for ns in r["latencies_ns"]])
+    figure.client_cpu = sum(r["cpu_seconds"] for r in results) / count if count else 0.0  # type: ignore[attr-defined]
     errors = sum(r["errors"] for r in results)
     if errors:
         print(f"  !! {errors} responses were not 200")
     return figure
 
 
+class _ClientConnection(asyncio.Protocol):
+    """One keep-alive connection of the benchmark client, one request in flight (no pipelining).
+
+    A protocol rather than streams: the client shares the two cores with the server, so it must cost little per
+    request — a ``data_received`` that finds the end of the head and the ``content-length``, and one write of a
+    pre-serialized request."""
+
+    def __init__(self, requests: list[bytes], first: int, stats: dict[str, Any]) -> None:
+        self.requests = requests
+        self.index = first
+        self.stats = stats
+        self.buffer = b""
+        self.sent_at = 0
+        self.deadline = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the server closed the connection"))
+
+    def send_next(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter_ns()
+        self.transport.write(self.requests[self.index % len(self.requests)])
+        self.index += 1
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        stats = self.stats
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[:end].lower()
+            start = head.find(b"content-length:") + 15
+            stop = head.find(b"\r\n", start)
+            total = end + 4 + int(head[start:stop if stop > 0 else end])
+            if len(buffer) < total:
+                break
+            if not buffer.startswith(b"HTTP/1.1 200"):
+                stats["errors"] += 1
+            buffer = buffer[total:]
+            now = time.perf_counter_ns()
+            stats["latencies_ns"].append(now - self.sent_at)
+            stats["count"] += 1
+            if now >= self.deadline:
+                assert self.transport is not None
+                self.transport.close()
+                if not self.done.done():
+                    self.done.set_result(None)
+                return
+            self.send_next()
+        self.buffer = buffer
+
+
 async def http_client(port: int, domain: str, bodies: list[bytes], seconds: float, connections: int,
                       offset: int) -> dict[str, Any]:
-    """Keep-alive HTTP/1.1 connections, one request in flight each (no pipelining); raw asyncio streams on uvloop
-    to keep the client cheap. All connections are open before the clock starts."""
+    """Keep-alive HTTP/1.1 connections, one request in flight each (no pipelining), pre-serialized requests, a
+    lean asyncio protocol on uvloop. All connections are open before the clock starts."""
     path = f"/authzforce-ce/domains/{domain}/pdp"
     requests = [
         (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xacml+json\r\n"
          f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies
     ]
-    latencies: list[int] = []
-    errors = 0
-    count = 0
-    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
-    deadline = time.perf_counter() + seconds
-
-    async def worker(k: int) -> None:
-        nonlocal errors, count
-        reader, writer = streams[k]
-        i = k * 7919 + offset * 104729
-        clock = time.perf_counter_ns
-        record = latencies.append
-        while time.perf_counter() < deadline:
-            t0 = clock()
-            writer.write(requests[i % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            start = head.lower().find(b"content-length:") + 15
-            length = int(head[start:head.find(b"\r\n", start)])
-            await reader.readexactly(length)
-            record(clock() - t0)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            count += 1
-            i += 1
-        writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(connections)))
-    elapsed = time.perf_counter() - started
-    return {"count": count, "seconds": elapsed, "errors": errors, "latencies_ns": latencies}
+    stats: dict[str, Any] = {"count": 0, "errors": 0, "latencies_ns": []}
+    loop = asyncio.get_running_loop()
+    connected = []
+    for k in range(connections):
+        _, protocol = await loop.create_connection(
+            lambda k=k: _ClientConnection(requests, k * 7919 + offset * 104729, stats), "127.0.0.1", port)
+        connected.append(protocol)
+    cpu = time.process_time()
+    started = time.perf_counter_ns()
+    for protocol in connected:
+        protocol.deadline = started + int(seconds * 1e9)
+        protocol.send_next()
+    await asyncio.gather(*(protocol.done for protocol in connected))
+    elapsed = (time.perf_counter_ns() - started) / 1e9
+    return {**stats, "seconds": elapsed, "cpu_seconds": time.process_time() - cpu}
 
 
 # --- the report -----------------------------------------------------------------------------------------------
@@ -416,6 +550,73 @@ async def http_client(port: int, domain: str, bodies: list[bytes], seconds: floa
 
 def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
+
+
+def http_figures(args: argparse.Namespace, workloads: list[Workload], summary: dict[str, dict[str, Figure]]) -> None:
+    """Over HTTP, one client for all: the two no-op ceilings (uvicorn + a no-op ASGI app; ``serve policy``'s own
+    stack with a decision that costs nothing), ``serve policy`` on both workloads, and the old path (every decision
+    through ASGI) on the meter workload — each with the same number of workers."""
+    meter = workloads[1]
+    with tempfile.TemporaryDirectory(prefix="sleutelbos-bench-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'policy.sqlite'}"
+        domains = prepare_database(url, workloads)
+        bodies_file = Path(tmp) / "bodies.hex"
+        print(f"\nover HTTP: client in {args.client_processes} separate process(es), {args.connections} keep-alive "
+              "connections in all (one request in flight each), JSON Profile; load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+        def run(label: str, server: subprocess.Popen[bytes], port: int, domain: str, workload: Workload) -> Figure:
+            bodies_file.write_text("\n".join(b.hex() for b in workload.json_bodies))
+            cpu = process_tree_cpu_seconds(server.pid)
+            figure = http_run(port, domain, bodies_file, args.http_seconds, args.connections, args.client_processes)
+            server_cpu = (process_tree_cpu_seconds(server.pid) - cpu) / max(1, round(figure.rate * args.http_seconds))
+            figure.label = label
+            print(figure.line() + f"   CPU/request: server {server_cpu * 1e6:.0f} us, "
+                  f"client {figure.client_cpu * 1e6:.0f} us")  # type: ignore[attr-defined]
+            return figure
+
+        for workers in sorted({1, args.workers} if args.one_worker_too else {args.workers}):
+            print(f"\n{workers} worker process(es):")
+            ceilings = {}
+            for fast, label in ((False, "ceiling: uvicorn's protocol + a no-op ASGI app"),
+                                (True, "ceiling: serve policy's HTTP stack, no-op decision")):
+                noop, noop_port = start_noop_server(workers, fast)
+                try:
+                    ceilings[fast] = run(label, noop, noop_port, "none", meter)
+                finally:
+                    noop.terminate()
+                    noop.wait(timeout=30)
+            server, port = start_server(url, workers, Path(tmp))
+            try:
+                for w, domain in zip(workloads, domains, strict=True):
+                    figure = run(f"{w.name}: `serve policy --workers {workers}`", server, port, domain, w)
+                    summary[w.name][f"http-{workers}"] = figure
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            server, port = start_server(url, workers, Path(tmp), old="shared")
+            try:
+                old = run(f"{meter.name}: old path (uvicorn's workers, decisions through ASGI)", server, port,
+                          domains[1], meter)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            if workers > 1:
+                server, port = start_server(url, workers, Path(tmp), old="reuseport")
+                try:
+                    run(f"{meter.name}: uvicorn's protocol on serve policy's workers", server, port, domains[1],
+                        meter)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+            for w in workloads:
+                figure = summary[w.name][f"http-{workers}"]
+                print(f"  {w.name}: {figure.rate:,.0f}/s = {ratio(figure.rate, ceilings[True].rate)} of its stack's "
+                      f"no-op ceiling, {ratio(figure.rate, ceilings[False].rate)} of uvicorn's no-op ASGI ceiling"
+                      + (f", {ratio(figure.rate, old.rate)} the old path" if w is meter else "")
+                      + f"; AuthZForce's published {AUTHZFORCE_HTTP:,}/s: {ratio(figure.rate, AUTHZFORCE_HTTP)}"
+                      f"; goal 10,000/s: {'met' if figure.rate >= 10_000 else 'NOT met'}")
+        print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -426,8 +627,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per in-process / Cedar measurement")
     parser.add_argument("--http-seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers for the scaled-mode HTTP figure")
-    parser.add_argument("--client-processes", type=int, default=2, help="HTTP client processes")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the HTTP servers")
+    parser.add_argument("--one-worker-too", action="store_true", help="also measure every server with 1 worker")
+    parser.add_argument("--client-processes", type=int, default=1, help="HTTP client processes")
     parser.add_argument("--batch", type=int, default=100, help="requests per cedarpy batch call")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-cedar", action="store_true")
@@ -438,15 +640,18 @@ def main() -> None:
     parser.add_argument("--domain", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", help=argparse.SUPPRESS)
     parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--noop-fast", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-old", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--old-mode", default="shared", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_noop:
-        import uvicorn
-
-        uvicorn.run(f"{Path(__file__).stem}:noop_app", app_dir=str(Path(__file__).parent), host="127.0.0.1",
-                    port=args.serve_noop, workers=args.workers, log_level="info", access_log=False, lifespan="on")
+        serve_noop(args.serve_noop, args.workers, args.noop_fast)
+        return
+    if args.serve_old:
+        serve_old(args.serve_old, args.workers, args.old_mode)
         return
 
     if args.http_client:
@@ -487,43 +692,7 @@ def main() -> None:
             summary[w.name]["cedar-batch"] = cedar_figures[-1]
 
     if not args.skip_http:
-        with tempfile.TemporaryDirectory(prefix="sleutelbos-bench-") as tmp:
-            url = f"sqlite:///{Path(tmp) / 'policy.sqlite'}"
-            domains = prepare_database(url, workloads)
-            bodies_file = Path(tmp) / "bodies.hex"
-            bodies_file.write_text("\n".join(b.hex() for b in workloads[1].json_bodies))
-            print(f"\nover HTTP: client in {args.client_processes} separate processes, {args.connections} keep-alive "
-                  "connections in all (one request in flight each), JSON Profile")
-            ceilings: dict[int, Figure] = {}
-            for workers in sorted({1, args.workers}):
-                noop, noop_port = start_noop_server(workers)
-                try:
-                    ceiling = http_run(noop_port, "none", bodies_file, args.http_seconds, args.connections,
-                                       args.client_processes)
-                finally:
-                    noop.terminate()
-                    noop.wait(timeout=30)
-                ceiling.label = f"ceiling: uvicorn + a no-op ASGI app, {workers} worker(s)"
-                print(ceiling.line())
-                ceilings[workers] = ceiling
-            for workers in sorted({1, args.workers}):
-                server, port = start_server(url, workers, Path(tmp))
-                try:
-                    print(f"\n`sleutelbos serve policy --workers {workers}`:")
-                    for w, domain in zip(workloads, domains, strict=True):
-                        bodies_file.write_text("\n".join(b.hex() for b in w.json_bodies))
-                        figure = http_run(port, domain, bodies_file, args.http_seconds, args.connections,
-                                          args.client_processes)
-                        figure.label = f"{w.name}, HTTP, {workers} worker(s)"
-                        print(figure.line())
-                        print(f"  ratio to AuthZForce's published {AUTHZFORCE_HTTP:,}/s: "
-                              f"{ratio(figure.rate, AUTHZFORCE_HTTP)}; to the no-op ceiling ({workers} worker(s)): "
-                              f"{ratio(figure.rate, ceilings[workers].rate)}; goal 10,000/s: "
-                              f"{'met' if figure.rate >= 10_000 else 'NOT met'}")
-                        summary[w.name][f"http-{workers}"] = figure
-                finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+        http_figures(args, workloads, summary)
 
     meter = summary[workloads[1].name]
     print(f"\ngoals on (b) (load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")

@@ -80,18 +80,20 @@ def serve(
         return
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx, expose=(component,))
+    http = "auto"
     if component == "policy":
-        from sleutelbos.policy.serving import with_decision_fast_path
+        from sleutelbos.policy.serving import HTTP_PROTOCOL, with_decision_fast_path
 
         application = with_decision_fast_path(application, ctx)
+        http = HTTP_PROTOCOL
     typer.echo(f"sleutelbos {component} on {settings.base_url}")
-    _run(application, settings.host, settings.port)
+    _run(application, settings.host, settings.port, http)
 
 
-def _run(application: object, host: str, port: int) -> None:
+def _run(application: object, host: str, port: int, http: str = "auto") -> None:
     config = uvicorn.Config(
         application, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, http=http,
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was in place
     # before it started; these handlers turn that into a clean exit status 0 for an operator's Ctrl-C or stop.

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     policy_sync_interval_s: float = Field(
         default=2.0, gt=0, description="How often a worker checks the database for policy changes by other workers"
     )
+    policy_http_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="`serve policy`: longest wait for a request's head and body (slow clients)"
+    )
 
 
     # --- custody ----------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from sleutelbos.policy.service import (
     UnknownPolicy,
 )
 from sleutelbos.policy.store import Domain, StoreConflict, StoredPolicy
-from sleutelbos.policy.xacml import InvalidRequest
+from sleutelbos.policy.xacml import InvalidRequest, Pdp
 from sleutelbos.policy.xacml.status import STATUS_SYNTAX_ERROR, XacmlError
 
 AZ = "http://authzforce.github.io/rest-api-model/xmlns/authz/5"
@@ -77,10 +77,15 @@ def _xml(element: etree._Element, status: int = 200, media_type: str = "applicat
                     status_code=status, media_type=media_type)
 
 
-def _error(status: int, message: str) -> Response:
+def error_body(message: str) -> bytes:
+    """AuthZForce's error representation, ``<error><message>…</message></error>`` (``application/xml``)."""
     error = etree.Element(f"{{{AZ}}}error", nsmap={None: AZ})
     etree.SubElement(error, f"{{{AZ}}}message").text = message
-    return _xml(error, status)
+    return etree.tostring(error, xml_declaration=True, encoding="UTF-8", standalone=True)
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(error_body(message), status_code=status, media_type="application/xml")
 
 
 def _link(href: str, title: str | None = None, rel: str = "item") -> etree._Element:
@@ -169,21 +174,50 @@ def _root_reference(body: bytes) -> tuple[str, str | None]:
     return reference.text.strip(), reference.get("Version")
 
 
-def _syntax_error_response(message: str, json: bool) -> Response:
+def syntax_error_body(message: str, json: bool) -> bytes:
     """A XACML response for a request that could not be evaluated at all (§7.19.3: status syntax-error)."""
     if json:
         import orjson
 
         body = {"Response": [{"Decision": "Indeterminate", "Status": {
             "StatusCode": {"Value": STATUS_SYNTAX_ERROR}, "StatusMessage": message}}]}
-        return Response(orjson.dumps(body), status_code=400, media_type="application/xacml+json")
+        return orjson.dumps(body)
     response = etree.Element(f"{{{XACML}}}Response", nsmap={None: XACML})
     result = etree.SubElement(response, f"{{{XACML}}}Result")
     etree.SubElement(result, f"{{{XACML}}}Decision").text = "Indeterminate"
     status = etree.SubElement(result, f"{{{XACML}}}Status")
     etree.SubElement(status, f"{{{XACML}}}StatusCode").set("Value", STATUS_SYNTAX_ERROR)
     etree.SubElement(status, f"{{{XACML}}}StatusMessage").text = message
-    return _xml(response, 400)
+    return etree.tostring(response, xml_declaration=True, encoding="UTF-8", standalone=True)
+
+
+UNSUPPORTED_MEDIA_TYPE = "the PDP takes application/xml, application/xacml+xml or application/xacml+json"
+
+
+def pdp_media_type(content_type: bytes) -> bytes | None:
+    """The media type of a ``Content-Type`` header value if the PDP takes it (lower case, parameters dropped)."""
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type if media_type in _XML_TYPES or media_type in _JSON_TYPES else None
+
+
+def decide_body(decider: Pdp, media_type: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+    """One decision on a request body: ``(status, content type, response body)``.
+
+    The one place where the decision endpoint turns request bytes into response bytes, shared by the ASGI endpoint
+    and the HTTP fast path (:mod:`.fast_http`), so both answer alike: the response in the request's form, or 400
+    with a XACML ``syntax-error`` response for a request that cannot be evaluated. ``media_type`` is one that
+    :func:`pdp_media_type` returned.
+    """
+    if media_type in _JSON_TYPES:
+        try:
+            return 200, b"application/xacml+json", decider.decide_json(body)
+        except (InvalidRequest, XacmlError) as exc:
+            return 400, b"application/xacml+json", syntax_error_body(exc.detail, True)
+    answer_type = media_type if media_type == b"application/xacml+xml" else b"application/xml"
+    try:
+        return 200, answer_type, decider.decide_xml(body)
+    except (InvalidRequest, XacmlError) as exc:
+        return 400, b"application/xml", syntax_error_body(exc.detail, False)
 
 
 # --- the routes -----------------------------------------------------------------------------------------------
@@ -317,16 +351,15 @@ def decision_endpoint(service: PolicyService, max_body_bytes: int) -> Callable[[
 
     async def pdp(scope: Scope, receive: Receive, send: Send) -> None:
         """The decision endpoint as a plain ASGI app: it is the hot path, so no Request/Response objects."""
-        media_type = b""
+        media_type: bytes | None = None
         declared = None
         for name, value in scope["headers"]:
             if name == b"content-type":
-                media_type = value.split(b";", 1)[0].strip().lower()
+                media_type = pdp_media_type(value)
             elif name == b"content-length" and value.isdigit():
                 declared = int(value)
-        if media_type not in _XML_TYPES and media_type not in _JSON_TYPES:
-            response = _error(415, "the PDP takes application/xml, application/xacml+xml or application/xacml+json")
-            await response(scope, receive, send)
+        if media_type is None:
+            await _error(415, UNSUPPORTED_MEDIA_TYPE)(scope, receive, send)
             return
         decider = service.cached_pdp(scope["path_params"]["domain_id"])
         if decider is None:
@@ -348,18 +381,9 @@ def decision_endpoint(service: PolicyService, max_body_bytes: int) -> Callable[[
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        is_json = media_type in _JSON_TYPES
-        try:
-            if is_json:
-                answer, answer_type = decider.decide_json(body), b"application/xacml+json"
-            else:
-                answer = decider.decide_xml(body)
-                answer_type = media_type if media_type == b"application/xacml+xml" else b"application/xml"
-        except (InvalidRequest, XacmlError) as exc:
-            await _syntax_error_response(exc.detail, is_json)(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 200,
+        status, answer_type, answer = decide_body(decider, media_type, chunks[0] if len(chunks) == 1
+                                                  else b"".join(chunks))
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", answer_type), (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})
 
@@ -389,12 +413,20 @@ class DecisionFastPath:
     Starlette would otherwise pass every decision through its error and exception middleware and try the route
     patterns in turn; the decision endpoint handles its own errors, so a prefix/suffix test on the path is all it
     needs. Everything else (the PAP, ``/health``, lifespan) goes to the wrapped application unchanged.
+
+    It also carries what the HTTP protocol of ``sleutelbos serve policy`` (:class:`.fast_http.PdpHttpProtocol`)
+    needs to answer decisions without ASGI at all: the service, the body limit and the read timeout.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
-                 decide: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+                 decide: Callable[[Scope, Receive, Send], Awaitable[None]], *,
+                 service: PolicyService | None = None, max_body_bytes: int = 0,
+                 read_timeout_s: float = 30.0) -> None:
         self.app = app
         self.decide = decide
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
