@@ -30,11 +30,9 @@ from sleutelbos.audit.merkle import (
     ProofError,
     consistency_proof_ranges,
     fold_right,
-    hash_ranges,
     inclusion_path_ranges,
     leaf_hash,
     perfect_subtrees,
-    subtrees_of,
     verify_consistency,
 )
 from sleutelbos.audit.store import AuditStore, SearchQuery, StoreConflict, StoredCheckpoint, StoredEntry
@@ -327,36 +325,56 @@ class AuditLog:
             raise TreeSizeBeyondLog(f"tree size {tree_size} is beyond the log (size {current})")
         return tree_size
 
+    def _known_root(self, size: int) -> bytes | None:
+        """The root of the tree of ``size`` when the log holds it in memory (its head, its last checkpoint): the
+        root of a size never changes, and it is what most proofs ask for (the current tree), so they need not fetch
+        and fold the O(log n) frontier hashes."""
+        head_size, head_root = self._head
+        if size == head_size and self._running:
+            return head_root
+        last = self._last_checkpoint
+        if last is not None and size == last.tree_size:
+            return last.root_hash
+        return None
+
+    async def _proof_hashes(
+        self, ranges: list[tuple[int, int]], sizes: tuple[int, ...], leaf: int | None = None
+    ) -> tuple[list[bytes], list[bytes], bytes]:
+        """One store read for a proof: the MTH of every range, the root of every tree size in ``sizes``, and the
+        hash of ``leaf`` (empty if none is asked). Each range is split into its stored perfect subtrees once."""
+        parts = [perfect_subtrees(a, b) for a, b in ranges]
+        wanted = [st for part in parts for st in part]
+        roots = [self._known_root(size) for size in sizes]
+        root_parts = [perfect_subtrees(0, n) if root is None else [] for n, root in zip(sizes, roots, strict=True)]
+        for part in root_parts:
+            wanted.extend(part)
+        if leaf is not None:
+            wanted.append((0, leaf))
+        hashes = await self.store.subtree_hashes(wanted)
+        out_roots = [
+            root if root is not None else fold_right([hashes[st] for st in part])
+            for root, part in zip(roots, root_parts, strict=True)
+        ]
+        folded = [hashes[part[0]] if len(part) == 1 else fold_right([hashes[st] for st in part]) for part in parts]
+        return folded, out_roots, (hashes[(0, leaf)] if leaf is not None else b"")
+
     async def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
         """RFC 9162 §2.1.3.1 audit path for entry ``index`` in the tree of ``tree_size`` (default: now)."""
         size = await self._size(tree_size)
         if not 0 <= index < size:
             raise InvalidProofRequest(f"entry {index} is not in the tree of size {size}")
-        ranges = inclusion_path_ranges(index, size)
-        root_parts = perfect_subtrees(0, size)
-        hashes = await self.store.subtree_hashes(subtrees_of([*ranges, (index, index + 1), (0, size)]))
-        return InclusionProof(
-            index,
-            size,
-            hashes[(0, index)],
-            fold_right([hashes[st] for st in root_parts]),
-            hash_ranges(ranges, hashes),
-        )
+        path, (root,), leaf = await self._proof_hashes(inclusion_path_ranges(index, size), (size,), index)
+        return InclusionProof(index, size, leaf, root, path)
 
     async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
         """RFC 9162 §2.1.4.1 proof that the tree at ``second`` (default: now) extends the tree at ``first``."""
         size = await self._size(second)
         if first <= 0 or first > size:
             raise InvalidProofRequest(f"no consistency proof from size {first} to size {size}: need 0 < first ≤ second")
-        ranges = consistency_proof_ranges(first, size)
-        hashes = await self.store.subtree_hashes(subtrees_of([*ranges, (0, first), (0, size)]))
-        return ConsistencyProof(
-            first,
-            size,
-            fold_right([hashes[st] for st in perfect_subtrees(0, first)]),
-            fold_right([hashes[st] for st in perfect_subtrees(0, size)]),
-            hash_ranges(ranges, hashes),
+        proof, (first_root, second_root), _ = await self._proof_hashes(
+            consistency_proof_ranges(first, size), (first, size)
         )
+        return ConsistencyProof(first, size, first_root, second_root, proof)
 
     async def search(
         self,
