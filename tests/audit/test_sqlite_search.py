@@ -15,12 +15,13 @@ from sleutelbos.audit.service import AuditLog
 from sleutelbos.audit.software_signer import SoftwareSigner
 from sleutelbos.audit.store import StoredEntry
 from sleutelbos.audit.store_sqlite import SqliteAuditStore
+from sleutelbos.core.protocols import AuditEvent
 
 ACTORS = ["alice", "bob", "carol"]
 ACTIONS = ["custody.key.generate", "custody.key.destroy", "policy.root.set", "access.grant.approve"]
 
 
-def _event(i: int):  # noqa: ANN202 - an AuditEvent
+def _event(i: int) -> AuditEvent:
     return event(i, actor=ACTORS[i % 3], action=ACTIONS[i % 4], target=f"meter-{i % 7}")
 
 

@@ -281,6 +281,30 @@ class Frontier:
         self.size += 1
         return completed
 
+    def extend(self, leaves: Iterable[bytes]) -> list[bytes]:
+        """:meth:`append` for a batch — what the writer does for every entry, so written as one loop: leaf ``c``
+        completes as many subtrees as ``c`` has trailing one bits, which are the frontier's last ones."""
+        levels, hashes, sha = self._levels, self._hashes, _sha256
+        size = self.size
+        out: list[bytes] = []
+        for leaf in leaves:
+            t = (size ^ (size + 1)).bit_length() - 1
+            h = leaf
+            if t:
+                completed = b""
+                for _ in range(t):
+                    h = sha(b"\x01" + hashes.pop() + h).digest()
+                    completed += h
+                del levels[-t:]
+                out.append(completed)
+            else:
+                out.append(b"")
+            levels.append(t)
+            hashes.append(h)
+            size += 1
+        self.size = size
+        return out
+
     def root(self) -> bytes:
         """MTH(D[0:n]) — the right fold of the frontier."""
         return fold_right(self._hashes)

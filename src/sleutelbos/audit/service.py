@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from sleutelbos.audit.merkle import (
     consistency_proof_ranges,
     fold_right,
     inclusion_path_ranges,
-    leaf_hash,
     perfect_subtrees,
     verify_consistency,
 )
@@ -99,9 +99,10 @@ class _Prepared:
     @classmethod
     def hash(cls, batch: Pending, base: Frontier) -> _Prepared:
         entries = [entry for entry, _ in batch]
-        leaves = [leaf_hash(entry.data) for entry in entries]
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + entry.data).digest() for entry in entries]  # merkle.leaf_hash, inlined
         frontier = base.copy()
-        subtrees = [frontier.append(leaf) for leaf in leaves]
+        subtrees = frontier.extend(leaves)
         return cls(batch, base.size, entries, leaves, subtrees, frontier)
 
 
@@ -137,6 +138,7 @@ class AuditLog:
         self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._running = False
+        self._loop: asyncio.AbstractEventLoop  # set by start(): record() runs only while the log runs
         self.batches = 0  # number of commits, for the benchmark's batch-size figure
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ class AuditLog:
         self._head = (size, self._frontier.root())
         self._last_checkpoint = await self.store.latest_checkpoint()
         self._running = True
+        self._loop = asyncio.get_running_loop()
         self._writer = asyncio.create_task(self._run_writer(), name="audit-writer")
         self._checkpointer = asyncio.create_task(self._run_checkpointer(), name="audit-checkpointer")
 
@@ -178,7 +181,7 @@ class AuditLog:
             entry = make_entry(event, self._clock.now())
         except InvalidAuditEvent as exc:
             raise AuditUnavailable(f"event cannot be logged: {exc.detail}") from exc
-        future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AuditReceipt] = self._loop.create_future()
         self._pending.append((entry, future))
         self._wake.set()
         return await future
@@ -235,10 +238,11 @@ class AuditLog:
         self._frontier = frontier
         self._head = (frontier.size, frontier.root())
         self.batches += 1
-        start, leaves = prepared.start, prepared.leaves
-        for i, (_, future) in enumerate(prepared.batch):
-            if not future.done():
-                future.set_result(AuditReceipt(start + i, leaves[i].hex()))
+        for index, (_, future), leaf in zip(
+            range(prepared.start, frontier.size), prepared.batch, prepared.leaves, strict=True
+        ):
+            if not future.done():  # a caller that was cancelled meanwhile
+                future.set_result(AuditReceipt(index, leaf.hex()))
         last = self._last_checkpoint.tree_size if self._last_checkpoint else 0
         if frontier.size - last >= self.checkpoint_entries:
             self._checkpoint_wake.set()
