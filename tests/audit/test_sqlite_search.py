@@ -154,3 +154,29 @@ async def test_a_schema_1_log_is_brought_forward(tmp_path: Path) -> None:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "audit_entries_actor" not in indexes and "audit_entries_time" in indexes
         assert conn.execute("SELECT count(*) FROM audit_search_target").fetchone()[0] == 150
+
+
+async def test_a_failing_postings_run_never_fails_an_append(tmp_path: Path) -> None:
+    """The postings are derived data written after the commit: if writing them fails, appends are still durable
+    and acknowledged, and searches stay exact by scanning the entries the postings do not cover."""
+    path = tmp_path / "audit.sqlite"
+    signer = SoftwareSigner.load_or_create(tmp_path / "keys")
+    log = AuditLog(SqliteAuditStore(path, index_lag=16, index_delay_s=3600), origin=ORIGIN,
+                   signer_source=lambda: signer)
+    await log.start()
+    await asyncio.gather(*(log.record(_event(i)) for i in range(20)))
+    await log.stop(final_checkpoint=False)
+    assert _indexed(path) == 20
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_search_target BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+
+    log = AuditLog(SqliteAuditStore(path, index_lag=16, index_delay_s=3600), origin=ORIGIN,
+                   signer_source=lambda: signer)
+    await log.start()
+    receipts = [await log.record(_event(i)) for i in range(20, 60)]
+    assert [r.index for r in receipts] == list(range(20, 60))
+    assert _indexed(path) == 20  # every postings run failed and rolled back
+    await _check_all(log, await log.entries(0, 1000))
+    await log.stop(final_checkpoint=False)

@@ -102,6 +102,7 @@ _ROW_PARAMS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Multi-row INSERT chunk sizes: a batch is cut into chunks of these sizes, largest first, so that only these few
 # statements are ever compiled (they stay in the connection's statement cache) and a batch of 1000 rows is ~12 calls.
 _CHUNKS = (256, 32, 4, 1)
+_INDEX_RETRY_S = 5.0  # after a failed postings run, appends do not start another one for this long
 _INDEX_CHUNK = 65_536  # entries per postings transaction when catching up (bounds how long one holds the writer)
 
 
@@ -174,6 +175,7 @@ class SqliteAuditStore:
         self._size = 0  # tree size as of the last commit through this store
         self._indexed = 0  # entries below this index have their search postings
         self._index_timer: asyncio.TimerHandle | None = None
+        self._index_retry_at = 0.0
         self._index_task: asyncio.Task[None] | None = None
 
     # --- threads and connections ----------------------------------------------------------------------
@@ -208,6 +210,13 @@ class SqliteAuditStore:
         return conn
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()  # no threads or connections left behind by a store that did not open
+            raise
+
+    async def _open(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-sqlite-writer")
@@ -328,14 +337,17 @@ class SqliteAuditStore:
                 self._indexed = indexed
                 if indexed >= size:
                     return
-        except Exception as exc:  # searches stay exact (they scan the unindexed tail); retried after the next append
+        except Exception as exc:  # searches stay exact (they scan the unindexed tail); retried a while later
             log.error("audit search postings not updated", extra={"error": repr(exc)})
+            self._index_retry_at = asyncio.get_running_loop().time() + _INDEX_RETRY_S
 
     def _index_soon(self) -> None:
         """After a commit: bring the postings up to date now if ``index_lag`` entries wait, else shortly after the
         appends stop. Never in the caller's way: the postings job queues on the writer's thread after the commit."""
         if self._index_task is not None and not self._index_task.done():
             return
+        if self._index_retry_at and asyncio.get_running_loop().time() < self._index_retry_at:
+            return  # the last run failed (disk full, I/O error): not again on every append
         if self._size - self._indexed >= self.index_lag:
             if self._index_timer is not None:
                 self._index_timer.cancel()
