@@ -208,10 +208,32 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
         return
     if not proof:
         raise ProofError("empty consistency proof for different sizes")
+    fr, sr = roots_from_consistency_proof(first, second, proof, first_root)
+    if fr != first_root:
+        raise ProofError("consistency proof does not lead to the first root hash")
+    if sr != second_root:
+        raise ProofError("consistency proof does not lead to the second root hash")
+
+
+def roots_from_consistency_proof(
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """The first and second roots that ``proof`` leads to (§2.1.4.2 steps 2–7), for 0 < first < second.
+
+    When ``first`` is an exact power of two, the proof leaves out the first tree (it is a single subtree), so its
+    root must be passed in; it is then returned as given. A log uses this to answer a proof's roots from the proof
+    hashes it has fetched anyway, instead of fetching and folding the trees' frontiers.
+    """
+    if not 0 < first < second:
+        raise ProofError(f"no consistency proof roots for sizes {first} → {second}: need 0 < first < second")
     _check_proof_hashes(proof)
     path = list(proof)
     if first & (first - 1) == 0:  # step 2: first is an exact power of two
+        if first_root is None:
+            raise ProofError(f"the root of the first tree (size {first}, a power of two) is not in the proof")
         path.insert(0, first_root)
+    if not path:
+        raise ProofError("empty consistency proof for different sizes")
     fn, sn = first - 1, second - 1
     while fn & 1:  # step 4
         fn >>= 1
@@ -233,10 +255,7 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
         sn >>= 1
     if sn != 0:
         raise ProofError("consistency proof is shorter than needed")
-    if fr != first_root:
-        raise ProofError("consistency proof does not lead to the first root hash")
-    if sr != second_root:
-        raise ProofError("consistency proof does not lead to the second root hash")
+    return fr, sr
 
 
 class Frontier:

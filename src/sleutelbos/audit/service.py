@@ -29,10 +29,13 @@ from sleutelbos.audit.entry import Entry, InvalidAuditEvent, LogClock, format_ti
 from sleutelbos.audit.merkle import (
     Frontier,
     ProofError,
+    Subtree,
     consistency_proof_ranges,
     fold_right,
     inclusion_path_ranges,
     perfect_subtrees,
+    root_from_inclusion_proof,
+    roots_from_consistency_proof,
     verify_consistency,
 )
 from sleutelbos.audit.store import AuditStore, SearchQuery, StoreConflict, StoredCheckpoint, StoredEntry
@@ -342,32 +345,27 @@ class AuditLog:
         return None
 
     async def _proof_hashes(
-        self, ranges: list[tuple[int, int]], sizes: tuple[int, ...], leaf: int | None = None
-    ) -> tuple[list[bytes], list[bytes], bytes]:
-        """One store read for a proof: the MTH of every range, the root of every tree size in ``sizes``, and the
-        hash of ``leaf`` (empty if none is asked). Each range is split into its stored perfect subtrees once."""
+        self, ranges: list[tuple[int, int]], extra: tuple[Subtree, ...] = ()
+    ) -> tuple[list[bytes], dict[Subtree, bytes]]:
+        """One store read for a proof: the MTH of every range (each split into its stored perfect subtrees once),
+        and the hashes of the ``extra`` subtrees."""
         parts = [perfect_subtrees(a, b) for a, b in ranges]
         wanted = [st for part in parts for st in part]
-        roots = [self._known_root(size) for size in sizes]
-        root_parts = [perfect_subtrees(0, n) if root is None else [] for n, root in zip(sizes, roots, strict=True)]
-        for part in root_parts:
-            wanted.extend(part)
-        if leaf is not None:
-            wanted.append((0, leaf))
+        wanted.extend(extra)
         hashes = await self.store.subtree_hashes(wanted)
-        out_roots = [
-            root if root is not None else fold_right([hashes[st] for st in part])
-            for root, part in zip(roots, root_parts, strict=True)
-        ]
         folded = [hashes[part[0]] if len(part) == 1 else fold_right([hashes[st] for st in part]) for part in parts]
-        return folded, out_roots, (hashes[(0, leaf)] if leaf is not None else b"")
+        return folded, hashes
 
     async def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
         """RFC 9162 §2.1.3.1 audit path for entry ``index`` in the tree of ``tree_size`` (default: now)."""
         size = await self._size(tree_size)
         if not 0 <= index < size:
             raise InvalidProofRequest(f"entry {index} is not in the tree of size {size}")
-        path, (root,), leaf = await self._proof_hashes(inclusion_path_ranges(index, size), (size,), index)
+        path, hashes = await self._proof_hashes(inclusion_path_ranges(index, size), ((0, index),))
+        leaf = hashes[(0, index)]
+        # The root: in memory for the head and the last checkpoint, else where the path leads from the leaf (the
+        # same stored hashes the answer consists of), rather than fetching and folding the tree's frontier.
+        root = self._known_root(size) or root_from_inclusion_proof(index, size, leaf, path)
         return InclusionProof(index, size, leaf, root, path)
 
     async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
@@ -375,10 +373,25 @@ class AuditLog:
         size = await self._size(second)
         if first <= 0 or first > size:
             raise InvalidProofRequest(f"no consistency proof from size {first} to size {size}: need 0 < first ≤ second")
-        proof, (first_root, second_root), _ = await self._proof_hashes(
-            consistency_proof_ranges(first, size), (first, size)
-        )
-        return ConsistencyProof(first, size, first_root, second_root, proof)
+        if first == size:  # the empty proof; both roots are the tree's root
+            root = self._known_root(size)
+            if root is None:
+                _, hashes = await self._proof_hashes([], tuple(perfect_subtrees(0, size)))
+                root = fold_right([hashes[st] for st in perfect_subtrees(0, size)])
+            return ConsistencyProof(first, size, root, root, [])
+        first_known, second_known = self._known_root(first), self._known_root(size)
+        # A first tree whose size is a power of two is one stored subtree, and the proof leaves it out.
+        single = first & (first - 1) == 0 and first_known is None
+        extra = ((first.bit_length() - 1, 0),) if single else ()
+        proof, hashes = await self._proof_hashes(consistency_proof_ranges(first, size), extra)
+        if first_known is None or second_known is None:
+            # The roots where the proof leads (RFC 9162 §2.1.4.2), from the hashes just read, rather than fetching
+            # and folding both trees' frontiers.
+            first_root, second_root = roots_from_consistency_proof(
+                first, size, proof, first_known or (hashes[extra[0]] if single else None)
+            )
+            first_known, second_known = first_known or first_root, second_known or second_root
+        return ConsistencyProof(first, size, first_known, second_known, proof)
 
     async def search(
         self,

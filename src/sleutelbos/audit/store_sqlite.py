@@ -176,6 +176,7 @@ class SqliteAuditStore:
         self._indexed = 0  # entries below this index have their search postings
         self._index_timer: asyncio.TimerHandle | None = None
         self._index_retry_at = 0.0
+        self._closing = False
         self._index_task: asyncio.Task[None] | None = None
 
     # --- threads and connections ----------------------------------------------------------------------
@@ -217,6 +218,7 @@ class SqliteAuditStore:
             raise
 
     async def _open(self) -> None:
+        self._closing = False
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-sqlite-writer")
@@ -243,13 +245,13 @@ class SqliteAuditStore:
         if self._index_timer is not None:
             self._index_timer.cancel()
             self._index_timer = None
-        if self._index_task is not None:  # a long catch-up (after migration 2) resumes at the next open
-            self._index_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+        self._closing = True  # a long catch-up (after migration 2) stops after its current chunk, resumes at open
+        if self._index_task is not None:
+            with contextlib.suppress(Exception):
                 await self._index_task
             self._index_task = None
-        if self._writer is not None and 0 < self._size - self._indexed <= self.index_lag:
-            await self._index()  # a short tail: leave the postings complete for the next open
+        if self._writer is not None and self._w is not None and 0 < self._size - self._indexed <= _INDEX_CHUNK:
+            await self._index()  # a tail of one chunk at most: leave the postings complete for the next open
         if self._lookup is not None:
             self._lookup.close()
             self._lookup = None
@@ -335,7 +337,7 @@ class SqliteAuditStore:
             while True:
                 indexed, size = await self._on_writer(self._index_sync)
                 self._indexed = indexed
-                if indexed >= size:
+                if indexed >= size or self._closing:
                     return
         except Exception as exc:  # searches stay exact (they scan the unindexed tail); retried a while later
             log.error("audit search postings not updated", extra={"error": repr(exc)})
