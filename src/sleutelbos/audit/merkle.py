@@ -216,13 +216,14 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
 
 
 def roots_from_consistency_proof(
-    first: int, second: int, proof: Sequence[bytes], first_root: bytes | None = None
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes | None = None, *, second_too: bool = True
 ) -> tuple[bytes, bytes]:
     """The first and second roots that ``proof`` leads to (§2.1.4.2 steps 2–7), for 0 < first < second.
 
     When ``first`` is an exact power of two, the proof leaves out the first tree (it is a single subtree), so its
     root must be passed in; it is then returned as given. A log uses this to answer a proof's roots from the proof
-    hashes it has fetched anyway, instead of fetching and folding the trees' frontiers.
+    hashes it has fetched anyway, instead of fetching and folding the trees' frontiers. With ``second_too=False``
+    the second root is not computed (half the hashing; the second value returned is then meaningless).
     """
     if not 0 < first < second:
         raise ProofError(f"no consistency proof roots for sizes {first} → {second}: need 0 < first < second")
@@ -244,12 +245,13 @@ def roots_from_consistency_proof(
             raise ProofError("consistency proof is longer than needed")
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
+            if second_too:
+                sr = node_hash(c, sr)
             if not fn & 1:
                 while not fn & 1 and fn != 0:
                     fn >>= 1
                     sn >>= 1
-        else:
+        elif second_too:
             sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1

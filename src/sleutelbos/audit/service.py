@@ -388,7 +388,8 @@ class AuditLog:
             # The roots where the proof leads (RFC 9162 §2.1.4.2), from the hashes just read, rather than fetching
             # and folding both trees' frontiers.
             first_root, second_root = roots_from_consistency_proof(
-                first, size, proof, first_known or (hashes[extra[0]] if single else None)
+                first, size, proof, first_known or (hashes[extra[0]] if single else None),
+                second_too=second_known is None,
             )
             first_known, second_known = first_known or first_root, second_known or second_root
         return ConsistencyProof(first, size, first_known, second_known, proof)
