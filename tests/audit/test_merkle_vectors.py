@@ -129,3 +129,21 @@ def test_perfect_subtrees_cover_the_range_with_aligned_maximal_pieces(start: int
         assert index << level == position  # contiguous and aligned
         position += 1 << level
     assert position == end
+
+
+def test_roots_from_a_consistency_proof() -> None:
+    """What the log answers as a consistency proof's roots: where the proof leads, for every pair of sizes."""
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(40)]
+    for second in range(2, 41):
+        root2 = merkle.root_of(leaves[:second])
+        for first in range(1, second):
+            ranges = merkle.consistency_proof_ranges(first, second)
+            proof = [merkle.root_of(leaves[a:b]) for a, b in ranges]
+            root1 = merkle.root_of(leaves[:first])
+            power_of_two = first & (first - 1) == 0
+            given = root1 if power_of_two else None
+            assert merkle.roots_from_consistency_proof(first, second, proof, given) == (root1, root2)
+            assert merkle.roots_from_consistency_proof(first, second, proof, given, second_too=False)[0] == root1
+            if power_of_two:
+                with pytest.raises(merkle.ProofError, match="power of two"):
+                    merkle.roots_from_consistency_proof(first, second, proof)
