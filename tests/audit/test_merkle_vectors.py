@@ -99,3 +99,51 @@ def test_flipped_bit_in_a_generated_proof_is_rejected() -> None:
         bad[i] = bytes([bad[i][0] ^ 0x01]) + bad[i][1:]
         with pytest.raises(merkle.ProofError, match="different root"):
             merkle.verify_inclusion(6, 13, leaves[6], bad, root)
+
+
+def test_frontier_extend_is_append_for_every_leaf() -> None:
+    """The writer's batch form gives the same completed subtrees and frontier as one append per leaf, from any
+    starting size (batches start wherever the previous one ended)."""
+    leaves = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(300)]
+    one = merkle.Frontier()
+    expected = [one.append(leaf) for leaf in leaves]
+    for cut in (0, 1, 7, 64, 255, 256, 299):
+        batched = merkle.Frontier()
+        got = batched.extend(leaves[:cut])
+        got += batched.extend(leaves[cut:])
+        assert got == expected and batched.size == 300 and batched.root() == one.root()
+        assert merkle.perfect_subtrees(0, 300) == merkle.Frontier.subtrees_for(300)
+    again = merkle.Frontier()
+    again.extend(leaves[:37])
+    again.append(leaves[37])  # the two forms can be mixed on one frontier
+    assert again.extend(leaves[38:]) == expected[38:] and again.root() == one.root()
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(0, 1), (0, 13), (5, 6), (8, 13), (16, 100), (96, 97), (1 << 20, (1 << 20) + 77)]
+)
+def test_perfect_subtrees_cover_the_range_with_aligned_maximal_pieces(start: int, end: int) -> None:
+    parts = merkle.perfect_subtrees(start, end)
+    position = start
+    for level, index in parts:
+        assert index << level == position  # contiguous and aligned
+        position += 1 << level
+    assert position == end
+
+
+def test_roots_from_a_consistency_proof() -> None:
+    """What the log answers as a consistency proof's roots: where the proof leads, for every pair of sizes."""
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(40)]
+    for second in range(2, 41):
+        root2 = merkle.root_of(leaves[:second])
+        for first in range(1, second):
+            ranges = merkle.consistency_proof_ranges(first, second)
+            proof = [merkle.root_of(leaves[a:b]) for a, b in ranges]
+            root1 = merkle.root_of(leaves[:first])
+            power_of_two = first & (first - 1) == 0
+            given = root1 if power_of_two else None
+            assert merkle.roots_from_consistency_proof(first, second, proof, given) == (root1, root2)
+            assert merkle.roots_from_consistency_proof(first, second, proof, given, second_too=False)[0] == root1
+            if power_of_two:
+                with pytest.raises(merkle.ProofError, match="power of two"):
+                    merkle.roots_from_consistency_proof(first, second, proof)

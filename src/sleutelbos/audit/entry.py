@@ -53,13 +53,15 @@ class LogClock:
         self._last = 0
 
     def now(self) -> str:
-        micros = max(time.time_ns() // 1000, self._last)
+        micros = time.time_ns() // 1000
+        if micros < self._last:
+            micros = self._last
         self._last = micros
-        second = micros // 1_000_000
+        second, fraction = divmod(micros, 1_000_000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{micros % 1_000_000:06d}Z"
+        return f"{self._prefix}.{fraction:06d}Z"
 
 
 def parse_time(text: str) -> datetime:

@@ -73,9 +73,13 @@ def perfect_subtrees(start: int, end: int) -> list[Subtree]:
     """
     out: list[Subtree] = []
     while start < end:
-        size = start & -start if start else 1 << ((end - start).bit_length() - 1)
-        while start + size > end:
-            size >>= 1
+        # The largest power of two that both divides start (alignment) and fits in what is left; both are powers
+        # of two, so it is the smaller of the two — one bit_length instead of halving in a loop (proofs call this
+        # for every range).
+        rest = end - start
+        size = start & -start
+        if not size or size > rest:
+            size = 1 << (rest.bit_length() - 1)
         level = size.bit_length() - 1
         out.append((level, start >> level))
         start += size
@@ -204,10 +208,33 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
         return
     if not proof:
         raise ProofError("empty consistency proof for different sizes")
+    fr, sr = roots_from_consistency_proof(first, second, proof, first_root)
+    if fr != first_root:
+        raise ProofError("consistency proof does not lead to the first root hash")
+    if sr != second_root:
+        raise ProofError("consistency proof does not lead to the second root hash")
+
+
+def roots_from_consistency_proof(
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes | None = None, *, second_too: bool = True
+) -> tuple[bytes, bytes]:
+    """The first and second roots that ``proof`` leads to (§2.1.4.2 steps 2–7), for 0 < first < second.
+
+    When ``first`` is an exact power of two, the proof leaves out the first tree (it is a single subtree), so its
+    root must be passed in; it is then returned as given. A log uses this to answer a proof's roots from the proof
+    hashes it has fetched anyway, instead of fetching and folding the trees' frontiers. With ``second_too=False``
+    the second root is not computed (half the hashing; the second value returned is then meaningless).
+    """
+    if not 0 < first < second:
+        raise ProofError(f"no consistency proof roots for sizes {first} → {second}: need 0 < first < second")
     _check_proof_hashes(proof)
     path = list(proof)
     if first & (first - 1) == 0:  # step 2: first is an exact power of two
+        if first_root is None:
+            raise ProofError(f"the root of the first tree (size {first}, a power of two) is not in the proof")
         path.insert(0, first_root)
+    if not path:
+        raise ProofError("empty consistency proof for different sizes")
     fn, sn = first - 1, second - 1
     while fn & 1:  # step 4
         fn >>= 1
@@ -218,21 +245,19 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
             raise ProofError("consistency proof is longer than needed")
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
+            if second_too:
+                sr = node_hash(c, sr)
             if not fn & 1:
                 while not fn & 1 and fn != 0:
                     fn >>= 1
                     sn >>= 1
-        else:
+        elif second_too:
             sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1
     if sn != 0:
         raise ProofError("consistency proof is shorter than needed")
-    if fr != first_root:
-        raise ProofError("consistency proof does not lead to the first root hash")
-    if sr != second_root:
-        raise ProofError("consistency proof does not lead to the second root hash")
+    return fr, sr
 
 
 class Frontier:
@@ -276,6 +301,30 @@ class Frontier:
         hashes.append(h)
         self.size += 1
         return completed
+
+    def extend(self, leaves: Iterable[bytes]) -> list[bytes]:
+        """:meth:`append` for a batch — what the writer does for every entry, so written as one loop: leaf ``c``
+        completes as many subtrees as ``c`` has trailing one bits, which are the frontier's last ones."""
+        levels, hashes, sha = self._levels, self._hashes, _sha256
+        size = self.size
+        out: list[bytes] = []
+        for leaf in leaves:
+            t = (size ^ (size + 1)).bit_length() - 1
+            h = leaf
+            if t:
+                completed = b""
+                for _ in range(t):
+                    h = sha(b"\x01" + hashes.pop() + h).digest()
+                    completed += h
+                del levels[-t:]
+                out.append(completed)
+            else:
+                out.append(b"")
+            levels.append(t)
+            hashes.append(h)
+            size += 1
+        self.size = size
+        return out
 
     def root(self) -> bytes:
         """MTH(D[0:n]) — the right fold of the frontier."""

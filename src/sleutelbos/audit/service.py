@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,13 @@ from sleutelbos.audit.entry import Entry, InvalidAuditEvent, LogClock, format_ti
 from sleutelbos.audit.merkle import (
     Frontier,
     ProofError,
+    Subtree,
     consistency_proof_ranges,
     fold_right,
-    hash_ranges,
     inclusion_path_ranges,
-    leaf_hash,
     perfect_subtrees,
-    subtrees_of,
+    root_from_inclusion_proof,
+    roots_from_consistency_proof,
     verify_consistency,
 )
 from sleutelbos.audit.store import AuditStore, SearchQuery, StoreConflict, StoredCheckpoint, StoredEntry
@@ -101,9 +102,10 @@ class _Prepared:
     @classmethod
     def hash(cls, batch: Pending, base: Frontier) -> _Prepared:
         entries = [entry for entry, _ in batch]
-        leaves = [leaf_hash(entry.data) for entry in entries]
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + entry.data).digest() for entry in entries]  # merkle.leaf_hash, inlined
         frontier = base.copy()
-        subtrees = [frontier.append(leaf) for leaf in leaves]
+        subtrees = frontier.extend(leaves)
         return cls(batch, base.size, entries, leaves, subtrees, frontier)
 
 
@@ -139,6 +141,7 @@ class AuditLog:
         self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._running = False
+        self._loop: asyncio.AbstractEventLoop  # set by start(): record() runs only while the log runs
         self.batches = 0  # number of commits, for the benchmark's batch-size figure
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -150,6 +153,7 @@ class AuditLog:
         self._head = (size, self._frontier.root())
         self._last_checkpoint = await self.store.latest_checkpoint()
         self._running = True
+        self._loop = asyncio.get_running_loop()
         self._writer = asyncio.create_task(self._run_writer(), name="audit-writer")
         self._checkpointer = asyncio.create_task(self._run_checkpointer(), name="audit-checkpointer")
 
@@ -180,7 +184,7 @@ class AuditLog:
             entry = make_entry(event, self._clock.now())
         except InvalidAuditEvent as exc:
             raise AuditUnavailable(f"event cannot be logged: {exc.detail}") from exc
-        future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AuditReceipt] = self._loop.create_future()
         self._pending.append((entry, future))
         self._wake.set()
         return await future
@@ -237,10 +241,11 @@ class AuditLog:
         self._frontier = frontier
         self._head = (frontier.size, frontier.root())
         self.batches += 1
-        start, leaves = prepared.start, prepared.leaves
-        for i, (_, future) in enumerate(prepared.batch):
-            if not future.done():
-                future.set_result(AuditReceipt(start + i, leaves[i].hex()))
+        for index, (_, future), leaf in zip(
+            range(prepared.start, frontier.size), prepared.batch, prepared.leaves, strict=True
+        ):
+            if not future.done():  # a caller that was cancelled meanwhile
+                future.set_result(AuditReceipt(index, leaf.hex()))
         last = self._last_checkpoint.tree_size if self._last_checkpoint else 0
         if frontier.size - last >= self.checkpoint_entries:
             self._checkpoint_wake.set()
@@ -327,36 +332,67 @@ class AuditLog:
             raise TreeSizeBeyondLog(f"tree size {tree_size} is beyond the log (size {current})")
         return tree_size
 
+    def _known_root(self, size: int) -> bytes | None:
+        """The root of the tree of ``size`` when the log holds it in memory (its head, its last checkpoint): the
+        root of a size never changes, and it is what most proofs ask for (the current tree), so they need not fetch
+        and fold the O(log n) frontier hashes."""
+        head_size, head_root = self._head
+        if size == head_size and self._running:
+            return head_root
+        last = self._last_checkpoint
+        if last is not None and size == last.tree_size:
+            return last.root_hash
+        return None
+
+    async def _proof_hashes(
+        self, ranges: list[tuple[int, int]], extra: tuple[Subtree, ...] = ()
+    ) -> tuple[list[bytes], dict[Subtree, bytes]]:
+        """One store read for a proof: the MTH of every range (each split into its stored perfect subtrees once),
+        and the hashes of the ``extra`` subtrees."""
+        parts = [perfect_subtrees(a, b) for a, b in ranges]
+        wanted = [st for part in parts for st in part]
+        wanted.extend(extra)
+        hashes = await self.store.subtree_hashes(wanted)
+        folded = [hashes[part[0]] if len(part) == 1 else fold_right([hashes[st] for st in part]) for part in parts]
+        return folded, hashes
+
     async def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
         """RFC 9162 §2.1.3.1 audit path for entry ``index`` in the tree of ``tree_size`` (default: now)."""
         size = await self._size(tree_size)
         if not 0 <= index < size:
             raise InvalidProofRequest(f"entry {index} is not in the tree of size {size}")
-        ranges = inclusion_path_ranges(index, size)
-        root_parts = perfect_subtrees(0, size)
-        hashes = await self.store.subtree_hashes(subtrees_of([*ranges, (index, index + 1), (0, size)]))
-        return InclusionProof(
-            index,
-            size,
-            hashes[(0, index)],
-            fold_right([hashes[st] for st in root_parts]),
-            hash_ranges(ranges, hashes),
-        )
+        path, hashes = await self._proof_hashes(inclusion_path_ranges(index, size), ((0, index),))
+        leaf = hashes[(0, index)]
+        # The root: in memory for the head and the last checkpoint, else where the path leads from the leaf (the
+        # same stored hashes the answer consists of), rather than fetching and folding the tree's frontier.
+        root = self._known_root(size) or root_from_inclusion_proof(index, size, leaf, path)
+        return InclusionProof(index, size, leaf, root, path)
 
     async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
         """RFC 9162 §2.1.4.1 proof that the tree at ``second`` (default: now) extends the tree at ``first``."""
         size = await self._size(second)
         if first <= 0 or first > size:
             raise InvalidProofRequest(f"no consistency proof from size {first} to size {size}: need 0 < first ≤ second")
-        ranges = consistency_proof_ranges(first, size)
-        hashes = await self.store.subtree_hashes(subtrees_of([*ranges, (0, first), (0, size)]))
-        return ConsistencyProof(
-            first,
-            size,
-            fold_right([hashes[st] for st in perfect_subtrees(0, first)]),
-            fold_right([hashes[st] for st in perfect_subtrees(0, size)]),
-            hash_ranges(ranges, hashes),
-        )
+        if first == size:  # the empty proof; both roots are the tree's root
+            root = self._known_root(size)
+            if root is None:
+                _, hashes = await self._proof_hashes([], tuple(perfect_subtrees(0, size)))
+                root = fold_right([hashes[st] for st in perfect_subtrees(0, size)])
+            return ConsistencyProof(first, size, root, root, [])
+        first_known, second_known = self._known_root(first), self._known_root(size)
+        # A first tree whose size is a power of two is one stored subtree, and the proof leaves it out.
+        single = first & (first - 1) == 0 and first_known is None
+        extra = ((first.bit_length() - 1, 0),) if single else ()
+        proof, hashes = await self._proof_hashes(consistency_proof_ranges(first, size), extra)
+        if first_known is None or second_known is None:
+            # The roots where the proof leads (RFC 9162 §2.1.4.2), from the hashes just read, rather than fetching
+            # and folding both trees' frontiers.
+            first_root, second_root = roots_from_consistency_proof(
+                first, size, proof, first_known or (hashes[extra[0]] if single else None),
+                second_too=second_known is None,
+            )
+            first_known, second_known = first_known or first_root, second_known or second_root
+        return ConsistencyProof(first, size, first_known, second_known, proof)
 
     async def search(
         self,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sleutelbos.audit.entry import Entry
-from sleutelbos.audit.merkle import HASH_SIZE, Subtree, completing_leaf
+from sleutelbos.audit.merkle import HASH_SIZE, Subtree
 from sleutelbos.core.database import parse_database_url
 from sleutelbos.core.errors import SleutelbosError
 
@@ -140,22 +140,27 @@ def open_store(url: str) -> AuditStore:
 
 def rows_for(subtrees: Sequence[Subtree]) -> list[int]:
     """The entry rows that hold the given subtree hashes (a leaf's own row, or its completing leaf's)."""
-    return sorted({idx if level == 0 else completing_leaf(level, idx) for level, idx in subtrees})
+    return sorted({((idx + 1) << level) - 1 for level, idx in subtrees})  # completing_leaf; level 0 is idx itself
 
 
 def pick_subtrees(subtrees: Sequence[Subtree], rows: dict[int, tuple[bytes, bytes]]) -> dict[Subtree, bytes]:
-    """Extract subtree hashes from ``rows`` (index → (leaf hash, completed subtrees blob))."""
+    """Extract subtree hashes from ``rows`` (index → (leaf hash, completed subtrees blob)); raises
+    :class:`AuditStoreError` naming what is missing. On every proof's path, hence the inlined arithmetic."""
     out: dict[Subtree, bytes] = {}
-    for level, idx in subtrees:
-        if level == 0:
-            row = rows.get(idx)
-            if row is not None:
-                out[(0, idx)] = row[0]
-            continue
-        row = rows.get(completing_leaf(level, idx))
-        if row is not None and len(row[1]) >= level * HASH_SIZE:
-            out[(level, idx)] = row[1][(level - 1) * HASH_SIZE : level * HASH_SIZE]
-    missing = [st for st in subtrees if st not in out]
+    get = rows.get
+    missing: list[Subtree] = []
+    for st in subtrees:
+        level, idx = st
+        row = get(((idx + 1) << level) - 1)  # completing_leaf(level, idx)
+        if row is not None:
+            if level == 0:
+                out[st] = row[0]
+                continue
+            blob = row[1]
+            if len(blob) >= level * HASH_SIZE:
+                out[st] = blob[(level - 1) * HASH_SIZE : level * HASH_SIZE]
+                continue
+        missing.append(st)
     if missing:
         raise AuditStoreError(f"stored subtree hashes missing for {missing[:4]} (level, index)")
     return out
