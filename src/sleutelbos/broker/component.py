@@ -31,7 +31,9 @@ class BrokerComponent:
 
     def routes(self) -> list[BaseRoute]:
         extra = self.notify_and_remember.routes() if self.notify_and_remember else []
-        return [*extra, *self.api.routes()]  # before the core's catch-all 404 route
+        # the core's routes first (the hot write routes are matched without walking issue 3's), their paths do not
+        # overlap; the core's catch-all 404 last
+        return [*self.api.routes(), *extra, *self.api.fallback_routes()]
 
     async def start(self) -> None:
         await self.service.start()
