@@ -76,18 +76,35 @@ class LeanRequest:
     def url(self) -> URL:
         return URL(scope=self.scope)
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    def stream(self) -> AsyncIterator[bytes]:
         """The body's chunks as they arrive (a disconnect ends the request, as with Starlette)."""
-        while True:
+        return _BodyChunks(self._receive)
+
+
+class _BodyChunks:
+    """An async iterator over the body (a class, not an async generator: those register with the event loop's
+    async-generator hooks on every request)."""
+
+    __slots__ = ("_done", "_receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._done = False
+
+    def __aiter__(self) -> _BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
             message = await self._receive()
             if message["type"] == "http.request":
-                chunk = message.get("body", b"")
+                self._done = not message.get("more_body", False)
+                chunk: bytes = message.get("body", b"")
                 if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    return
+                    return chunk
             elif message["type"] == "http.disconnect":
                 raise ClientDisconnect()
+        raise StopAsyncIteration
 
 
 class LeanEndpoint:
