@@ -85,6 +85,7 @@ _UPSERT = (
     " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
 )
 _HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
+_FETCH_ONE = "SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
@@ -164,13 +165,19 @@ class _SqliteTransaction(StoreTransaction):
         return out
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
+        if len(ids) == 1:  # a single update's read: one prepared statement from SQLite's cache, no IN list to build
+            row = self.conn.execute(_FETCH_ONE, (self.tenant, ids[0])).fetchone()
+            return {} if row is None else {ids[0]: orjson.loads(row[0])}
         return {r[0]: orjson.loads(r[1]) for r in self._in_chunks("id, doc", ids)}
 
     async def existing(self, ids: Sequence[str]) -> dict[str, str]:
         return dict(self._in_chunks("id, created_at", ids))  # type: ignore[arg-type]
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+        if len(entities) == 1:
+            self.conn.execute(_UPSERT, entity_row(self.tenant, entities[0]))
+        else:
+            self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
         multi = [e for e in entities if len(e["type"]) > 1]
         if multi or self.extra_types.get(self.tenant):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
@@ -192,7 +199,9 @@ class _SqliteTransaction(StoreTransaction):
         return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
-        if rows:
+        if len(rows) == 1:
+            self.conn.execute(_HISTORY, history_row(self.tenant, rows[0]))
+        elif rows:
             self.conn.executemany(_HISTORY, [history_row(self.tenant, r) for r in rows])
 
 
