@@ -50,7 +50,7 @@ class RequestLike(Protocol):
 class LeanRequest:
     """One HTTP request as the broker's handlers see it (see module docstring)."""
 
-    __slots__ = ("_query", "_receive", "headers", "method", "path_params", "scope")
+    __slots__ = ("_consumed", "_query", "_receive", "headers", "method", "path_params", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -64,6 +64,7 @@ class LeanRequest:
                 headers[key] = value.decode("latin-1")
         self.headers = headers
         self._query: QueryParams | None = None
+        self._consumed = False
 
     @property
     def query_params(self) -> QueryParams:
@@ -77,7 +78,11 @@ class LeanRequest:
         return URL(scope=self.scope)
 
     def stream(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive (a disconnect ends the request, as with Starlette)."""
+        """The body's chunks as they arrive (a disconnect ends the request, as with Starlette); once only, as with
+        Starlette (a second read would wait on ``receive`` for a message that never comes)."""
+        if self._consumed:
+            raise RuntimeError("Stream consumed")
+        self._consumed = True
         return _BodyChunks(self._receive)
 
 
