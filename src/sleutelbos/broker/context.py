@@ -69,7 +69,7 @@ class CompiledContext:
     is kept.
     """
 
-    __slots__ = ("_compact", "_expand", "_prefixes", "context", "key", "vocab")
+    __slots__ = ("_compact", "_expand", "_prefixes", "context", "key", "plans", "vocab")
 
     def __init__(
         self, key: str, context: Any, terms: dict[str, str], prefixes: dict[str, str], vocab: str | None
@@ -85,6 +85,8 @@ class CompiledContext:
             if best is None or (len(term), term) < (len(best), best):
                 compact[iri] = term
         self._compact = compact
+        #: the write path's compiled expansion plans for this context (``validation``: entity shapes, types)
+        self.plans: dict[Any, Any] = {}
 
     def expand_term(self, name: str) -> str:
         """Expand an attribute name or entity type (vocabulary-relative, JSON-LD 1.1 §5.2 IRI expansion)."""

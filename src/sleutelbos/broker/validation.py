@@ -102,8 +102,132 @@ def check_scope(raw: Any) -> list[str]:
     return scopes
 
 
+# --- the compiled fast path --------------------------------------------------------------------------------------
+# A fleet sends the same entity shape a million times: ``{"id", "type", <the same attribute names>}`` with each
+# attribute a plain Property ``{type, value, observedAt?, unitCode?}``. For such a shape the names are checked and
+# expanded once per (context, key tuple) — the *plan*, kept on the CompiledContext — and each entity then costs a
+# URI match on its id and a few type checks per attribute. Anything the plan does not cover (another shape, a
+# sub-attribute, a datasetId, a value that fails a check) returns None and goes down the generic path below, which
+# applies the same rules and raises the same errors: the fast path only ever accepts what the generic path accepts,
+# with the same result.
+_PLAN_LIMIT: Final = 4096
+_FRAGMENT: Final = "\x00fragment"  # plan-key marker; a control character cannot be an attribute name (clause 4.6.2)
+_NOT_PLANNABLE: Final = ()
+
+
+def _plan(ctx: CompiledContext, key: tuple[str, ...], names: Any) -> tuple[tuple[str, str], ...]:
+    """``(name, IRI)`` of each attribute of a shape, or ``()`` when the shape is not for the fast path."""
+    plan = ctx.plans.get(key)
+    if plan is not None:
+        return plan  # type: ignore[no-any-return]
+    try:
+        for name in names:
+            check_name(name)
+        plan = tuple((name, ctx.expand_term(name)) for name in names)
+    except BadRequestData:
+        plan = _NOT_PLANNABLE
+    if len(ctx.plans) < _PLAN_LIMIT:
+        ctx.plans[key] = plan
+    return plan
+
+
+def _plain_property(raw: Any, now: str) -> AttributeInstance | None:
+    """The instance of a plain Property ``{type, value, observedAt?, unitCode?}``, or None (generic path)."""
+    if type(raw) is not dict:
+        return None
+    if len(raw) == 4 and raw.keys() == _PLAIN_PROPERTY:  # a meter reading: one dict display, no branches
+        value = raw["value"]
+        observed = raw["observedAt"]
+        unit = raw["unitCode"]
+        if (raw["type"] == "Property" and value is not None and type(observed) is str
+                and observed in _checked_datetimes and type(unit) is str and unit and type(value) is not str):
+            return {"type": "Property", "value": value, "observedAt": observed, "unitCode": unit,
+                    "createdAt": now, "modifiedAt": now}
+    if raw.get("type") != "Property" or not raw.keys() <= _PLAIN_PROPERTY:
+        return None
+    value = raw.get("value")
+    if value is None or value == NGSI_LD_NULL:
+        return None
+    out: AttributeInstance = {"type": "Property", "value": value}
+    observed = raw.get("observedAt")
+    if observed is not None:
+        if type(observed) is not str or observed not in _checked_datetimes:
+            try:
+                check_datetime(observed, "observedAt")
+            except BadRequestData:
+                return None
+        out["observedAt"] = observed
+    unit = raw.get("unitCode")
+    if unit is not None:
+        if type(unit) is not str or not unit:
+            return None
+        out["unitCode"] = unit
+    out["createdAt"] = now
+    out["modifiedAt"] = now
+    return out
+
+
+def _fast_entity(body: dict[str, Any], ctx: CompiledContext, now: str) -> Entity | None:
+    keys = tuple(body)
+    plan = ctx.plans.get(keys)
+    if plan is None:
+        if "id" not in body or "type" not in body or not _ENTITY_PLAIN_KEYS.isdisjoint(body):
+            return None
+        plan = _plan(ctx, keys, [k for k in keys if k != "id" and k != "type" and k not in _ENTITY_SKIPPED])
+    if not plan:
+        return None
+    entity_id = body["id"]
+    if type(entity_id) is not str or len(entity_id) >= 2048 or _URI_RE.match(entity_id) is None:
+        return None
+    raw_type = body["type"]
+    if type(raw_type) is not str:
+        return None
+    types = ctx.plans.get(raw_type)
+    if types is None:
+        try:
+            types = expand_types(raw_type, ctx)
+        except BadRequestData:
+            return None
+        if len(ctx.plans) < _PLAN_LIMIT:
+            ctx.plans[raw_type] = types
+    entity: Entity = {"id": entity_id, "type": list(types), "createdAt": now, "modifiedAt": now}
+    for name, iri in plan:
+        instance = _plain_property(body[name], now)
+        if instance is None:
+            return None
+        entity[iri] = [instance]
+    return entity
+
+
+def _fast_fragment(body: dict[str, Any], ctx: CompiledContext, now: str) -> Entity | None:
+    keys = (_FRAGMENT, *body)
+    plan = ctx.plans.get(keys)
+    if plan is None:
+        if not _FRAGMENT_PLAIN_KEYS.isdisjoint(body):
+            return None
+        plan = _plan(ctx, keys, [k for k in body if k not in _ENTITY_SKIPPED])
+    if not plan:
+        return None
+    out: Entity = {}
+    for name, iri in plan:
+        instance = _plain_property(body[name], now)
+        if instance is None:
+            return None
+        out[iri] = [instance]
+    return out
+
+
+# keys that send an entity / a fragment down the generic path (they need more than an attribute plan)
+_ENTITY_PLAIN_KEYS: Final = frozenset({"@id", "@type", "scope"})
+_FRAGMENT_PLAIN_KEYS: Final = frozenset({"id", "@id", "type", "@type", "scope"})
+
+
 def expand_entity(body: Any, ctx: CompiledContext, now: str, *, require_type: bool = True) -> Entity:
     """A whole entity from a client (create, replace, batch) → expanded normalized form with system timestamps."""
+    if type(body) is dict:
+        fast = _fast_entity(body, ctx, now)
+        if fast is not None:
+            return fast
     if not isinstance(body, dict):
         raise BadRequestData(f"an entity must be a JSON object, got {type(body).__name__}")
     entity_id = body.get("id", body.get("@id"))
@@ -133,6 +257,10 @@ def expand_fragment(body: Any, ctx: CompiledContext, now: str, *, allow_null: bo
     """Attributes to append, update or merge (``/attrs``, merge-patch): ``{iri: [instances]}``; with ``allow_null``
     (merge-patch, clause 5.6.17) an attribute whose value is ``null``/``urn:ngsi-ld:null`` maps to ``None``
     (delete it). ``id``/``type``/``scope`` are kept when present (merge-patch may change type and scope)."""
+    if type(body) is dict:
+        fast = _fast_fragment(body, ctx, now)
+        if fast is not None:
+            return fast
     if not isinstance(body, dict):
         raise BadRequestData(f"the attributes must be a JSON object, got {type(body).__name__}")
     out: Entity = {}

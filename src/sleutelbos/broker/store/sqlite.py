@@ -29,8 +29,9 @@ import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import aiosqlite
@@ -84,6 +85,7 @@ _UPSERT = (
     " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
 )
 _HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
+_FETCH_ONE = "SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
@@ -163,13 +165,19 @@ class _SqliteTransaction(StoreTransaction):
         return out
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
+        if len(ids) == 1:  # a single update's read: one prepared statement from SQLite's cache, no IN list to build
+            row = self.conn.execute(_FETCH_ONE, (self.tenant, ids[0])).fetchone()
+            return {} if row is None else {ids[0]: orjson.loads(row[0])}
         return {r[0]: orjson.loads(r[1]) for r in self._in_chunks("id, doc", ids)}
 
     async def existing(self, ids: Sequence[str]) -> dict[str, str]:
         return dict(self._in_chunks("id, created_at", ids))  # type: ignore[arg-type]
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+        if len(entities) == 1:
+            self.conn.execute(_UPSERT, entity_row(self.tenant, entities[0]))
+        else:
+            self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
         multi = [e for e in entities if len(e["type"]) > 1]
         if multi or self.extra_types.get(self.tenant):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
@@ -191,8 +199,59 @@ class _SqliteTransaction(StoreTransaction):
         return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
-        if rows:
+        if len(rows) == 1:
+            self.conn.execute(_HISTORY, history_row(self.tenant, rows[0]))
+        elif rows:
             self.conn.executemany(_HISTORY, [history_row(self.tenant, r) for r in rows])
+
+
+class _WriteTransaction:
+    """``store.transaction(tenant)``: the writer lock, ``BEGIN IMMEDIATE``, ``COMMIT`` on success and ``ROLLBACK``
+    on any exception. A class rather than ``@asynccontextmanager``: a single update pays for every layer here."""
+
+    __slots__ = ("store", "tenant")
+
+    def __init__(self, store: SqliteEntityStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    async def __aenter__(self) -> StoreTransaction:
+        store = self.store
+        assert store._writer is not None and store._lock is not None
+        await store._lock.acquire()
+        try:
+            conn = store._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.tenant not in store._tenants:
+                    conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 (self.tenant, now_iso()))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            store._lock.release()
+            raise
+        return _SqliteTransaction(conn, self.tenant, store._extra_types)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        store = self.store
+        assert store._writer is not None and store._lock is not None
+        try:
+            if exc_type is None:
+                try:
+                    store._writer.execute("COMMIT")
+                except BaseException:  # not committed: leave no transaction open for the next writer
+                    with contextlib.suppress(sqlite3.Error):
+                        store._writer.execute("ROLLBACK")
+                    raise
+                store._tenants.add(self.tenant)
+            else:
+                store._writer.execute("ROLLBACK")
+        finally:
+            store._lock.release()
+        return False
 
 
 class SqliteEntityStore(EntityStore):
@@ -283,22 +342,9 @@ class SqliteEntityStore(EntityStore):
     async def tenant_exists(self, tenant: str) -> bool:
         return tenant in self._tenants
 
-    @asynccontextmanager
-    async def transaction(self, tenant: str) -> AsyncIterator[StoreTransaction]:
+    def transaction(self, tenant: str) -> AbstractAsyncContextManager[StoreTransaction]:
         assert self._writer is not None and self._lock is not None
-        async with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if tenant not in self._tenants:
-                    conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                 (tenant, now_iso()))
-                yield _SqliteTransaction(conn, tenant, self._extra_types)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self._tenants.add(tenant)
+        return _WriteTransaction(self, tenant)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
         assert self._reader is not None
