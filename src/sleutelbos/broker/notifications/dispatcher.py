@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +59,9 @@ class SubscriptionWorker:
     def __init__(self, sub: Subscription, dispatcher: Dispatcher) -> None:
         self.sub = sub
         self.dispatcher = dispatcher
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(dispatcher.queue_size)
+        # A plain deque and one wake-up event instead of an asyncio.Queue: the write path hands over a whole
+        # transaction's items with one ``extend`` (an asyncio.Queue costs a put per item and a get per item).
+        self.queue: deque[Item] = deque()
         self.overflow: list[Item] = []
         self.has_pending = True  # look in the table first: a restart may have left some
         self.last_sent = 0.0
@@ -66,11 +69,16 @@ class SubscriptionWorker:
         self.wake = asyncio.Event()
 
     def offer(self, item: Item) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflow.append(item)
-            self.wake.set()
+        self.offer_many([item])
+
+    def offer_many(self, items: list[Item]) -> None:
+        """Called from the write path: never awaits; beyond ``queue_size`` items go to ``overflow`` (spilled to the
+        pending table by the worker) so nothing is dropped and order is kept."""
+        if self.overflow or len(self.queue) + len(items) > self.dispatcher.queue_size:
+            self.overflow.extend(items)
+        else:
+            self.queue.extend(items)
+        self.wake.set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"notify {self.sub.id}")
@@ -84,17 +92,13 @@ class SubscriptionWorker:
         await self._spill()
 
     def _drain(self, limit: int) -> list[Item]:
-        items: list[Item] = []
-        while len(items) < limit:
-            try:
-                items.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return items
+        queue = self.queue
+        count = min(limit, len(queue))
+        return [queue.popleft() for _ in range(count)]
 
     async def _spill(self) -> None:
         """Move everything queued (and overflowed) to the pending table, in order."""
-        items = self._drain(self.queue.qsize() + 1)
+        items = self._drain(len(self.queue))
         if self.overflow:
             items = [*items, *self.overflow]
             self.overflow = []
@@ -124,20 +128,12 @@ class SubscriptionWorker:
                     backoff = min(backoff * 2, self.dispatcher.retry_max_s)
                     await self._spill()
                     continue
-                if self.queue.empty():
-                    getter = asyncio.ensure_future(self.queue.get())
-                    waker = asyncio.ensure_future(self.wake.wait())
-                    await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
-                    waker.cancel()
+                if not self.queue:
                     self.wake.clear()
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    first = [getter.result()]
-                else:
-                    first = []
+                    await self.wake.wait()
+                    continue
                 await self._throttle()
-                items = first + self._drain(self.dispatcher.max_batch - len(first))
+                items = self._drain(self.dispatcher.max_batch)
                 if not items:
                     continue
                 messages = [build_message(self.sub, group) for group in by_reason(items)]
@@ -269,6 +265,12 @@ class Dispatcher:
         worker = self.workers.get((sub.tenant, sub.id))
         if worker is not None:
             worker.offer(item)
+
+    def offer_many(self, sub: Subscription, items: list[Item]) -> None:
+        """One transaction's items for one subscription, in commit order (the matcher's call)."""
+        worker = self.workers.get((sub.tenant, sub.id))
+        if worker is not None:
+            worker.offer_many(items)
 
     def dirty(self, sub: Subscription) -> None:
         self._dirty[(sub.tenant, sub.id)] = sub
