@@ -275,9 +275,8 @@ class Dispatcher:
         self._thread.start()
 
     async def _on_workers_loop(self, coro: Any) -> Any:
-        if not self.threaded:
+        if self._thread is None or self._loop is None:  # not threaded, or never started
             return await coro
-        assert self._loop is not None
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def _soon(self, fn: Callable[..., None], *args: Any) -> None:
