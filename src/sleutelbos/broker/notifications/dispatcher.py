@@ -334,6 +334,15 @@ class Dispatcher:
         """One transaction's items for one subscription, in commit order (the matcher's call; never blocks)."""
         self._soon(self._offer_many, sub, items)
 
+    def offer_all(self, batches: list[tuple[Subscription, list[Item]]]) -> None:
+        """One transaction's items for every subscription it fired, in one hand-over to the notifier thread (one
+        wake-up of that thread per transaction, not one per subscription)."""
+        self._soon(self._offer_all, batches)
+
+    def _offer_all(self, batches: list[tuple[Subscription, list[Item]]]) -> None:
+        for sub, items in batches:
+            self._offer_many(sub, items)
+
     def _offer_many(self, sub: Subscription, items: list[Item]) -> None:
         worker = self.workers.get((sub.tenant, sub.id))
         if worker is not None:

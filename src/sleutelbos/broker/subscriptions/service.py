@@ -172,8 +172,8 @@ class SubscriptionService:
                     out[key] = (sub, [item])
                 else:
                     entry[1].append(item)
-        for sub, items in out.values():
-            self.dispatcher.offer_many(sub, items)
+        if out:
+            self.dispatcher.offer_all(list(out.values()))
 
     @staticmethod
     def _reason(sub: Subscription, change: Change) -> str | None:
