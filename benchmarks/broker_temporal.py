@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import statistics
@@ -115,11 +116,12 @@ async def run(args: argparse.Namespace) -> None:
     else:
         import asyncpg
 
-        name = f"sb_temporal_bench_{int(time.time())}"
+        dbname = args.keep_db or f"sb_temporal_bench_{int(time.time())}"
         admin = await asyncpg.connect(args.pg_dsn)
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
+            await admin.execute(f'CREATE DATABASE "{dbname}"')
         await admin.close()
-        url = args.pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+        url = args.pg_dsn.rsplit("/", 1)[0] + f"/{dbname}"
     settings = load_settings(data_dir=tmp, broker_database_url=url, mqtt_port=None, log_level="WARNING")
     app = build_app(StackContext(settings=settings), expose=("broker",))
     meters, days = args.meters, args.days
@@ -135,9 +137,13 @@ async def run(args: argparse.Namespace) -> None:
                                   headers={"Content-Type": "application/json"})
             assert r.status_code in (201, 204), r.text
         await temporal.materialiser.catch_up()
-        seconds = await bulk_load(temporal, meters, days)
-        total = await temporal.db.fetchval("SELECT COUNT(*) FROM broker_temporal_instances")
-        print(f"bulk load: {total:,} instances in {seconds:.1f} s ({total / seconds:,.0f}/s)")
+        loaded = await temporal.db.fetchval("SELECT COUNT(*) FROM broker_temporal_instances")
+        if loaded >= meters * days * 96:
+            print(f"kept database {args.keep_db}: {loaded:,} instances already loaded")
+        else:
+            seconds = await bulk_load(temporal, meters, days)
+            total = await temporal.db.fetchval("SELECT COUNT(*) FROM broker_temporal_instances")
+            print(f"bulk load: {total:,} instances in {seconds:.1f} s ({total / seconds:,.0f}/s)")
 
         rnd = random.Random(7)
 
@@ -197,6 +203,7 @@ async def run(args: argparse.Namespace) -> None:
             "day (lastN=96)": (await timed(api_last_n, n), await timed(raw_day, n)),
             "month of P1D aggregates": (await timed(api_month, n), await timed(raw_month, n)),
         }
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     goals = {"day (between)": 10.0, "day (lastN=96)": 10.0, "month of P1D aggregates": 50.0}
     print(f"{'query':<26}{'API p50':>10}{'API p99':>10}{'raw p50':>10}{'raw p99':>10}{'ratio':>8}  goal")
     for name, (api, raw) in results.items():
@@ -204,11 +211,11 @@ async def run(args: argparse.Namespace) -> None:
         verdict = "met" if p50 < goals[name] else "NOT met"
         print(f"{name:<26}{p50:>9.2f} {p99:>9.2f} {r50:>9.2f} {r99:>9.2f} {p50 / r50:>7.1f}x  "
               f"< {goals[name]:.0f} ms (median): {verdict}")
-    if args.store == "postgresql":
+    if args.store == "postgresql" and not args.keep_db:
         import asyncpg
 
         admin = await asyncpg.connect(args.pg_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -220,6 +227,8 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=200)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--keep-db", default=None, metavar="NAME",
+                        help="PostgreSQL: use (and keep) this database; the load is skipped when it is already full")
     parser.add_argument("--full", action="store_true", help="1,000 meters x 96/day x 105 days (about 10 million)")
     args = parser.parse_args()
     if args.full:

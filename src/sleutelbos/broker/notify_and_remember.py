@@ -35,7 +35,8 @@ class NotifyAndRemember:
             SubscriptionStore(self.database),
             retry_base_s=settings.broker_notification_retry_base_s,
             retry_max_s=settings.broker_notification_retry_max_s,
-            timeout_s=settings.broker_notification_timeout_s)
+            timeout_s=settings.broker_notification_timeout_s,
+            threaded=settings.broker_notifier_thread)
         self.subscriptions = SubscriptionService(self.dispatcher.store, self.dispatcher, contexts, store)
         self.store = ObservedStore(store, self.subscriptions)
         self.temporal = TemporalService(self.database, self.store, settings)

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     broker_notification_retry_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles")
     broker_notification_retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
     broker_notification_timeout_s: float = Field(default=5.0, gt=0, description="Per-notification send timeout")
+    broker_notifier_thread: bool = Field(
+        default=True, description="Send notifications from a thread of their own (false: on the broker's event loop)")
     broker_temporal_page_size: int = Field(
         default=1000, ge=1, description="Instances per attribute in one temporal answer; beyond: 206 + Content-Range")
     broker_temporal_retention_days: int | None = Field(

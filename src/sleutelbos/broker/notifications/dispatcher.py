@@ -13,6 +13,16 @@ One worker task per subscription with a bounded queue, so that:
 
 A full queue (the receiver far behind the write rate) moves the backlog to the pending table rather than dropping it.
 Status counters live on the subscription object and are flushed to the store once a second and at stop.
+
+**The notifier thread** (``threaded=True``, the default; docs/decisions/0607). The workers, their HTTP and MQTT
+clients and the rendering run on an event loop of their own in a separate thread. On the broker's loop a batch
+upsert is long stretches of synchronous work (validation, SQL on the loop's thread for SQLite); a worker sharing that
+loop waited behind each of them at every ``await`` of a send (connect, write, read the answer), so a notification
+took several write requests' time and the delivery rate fell below the write rate at a few thousand updates/s. In
+its own thread it is scheduled by the interpreter every few milliseconds whatever the write path does. The matcher
+still runs on the write path and hands each transaction's items over with one ``call_soon_threadsafe``; everything
+that touches the database (pending table, status counters) is run back on the broker's loop
+(``run_coroutine_threadsafe``), so SQLite connections never cross threads.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +70,9 @@ class SubscriptionWorker:
     def __init__(self, sub: Subscription, dispatcher: Dispatcher) -> None:
         self.sub = sub
         self.dispatcher = dispatcher
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(dispatcher.queue_size)
+        # A plain deque and one wake-up event instead of an asyncio.Queue: the write path hands over a whole
+        # transaction's items with one ``extend`` (an asyncio.Queue costs a put per item and a get per item).
+        self.queue: deque[Item] = deque()
         self.overflow: list[Item] = []
         self.has_pending = True  # look in the table first: a restart may have left some
         self.last_sent = 0.0
@@ -66,11 +80,16 @@ class SubscriptionWorker:
         self.wake = asyncio.Event()
 
     def offer(self, item: Item) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflow.append(item)
-            self.wake.set()
+        self.offer_many([item])
+
+    def offer_many(self, items: list[Item]) -> None:
+        """Called from the write path: never awaits; beyond ``queue_size`` items go to ``overflow`` (spilled to the
+        pending table by the worker) so nothing is dropped and order is kept."""
+        if self.overflow or len(self.queue) + len(items) > self.dispatcher.queue_size:
+            self.overflow.extend(items)
+        else:
+            self.queue.extend(items)
+        self.wake.set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"notify {self.sub.id}")
@@ -84,17 +103,13 @@ class SubscriptionWorker:
         await self._spill()
 
     def _drain(self, limit: int) -> list[Item]:
-        items: list[Item] = []
-        while len(items) < limit:
-            try:
-                items.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return items
+        queue = self.queue
+        count = min(limit, len(queue))
+        return [queue.popleft() for _ in range(count)]
 
     async def _spill(self) -> None:
         """Move everything queued (and overflowed) to the pending table, in order."""
-        items = self._drain(self.queue.qsize() + 1)
+        items = self._drain(len(self.queue))
         if self.overflow:
             items = [*items, *self.overflow]
             self.overflow = []
@@ -104,7 +119,7 @@ class SubscriptionWorker:
         payloads = [build_message(self.sub, group[i:i + size]).body
                     for group in by_reason(items) for i in range(0, len(group), size)]
         try:
-            await self.dispatcher.store.add_pending(self.sub.tenant, self.sub.id, payloads, now_iso())
+            await self.dispatcher.worker_store.add_pending(self.sub.tenant, self.sub.id, payloads, now_iso())
             self.has_pending = True
         except Exception:
             log.exception("could not persist pending notifications", extra={"subscription": self.sub.id})
@@ -124,27 +139,19 @@ class SubscriptionWorker:
                     backoff = min(backoff * 2, self.dispatcher.retry_max_s)
                     await self._spill()
                     continue
-                if self.queue.empty():
-                    getter = asyncio.ensure_future(self.queue.get())
-                    waker = asyncio.ensure_future(self.wake.wait())
-                    await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
-                    waker.cancel()
+                if not self.queue:
                     self.wake.clear()
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    first = [getter.result()]
-                else:
-                    first = []
+                    await self.wake.wait()
+                    continue
                 await self._throttle()
-                items = first + self._drain(self.dispatcher.max_batch - len(first))
+                items = self._drain(self.dispatcher.max_batch)
                 if not items:
                     continue
                 messages = [build_message(self.sub, group) for group in by_reason(items)]
                 for n, message in enumerate(messages):
                     if not await self._deliver(message):
-                        await self.dispatcher.store.add_pending(self.sub.tenant, self.sub.id,
-                                                                [m.body for m in messages[n:]], now_iso())
+                        await self.dispatcher.worker_store.add_pending(self.sub.tenant, self.sub.id,
+                                                                       [m.body for m in messages[n:]], now_iso())
                         self.has_pending = True
                         await self._spill()
                         await self._sleep(backoff)
@@ -169,7 +176,7 @@ class SubscriptionWorker:
 
     async def _send_pending(self) -> bool:
         """Send pending notifications oldest first; True when all went out, False at the first failure."""
-        store = self.dispatcher.store
+        store = self.dispatcher.worker_store
         while True:
             batch = await store.pending(self.sub.tenant, self.sub.id)
             if not batch:
@@ -219,12 +226,30 @@ def build_message_from_body(sub: Subscription, body: dict[str, Any]) -> Message:
     return Message(body=body, headers=template.headers)
 
 
+class _OnLoop:
+    """The subscription store seen from the notifier thread: each call runs on the broker's loop."""
+
+    def __init__(self, inner: SubscriptionStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner = inner
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self.loop))
+
+        return call
+
+
 class Dispatcher:
-    """Owns the workers; :meth:`offer` is what the matcher calls from the write path."""
+    """Owns the workers; :meth:`offer_many` is what the matcher calls from the write path."""
 
     def __init__(self, store: SubscriptionStore, *, queue_size: int = 10_000, max_batch: int = 500,
-                 retry_base_s: float = 1.0, retry_max_s: float = 60.0, timeout_s: float = 5.0) -> None:
+                 retry_base_s: float = 1.0, retry_max_s: float = 60.0, timeout_s: float = 5.0,
+                 threaded: bool = True) -> None:
         self.store = store
+        self.worker_store: Any = store
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.retry_base_s = retry_base_s
@@ -232,24 +257,58 @@ class Dispatcher:
         self.senders = Senders(timeout_s)
         self.workers: dict[tuple[str, str], SubscriptionWorker] = {}
         self._dirty: dict[tuple[str, str], Subscription] = {}
+        self._dirty_lock = threading.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self.delivered_hook: Callable[[Subscription, Message], None] = lambda sub, message: None
+        self.threaded = threaded
+        self._loop: asyncio.AbstractEventLoop | None = None  # the workers' loop
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="notification status flush")
+        if not self.threaded:
+            self._loop = asyncio.get_running_loop()
+            return
+        self.worker_store = _OnLoop(self.store, asyncio.get_running_loop())
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="sleutelbos-notifier", daemon=True)
+        self._thread.start()
 
-    async def stop(self) -> None:
+    async def _on_workers_loop(self, coro: Any) -> Any:
+        if self._thread is None or self._loop is None:  # not threaded, or never started
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def _soon(self, fn: Callable[..., None], *args: Any) -> None:
+        if self.threaded and self._loop is not None:
+            self._loop.call_soon_threadsafe(fn, *args)
+        else:
+            fn(*args)
+
+    async def _stop_workers(self) -> None:
         for worker in list(self.workers.values()):
             await worker.stop()
         self.workers.clear()
+        await self.senders.close()
+
+    async def stop(self) -> None:
+        await self._on_workers_loop(self._stop_workers())
+        if self._thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join)
+            self._loop.close()
+            self._thread = None
+        self._loop = None
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()
-        await self.senders.close()
 
     def attach(self, sub: Subscription) -> None:
+        self._soon(self._attach, sub)
+
+    def _attach(self, sub: Subscription) -> None:
         key = (sub.tenant, sub.id)
         worker = self.workers.get(key)
         if worker is not None:
@@ -259,6 +318,9 @@ class Dispatcher:
         worker.start()
 
     async def detach(self, tenant: str, sub_id: str) -> None:
+        await self._on_workers_loop(self._detach(tenant, sub_id))
+
+    async def _detach(self, tenant: str, sub_id: str) -> None:
         worker = self.workers.pop((tenant, sub_id), None)
         if worker is not None and worker.task is not None:
             worker.task.cancel()
@@ -266,17 +328,35 @@ class Dispatcher:
                 await worker.task
 
     def offer(self, sub: Subscription, item: Item) -> None:
+        self.offer_many(sub, [item])
+
+    def offer_many(self, sub: Subscription, items: list[Item]) -> None:
+        """One transaction's items for one subscription, in commit order (the matcher's call; never blocks)."""
+        self._soon(self._offer_many, sub, items)
+
+    def offer_all(self, batches: list[tuple[Subscription, list[Item]]]) -> None:
+        """One transaction's items for every subscription it fired, in one hand-over to the notifier thread (one
+        wake-up of that thread per transaction, not one per subscription)."""
+        self._soon(self._offer_all, batches)
+
+    def _offer_all(self, batches: list[tuple[Subscription, list[Item]]]) -> None:
+        for sub, items in batches:
+            self._offer_many(sub, items)
+
+    def _offer_many(self, sub: Subscription, items: list[Item]) -> None:
         worker = self.workers.get((sub.tenant, sub.id))
         if worker is not None:
-            worker.offer(item)
+            worker.offer_many(items)
 
     def dirty(self, sub: Subscription) -> None:
-        self._dirty[(sub.tenant, sub.id)] = sub
+        with self._dirty_lock:
+            self._dirty[(sub.tenant, sub.id)] = sub
 
     async def flush(self) -> None:
-        if not self._dirty:
-            return
-        subs, self._dirty = list(self._dirty.values()), {}
+        with self._dirty_lock:
+            if not self._dirty:
+                return
+            subs, self._dirty = list(self._dirty.values()), {}
         await self.store.save_status([(s.times_sent, s.times_failed, s.last_notification, s.last_success,
                                        s.last_failure, s.tenant, s.id) for s in subs])
 

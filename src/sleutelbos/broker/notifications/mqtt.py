@@ -65,7 +65,9 @@ class _Connection:
                         tls_context=ssl.create_default_context() if t.tls else None)
                     await asyncio.wait_for(client.__aenter__(), self.timeout_s)
                     self.client = client
-                await asyncio.wait_for(self.client.publish(topic, payload, qos=qos), self.timeout_s)
+                # aiomqtt's own timeout (MqttError when it passes) rather than asyncio.wait_for, which wraps the
+                # publish in a task of its own: one event-loop iteration less per notification.
+                await self.client.publish(topic, payload, qos=qos, timeout=self.timeout_s)
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 await self.close()
                 raise DeliveryFailed(f"MQTT {self.target.host}:{self.target.port}: {type(exc).__name__}") from exc

@@ -44,6 +44,7 @@ class SubscriptionService:
         self.entities = entities
         self.max_per_tenant = max_per_tenant
         self.subs: dict[str, dict[str, Subscription]] = {}
+        self._plans: dict[str, _TenantPlan] = {}
         self._periodic: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -70,6 +71,7 @@ class SubscriptionService:
 
     def _install(self, sub: Subscription) -> None:
         self.subs.setdefault(sub.tenant, {})[sub.id] = sub
+        self._plans.pop(sub.tenant, None)
         self.dispatcher.attach(sub)
         key = (sub.tenant, sub.id)
         old = self._periodic.pop(key, None)
@@ -115,40 +117,63 @@ class SubscriptionService:
         self.get(tenant, sub_id)
         await self.store.delete(tenant, sub_id)
         del self.subs[tenant][sub_id]
+        self._plans.pop(tenant, None)
         task = self._periodic.pop((tenant, sub_id), None)
         if task is not None:
             task.cancel()
         await self.dispatcher.detach(tenant, sub_id)
 
     # --- the change listener (called by the write path) ------------------------------------------------------
+    def _plan(self, tenant: str) -> _TenantPlan:
+        plan = self._plans.get(tenant)
+        if plan is None:
+            plan = self._plans[tenant] = _TenantPlan(self.subs.get(tenant, {}).values())
+        return plan
+
     def observes(self, tenant: str) -> bool:
-        return any(s.time_interval is None for s in self.subs.get(tenant, {}).values())
+        return bool(self._plan(tenant).active)
 
     def wants_previous(self, tenant: str) -> bool:
-        return any(s.show_changes for s in self.subs.get(tenant, {}).values())
+        return self._plan(tenant).wants_previous
 
     def publish(self, changes: list[Change]) -> None:
+        """Match one committed transaction's changes and hand each subscription its items in one call.
+
+        Candidates come from the tenant's plan (subscriptions indexed by the entity types they select), so a change
+        costs a dict lookup per entity type plus the checks of the subscriptions that can match it."""
+        if not changes:
+            return
+        plan = self._plan(changes[0].tenant) if len({c.tenant for c in changes}) == 1 else None
+        now = now_iso()
+        out: dict[int, tuple[Subscription, list[Item]]] = {}
+        expired: dict[int, bool] = {}
         for change in changes:
-            subs = self.subs.get(change.tenant)
-            if not subs:
+            tenant_plan = plan or self._plan(change.tenant)
+            state = change.previous if change.deleted else change.entity
+            if state is None:
                 continue
-            now = None
             shared: dict[Any, dict[str, Any]] = {}  # one rendering per parameter set for all subscriptions
-            for sub in subs.values():
-                if not sub.is_active or sub.time_interval is not None:
-                    continue
+            types: tuple[str, ...] | None = None
+            for sub in tenant_plan.candidates(state.get("type", ())):
                 reason = self._reason(sub, change)
-                if reason is None:
+                if reason is None or not sub.selects(state):
                     continue
-                state = change.previous if change.deleted else change.entity
-                if state is None or not sub.selects(state):
+                key = id(sub)
+                gone = expired.get(key)
+                if gone is None:
+                    gone = expired[key] = sub.expired(now)
+                if gone:
                     continue
-                now = now or now_iso()
-                if sub.expired(now):
-                    continue
-                types = tuple(change.previous.get("type", ())) if change.previous else ()
-                self.dispatcher.offer(sub, Item(change.entity_id, change.entity, change.previous, reason,
-                                                change.at or now, types, shared))
+                if types is None:
+                    types = tuple(change.previous.get("type", ())) if change.previous else ()
+                item = Item(change.entity_id, change.entity, change.previous, reason, change.at or now, types, shared)
+                entry = out.get(key)
+                if entry is None:
+                    out[key] = (sub, [item])
+                else:
+                    entry[1].append(item)
+        if out:
+            self.dispatcher.offer_all(list(out.values()))
 
     @staticmethod
     def _reason(sub: Subscription, change: Change) -> str | None:
@@ -196,3 +221,34 @@ class SubscriptionService:
                 if entity["id"] not in seen and sub.selects(entity):
                     seen[entity["id"]] = entity
         return list(seen.values())
+
+
+class _TenantPlan:
+    """A tenant's change-driven subscriptions indexed for matching: by every entity type a subscription's
+    ``entities`` name, plus those without ``entities`` (``watchedAttributes`` only) that any entity can match.
+    Rebuilt whenever a subscription of the tenant is created, updated or deleted."""
+
+    def __init__(self, subs: Any) -> None:
+        self.active: list[Subscription] = [s for s in subs if s.is_active and s.time_interval is None]
+        self.wants_previous = any(s.show_changes for s in self.active)
+        self.by_type: dict[str, list[Subscription]] = {}
+        self.any_type: list[Subscription] = []
+        for sub in self.active:
+            if not sub.entities:
+                self.any_type.append(sub)
+                continue
+            for selected in dict.fromkeys(e.type for e in sub.entities):
+                self.by_type.setdefault(selected, []).append(sub)
+
+    def candidates(self, types: Any) -> list[Subscription]:
+        """The subscriptions that may select an entity of these types (each once, in creation order)."""
+        if isinstance(types, str):
+            types = (types,)
+        found: list[Subscription] = []
+        for t in types:
+            found.extend(self.by_type.get(t, ()))
+        if self.any_type:
+            found.extend(self.any_type)
+        if len(types) > 1 or (self.any_type and found):
+            found = list({id(s): s for s in found}.values())
+        return found

@@ -205,8 +205,9 @@ class TemporalService:
     # --- reads ------------------------------------------------------------------------------------------------
     async def retrieve(self, tenant: str, entity_id: str, q: TemporalQuery, ctx: CompiledContext) -> TemporalAnswer:
         await self._require_tenant(tenant)
-        await self.materialiser.catch_up()
-        entity = await self.store.get(tenant, entity_id)
+        # The catch-up (usually one look at the history's sequence) and the entity read are independent round
+        # trips: run them side by side so a read waits for one, not two.
+        _, entity = await asyncio.gather(self.materialiser.catch_up(), self.store.get(tenant, entity_id))
         if entity is None and not await self.history.has_history(tenant, entity_id):
             raise ResourceNotFound(f"entity {entity_id} not found")
         if entity is None:
@@ -220,8 +221,8 @@ class TemporalService:
     async def query(self, tenant: str, entity_filter: EntityFilter, q: TemporalQuery,
                     ctx: CompiledContext) -> TemporalAnswer:
         await self._require_tenant(tenant)
-        await self.materialiser.catch_up()
-        entities, count = await self.store.query(tenant, entity_filter)
+        _, (entities, count) = await asyncio.gather(self.materialiser.catch_up(),
+                                                    self.store.query(tenant, entity_filter))
         selected = [(e, q.attrs or [iri for iri, _ in attributes(e)]) for e in entities]
         answer = await self._answer(tenant, selected, q, ctx)
         answer.count = count
