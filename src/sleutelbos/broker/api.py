@@ -14,10 +14,12 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import urlencode
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -36,7 +38,7 @@ from sleutelbos.broker.errors import (
     TooManyResults,
     UnsupportedMediaType,
 )
-from sleutelbos.broker.representation import render
+from sleutelbos.broker.representation import RenderShape, render_shape
 from sleutelbos.broker.service import BatchResult, BrokerService, UpdateResult
 from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter
 from sleutelbos.broker.validation import (
@@ -179,6 +181,15 @@ class BrokerApi:
             headers["Link"] = link_header_for(rc.context_url or _core_url())
         return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
 
+    def _respond_bytes(self, rc: RequestContext, body: bytes, status: int = 200,
+                       headers: dict[str, str] | None = None) -> Response:
+        """As :meth:`_respond` for a body already serialized (with the ``@context`` inside for JSON-LD, which a
+        :class:`RenderShape` puts there)."""
+        headers = dict(headers or {})
+        if rc.accept != JSONLD:
+            headers["Link"] = link_header_for(rc.context_url or _core_url())
+        return Response(body, status_code=status, media_type=rc.accept, headers=headers)
+
     def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
         """One route per path for every method, so that a wrong method is a 405 ProblemDetails, not plain text."""
 
@@ -249,9 +260,9 @@ class BrokerApi:
         rc = await self._context(request)
         entity_id = _entity_id(request)
         options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "simplified"})
-        entity = await self.service.get(rc.tenant, entity_id)
-        projection = _projection(params, rc.ctx)
-        return self._respond(rc, self._render(entity, rc, params, options, projection))
+        document = await self.service.get_document(rc.tenant, entity_id)
+        shape = self._shape(rc, params, options, _projection(params, rc.ctx))
+        return self._respond_bytes(rc, shape.render_document(document))
 
     async def entity_put(self, request: Request) -> Response:
         _params(request, set())
@@ -425,27 +436,28 @@ class BrokerApi:
             raise TooManyResults(f"limit {entity_filter.limit} is over the maximum of {MAX_LIMIT}")
         if entity_filter.limit == 0 and not entity_filter.count:
             raise BadRequestData("limit=0 is only allowed together with count=true")
-        entities, count = await self.service.query(rc.tenant, entity_filter)
-        projection = _projection(params, rc.ctx)
-        data = [self._render(e, rc, params, options, projection) for e in entities]
+        documents, count = await self.service.query_documents(rc.tenant, entity_filter)
+        shape = self._shape(rc, params, options, _projection(params, rc.ctx))
+        # orjson writes a list as "[" + its items joined by "," + "]": the same bytes as dumping the rendered list
+        body = b"[" + b",".join([shape.render_document(d) for d in documents]) + b"]"
         headers: dict[str, str] = {}
         if count is not None:
             headers["NGSILD-Results-Count"] = str(count)
         links = []
         limit, offset = entity_filter.limit, entity_filter.offset
-        if len(entities) == limit and limit > 0 and (count is None or offset + limit < count):
+        if len(documents) == limit and limit > 0 and (count is None or offset + limit < count):
             links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
         if offset > 0 and limit > 0:
             links.append(f'<{_page_url(request, max(0, offset - limit), limit)}>; rel="prev"')
-        response = self._respond(rc, data, headers=headers)
+        response = self._respond_bytes(rc, body, headers=headers)
         if links:
             existing = response.headers.get("Link")
             response.headers["Link"] = ", ".join([*([existing] if existing else []), *links])
         return response
 
-    def _render(self, entity: Entity, rc: RequestContext, params: dict[str, str], options: set[str],
-                projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> dict[str, Any]:
-
+    def _shape(self, rc: RequestContext, params: dict[str, str], options: set[str],
+               projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> RenderShape:
+        """How this request wants entities rendered (form, sysAttrs, projections, lang, datasetId, @context)."""
         fmt = params.get("format")
         if "keyValues" in options or "simplified" in options or fmt in ("keyValues", "simplified"):
             form = "keyValues"
@@ -455,8 +467,12 @@ class BrokerApi:
             form = "normalized"
         datasets = params.get("datasetId")
         pick, omit, attrs = projection
-        return render(entity, rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit,
-                      attrs=attrs, lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None)
+        body_context = None
+        if rc.accept == JSONLD:
+            body_context = rc.ctx.context if rc.ctx.context is not None else _core_url()
+        return render_shape(rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit, attrs=attrs,
+                            lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None,
+                            body_context=body_context)
 
     # --- batch ----------------------------------------------------------------------------------------------
     async def _batch_input(self, request: Request, allowed_options: set[str]) -> tuple[RequestContext, Any, set[str]]:
@@ -745,10 +761,17 @@ def _placeholder(kind: Any) -> Any:
 
 
 def _page_url(request: Request, offset: int, limit: int) -> str:
-    params = dict(request.query_params)
+    return _page_url_for(request.url.path, request.scope.get("query_string", b""), offset, limit)
+
+
+@lru_cache(maxsize=1024)
+def _page_url_for(path: str, query_string: bytes, offset: int, limit: int) -> str:
+    """The next/previous page's URL (the same query with ``offset``/``limit`` replaced), memoised: a client paging
+    or polling repeats the same query string, and urlencode costs tens of microseconds."""
+    params = dict(QueryParams(query_string))
     params["offset"] = str(offset)
     params["limit"] = str(limit)
-    return f"{request.url.path}?{urlencode(params)}"
+    return f"{path}?{urlencode(params)}"
 
 
 def _split(raw: str | None) -> list[str]:
