@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -85,6 +85,12 @@ def _accept(request: Request) -> str:
     header = request.headers.get("accept")
     if not header:
         return JSON
+    return _negotiate(header)
+
+
+@lru_cache(maxsize=256)
+def _negotiate(header: str) -> str:
+    """The media type for an ``Accept`` header (memoised: clients send the same few headers again and again)."""
     best: tuple[float, str] | None = None
     for part in header.split(","):
         fields = [f.strip() for f in part.split(";")]
@@ -115,6 +121,9 @@ class BrokerApi:
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
         self.contexts = service.contexts
+        #: route path (under BASE) → its endpoint, filled by :meth:`routes`; ``readpath.BrokerReadPath`` calls the
+        #: read endpoints from here without Starlette's router
+        self.endpoints: dict[str, Handler] = {}
 
     # --- plumbing ------------------------------------------------------------------------------------------
     async def _context(self, request: Request, body_context: Any = None, from_body: bool = False) -> RequestContext:
@@ -209,6 +218,7 @@ class BrokerApi:
                 log.exception("unhandled error in %s %s", request.method, path)
                 return problem_response(InternalError(f"internal error: {type(exc).__name__}"))
 
+        self.endpoints[path] = endpoint
         return Route(BASE + path, endpoint, methods=list(_ALL_METHODS))
 
     # --- routes ---------------------------------------------------------------------------------------------
@@ -688,7 +698,7 @@ async def _read_json(request: Request, limit: int) -> Any:
 def _params(request: Request, allowed: set[str]) -> dict[str, str]:
     """Query parameters, each at most once; an unknown one is rejected (clause 6.3.2 leaves no room for guesses)."""
     out: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in _query_items(request.scope.get("query_string", b"")):
         if key not in allowed:
             names = ", ".join(sorted(allowed)) or "none"
             raise BadRequestData(f"unknown query parameter {key!r}; allowed here: {names}")
@@ -696,6 +706,13 @@ def _params(request: Request, allowed: set[str]) -> dict[str, str]:
             raise BadRequestData(f"query parameter {key!r} given more than once")
         out[key] = value
     return out
+
+
+@lru_cache(maxsize=1024)
+def _query_items(query_string: bytes) -> tuple[tuple[str, str], ...]:
+    """The query string's (name, value) pairs in order, parsed as Starlette's ``request.query_params`` parses them
+    (latin-1, ``parse_qsl`` keeping blank values), memoised: polling clients repeat the same query strings."""
+    return tuple((str(k), str(v)) for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
 
 
 def _options(params: dict[str, str], allowed: set[str]) -> set[str]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from sleutelbos.broker.api import BrokerApi
 from sleutelbos.broker.context import ContextStore
 from sleutelbos.broker.notify_and_remember import NotifyAndRemember
+from sleutelbos.broker.readpath import BrokerReadPath
 from sleutelbos.broker.service import BrokerService
 from sleutelbos.broker.store import open_store
 
@@ -32,6 +34,13 @@ class BrokerComponent:
     def routes(self) -> list[BaseRoute]:
         extra = self.notify_and_remember.routes() if self.notify_and_remember else []
         return [*extra, *self.api.routes()]  # before the core's catch-all 404 route
+
+    def middleware(self) -> list[Middleware]:
+        """The read path ahead of Starlette's router (``readpath.BrokerReadPath``); after :meth:`routes`."""
+        if not self.api.endpoints:
+            self.api.routes()
+        return [Middleware(BrokerReadPath, entities=self.api.endpoints["/entities"],
+                           entity=self.api.endpoints["/entities/{entityId:path}"])]
 
     async def start(self) -> None:
         await self.service.start()
