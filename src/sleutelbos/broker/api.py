@@ -40,7 +40,7 @@ from sleutelbos.broker.errors import (
 )
 from sleutelbos.broker.representation import RenderShape, render_shape
 from sleutelbos.broker.service import BatchResult, BrokerService, UpdateResult
-from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter
+from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter, SqlCondition
 from sleutelbos.broker.validation import (
     check_entity_id,
     check_name,
@@ -821,9 +821,7 @@ def _checked(name: str) -> str:
 def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> EntityFilter:
     f = EntityFilter()
     if params.get("type"):
-        from sleutelbos.broker.query.typeselection import parse_type_selection
-
-        f.type_groups = parse_type_selection(params["type"], ctx)
+        f.type_groups = [list(group) for group in _type_groups(params["type"], ctx)]
     if params.get("id"):
         f.ids = [check_entity_id(i) for i in _split(params["id"])]
     if params.get("idPattern"):
@@ -845,13 +843,29 @@ def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> Entit
     return f
 
 
+@lru_cache(maxsize=1024)
+def _type_groups(text: str, ctx: CompiledContext) -> tuple[tuple[str, ...], ...]:
+    """``type`` parsed (memoised per text and compiled context, which is immutable; errors are not cached)."""
+    from sleutelbos.broker.query.typeselection import parse_type_selection
+
+    return tuple(tuple(group) for group in parse_type_selection(text, ctx))
+
+
 def _add_q(f: EntityFilter, q: str, ctx: CompiledContext, dialect: str) -> None:
     """Parse ``q`` and translate it to SQL over ``e.doc`` (query package), so that the database filters and pages."""
+    sql, params = _q_condition(q, ctx, dialect)
+    f.sql.append(SqlCondition(sql, list(params)))
+
+
+@lru_cache(maxsize=1024)
+def _q_condition(q: str, ctx: CompiledContext, dialect: str) -> tuple[str, tuple[Any, ...]]:
+    """``q`` as SQL (memoised per query string and compiled context: the parse and the translation are pure, and
+    this skips hashing the AST for the translation cache on every request)."""
     from sleutelbos.broker.query.parser import parse_query
     from sleutelbos.broker.query.sql import SqlTarget, translate
 
-    node = parse_query(q, ctx)
-    f.sql.append(translate(node, SqlTarget(dialect)))  # type: ignore[arg-type]
+    condition = translate(parse_query(q, ctx), SqlTarget(dialect))  # type: ignore[arg-type]
+    return condition.sql, tuple(condition.params)
 
 
 def _add_geo(f: EntityFilter, params: dict[str, str], ctx: CompiledContext) -> None:

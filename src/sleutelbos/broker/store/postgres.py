@@ -318,8 +318,10 @@ class PostgresEntityStore(EntityStore):
             p = _Params()
             where = where_postgres(tenant, f, p, extra)
             answers = self._answers(tenant, f, probe, p, where)
+            # LIMIT/OFFSET as literals (validated ints): with parameters there, PostgreSQL cannot cost a generic plan
+            # (it assumes a large fraction of the rows) and re-plans every execution — ~0.4 ms of server CPU each
             rows = await conn.fetch(f"SELECT e.doc::text, {answers} FROM broker_entities e WHERE {where}"  # noqa: S608
-                                    f" ORDER BY e.id LIMIT {p(f.limit)} OFFSET {p(f.offset)}", *p.values)
+                                    f" ORDER BY e.id LIMIT {int(f.limit)} OFFSET {int(f.offset)}", *p.values)
         if rows:
             return [r[0] for r in rows], rows[0][2], bool(rows[0][1])
         if not probe and not f.count:
