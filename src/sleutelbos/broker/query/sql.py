@@ -262,12 +262,13 @@ class _Builder:
         """``CASE`` that answers a top-level term from the document's own paths when the attribute has the common
         shape, and falls back to ``general()`` (the document scan, the full semantics) for every other shape.
 
-        The common shape: the attribute is absent (no instance: no term matches), or it holds exactly one instance
-        whose ``type`` is one of ``kinds`` and whose value member (``value``, or ``object`` for a Relationship) is
-        a JSON scalar. Then the instance's target elements are that one scalar (see ``evaluate.target_elements``)
-        and ``test(kind, type_sql, atom_sql, json_sql)`` decides on it directly — one ``json_extract`` per path in
-        SQLite (the parse of the document is cached per row), ``->`` operators on the jsonb in PostgreSQL — instead
-        of ``json_each``/``jsonb_path_query`` over instances and elements, which costs several times as much per row.
+        The common shape: the attribute holds exactly one instance whose ``type`` is one of ``kinds`` and whose value
+        member (``value``, or ``object`` for a Relationship) is a JSON scalar (PostgreSQL also answers an absent
+        attribute directly: no instance, no match). Then the instance's target elements are that one scalar (see
+        ``evaluate.target_elements``) and ``test(kind, type_sql, atom_sql, json_sql)`` decides on it directly —
+        ``json_extract``/``json_type`` of fixed paths in SQLite (the document's parse is cached per row), ``->``
+        operators on the jsonb in PostgreSQL — instead of ``json_each``/``jsonb_path_query`` over instances and
+        elements, which costs several times as much per row.
         A test may be NULL (e.g. ``ngsild_temporal_key`` of a string that is no date); it is read as false, as the
         scan's ``EXISTS`` does.
         """
@@ -283,11 +284,10 @@ class _Builder:
             whens.append(f"WHEN {attr} IS NULL THEN false")
             for kind in kinds:
                 member = VALUE_MEMBER[kind]
-                first = f"({doc} -> {self.p(iri)} -> 0)"
-                second = f"({doc} -> {self.p(iri)} -> 1)"
-                value = f"({doc} -> {self.p(iri)} -> 0 -> '{member}')"
-                shape = (f"{second} IS NULL AND ({first} ->> 'type') = '{kind}' "
-                         f"AND jsonb_typeof({value}) NOT IN ('object', 'array')")
+                # written in text order: each placeholder is appended as it is written
+                shape = (f"({doc} -> {self.p(iri)} -> 1) IS NULL AND ({doc} -> {self.p(iri)} -> 0 ->> 'type') = "
+                         f"'{kind}' AND jsonb_typeof({doc} -> {self.p(iri)} -> 0 -> '{member}') "
+                         f"NOT IN ('object', 'array')")
                 js = _Bound(self, f"({doc} -> {{}} -> 0 -> '{member}')", iri)
                 atom = _Bound(self, f"({doc} -> {{}} -> 0 ->> '{member}')", iri)
                 ty = _Bound(self, f"jsonb_typeof({doc} -> {{}} -> 0 -> '{member}')", iri)

@@ -228,7 +228,7 @@ class PostgresEntityStore(EntityStore):
         self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
         async with self._pool.acquire() as conn:
             await migrate_postgres(conn, "broker", MIGRATIONS)
-        # The read path's own pool (docs/decisions/0552): its connections only ever run single autocommit SELECTs,
+        # The read path's own pool (docs/decisions/0554): its connections only ever run single autocommit SELECTs,
         # which leave no session state, so they skip asyncpg's reset query on release (RESET ALL, UNLISTEN *, ...:
         # a round trip per request); JIT is off because the q scan's cost estimates would otherwise trigger
         # compilation (~100 ms+) on count=true queries, for plans that run in a millisecond.
