@@ -6,8 +6,9 @@ Prints, each measured in this run (medians of --repeats rounds; the machine is s
 2. ``matches()`` (compiled predicate) per second over meter entities, and a hand-written Python predicate for the same
    query — the reference — with their ratio;
 3. on real SQLite with N meter entities in the store's shape: selective ``serialNumber=="..."`` and range
-   ``batteryLevel>...`` queries (LIMIT 20) per second with p50/p99 — through the attribute value index and through
-   the document scan — against the reference of the same lookup on a plain indexed column.
+   ``batteryLevel>...`` queries (LIMIT 20) per second with p50/p99 — through the attribute value index, the stores'
+   default SQL (direct extraction with the document scan as fallback, decision 0552) and the document scan alone —
+   against the reference of the same lookup on a plain indexed column.
 
 Run from the worktree root: ``PYTHONPATH=src python benchmarks/broker_query.py`` (defaults finish in about a minute;
 ``--entities 100000`` for the issue's size).
@@ -186,13 +187,16 @@ def main() -> None:
          lambda i: ("e.battery > ?", [0.99]), args.lookups // 4, 20),
     ]
     indexed = SqlTarget("sqlite", value_index=VALUE_INDEX_TABLE)
-    scan = SqlTarget("sqlite")
+    direct = SqlTarget("sqlite")  # the stores' default: direct extraction, the scan as fallback (decision 0552)
+    scan = SqlTarget("sqlite", direct=False)
     for label, template, value, plain, n, n_scan in cases:
         ref = timed(plain, n)
         idx = timed(via(indexed, template, value), n)
+        dir_ = timed(via(direct, template, value), n_scan)
         doc = timed(via(scan, template, value), n_scan)
         print(f"  {label}")
-        for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx), ("doc scan", doc)):
+        for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx), ("direct (default)", dir_),
+                                      ("doc scan only", doc)):
             print(f"    {name:20s} {qps:9,.0f} q/s  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ratio {qps / ref[0]:5.2f}")
 
 
@@ -259,9 +263,11 @@ async def postgres(args: argparse.Namespace, ctx: Any) -> None:
         for label, template, value, plain, count, count_scan in cases:
             ref = await timed(plain, count)
             idx = await timed(via(SqlTarget("postgresql", value_index=VALUE_INDEX_TABLE), template, value), count)
-            doc = await timed(via(SqlTarget("postgresql"), template, value), count_scan)
+            dir_ = await timed(via(SqlTarget("postgresql"), template, value), count_scan)
+            doc = await timed(via(SqlTarget("postgresql", direct=False), template, value), count_scan)
             print(f"  {label}")
-            for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx), ("doc scan", doc)):
+            for name, (qps, p50, p99) in (("plain column (ref)", ref), ("value index", idx),
+                                          ("direct (default)", dir_), ("doc scan only", doc)):
                 print(f"    {name:20s} {qps:9,.0f} q/s  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ratio {qps / ref[0]:5.2f}")
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -15,7 +15,8 @@ What it does, per store, in one run:
    ``observedAt`` and ``unitCode``; a first pass creates the entities, the measured passes update them (new values and
    timestamps — entity *updates*, history instances included);
 3. single updates: ``PATCH /entities/{id}/attrs`` of one property on random meters;
-4. queries: ``GET /entities?type=Device&q=activePowerImport>2.5&limit=20`` with the entities stored, p50/p99;
+4. queries: ``GET /entities?type=Device&q=activePowerImport>2.5&limit=20`` with the entities stored, p50/p99; then
+   single-entity ``GET /entities/{id}`` of random meters (Orion-LD's reference: 7,700/s);
 5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
    database with ``executemany`` in batches of 1,000 (one transaction each) — the ratio is ours / that.
 
@@ -260,6 +261,15 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
         results["query_per_s"] = args.queries / (time.perf_counter() - t0)
         results["query_p50_ms"] = pct(lat, 50) * 1000
         results["query_p99_ms"] = pct(lat, 99) * 1000
+
+        gets = [http_request("GET", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{rnd.randrange(n):07d}")
+                for _ in range(args.queries)]
+        await run_requests(port, gets[:50], 4, {200})  # warm-up
+        t0 = time.perf_counter()
+        lat = await run_requests(port, gets, args.concurrency, {200})
+        results["single_get_per_s"] = len(gets) / (time.perf_counter() - t0)
+        results["single_get_p50_ms"] = pct(lat, 50) * 1000
+        results["single_get_p99_ms"] = pct(lat, 99) * 1000
     finally:
         stop_server(proc)
 

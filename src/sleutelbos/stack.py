@@ -113,7 +113,10 @@ def build_app(ctx: StackContext, expose: tuple[str, ...] = COMPONENTS) -> Starle
                 except Exception:
                     log.exception("component failed to stop cleanly", extra={"component": component.name})
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # a component may put ASGI middleware ahead of the router for its hottest paths (the broker's reads)
+    middleware = [m for component in components if component.name in expose
+                  for m in getattr(component, "middleware", list)()]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.context = ctx
     app.state.components = {c.name: c for c in components}
     return app

@@ -112,6 +112,13 @@ async def test_query_types_ids_patterns_attrs(broker: Broker) -> None:
     assert await ids_of(broker, attrs="other") == ["urn:ngsi-ld:Device:multi"]
     r = await broker.client.get(f"{BASE}/entities", params={"type": "Device", "attrs": "power", "limit": 1})
     assert set(r.json()[0]) == {"id", "type", "power"}
+    # counts and empty pages on a type some entity has as a further type (the stores' second, wider statement)
+    for params, count, ids in (({"type": "Meter", "count": "true"}, "1", ["urn:ngsi-ld:Device:multi"]),
+                               ({"type": "Meter", "count": "true", "limit": 0}, "1", []),
+                               ({"type": "Device", "count": "true", "limit": 1}, "3", ["urn:ngsi-ld:Device:m001"]),
+                               ({"type": "Meter", "count": "true", "offset": 5}, "1", [])):
+        r = await broker.client.get(f"{BASE}/entities", params=params)
+        assert r.headers["NGSILD-Results-Count"] == count and [e["id"] for e in r.json()] == ids, params
 
 
 async def test_query_q_and_geo(broker: Broker) -> None:

@@ -1,7 +1,8 @@
 """SQL translation of q on REAL SQLite and REAL PostgreSQL selects exactly what the Python evaluator accepts.
 
-Each query runs three ways on a table of the store's shape (``broker_entities.doc`` = expanded entity): the Python
-reference (``compile_predicate``), the document-scan SQL, and the SQL that uses the attribute value index. Fixed
+Each query runs four ways on a table of the store's shape (``broker_entities.doc`` = expanded entity): the Python
+reference (``compile_predicate``), the document-scan SQL alone (``direct=False``), the default SQL (direct extraction
+for the common shape, the scan otherwise) and the SQL that uses the attribute value index. Fixed
 queries cover every rule; hypothesis then generates queries (and, on SQLite, entities) to look for disagreements.
 """
 
@@ -30,6 +31,11 @@ from tests.broker.query_corpus import (
 )
 
 CTX = ContextStore().core
+
+#: The SQL variants every query must agree on: document scan only, direct extraction + scan (the stores' default),
+#: value index.
+VARIANTS: list[dict[str, Any]] = [{"direct": False}, {}, {"value_index": VALUE_INDEX_TABLE}]
+VARIANT_IDS = ["scan", "direct", "index"]
 
 QUERIES = [
     "temperature", "!temperature", "address", "temperature==20", "temperature==30", "temperature!=20",
@@ -68,10 +74,10 @@ def sqlite_corpus():
     conn.close()
 
 
-@pytest.mark.parametrize("value_index", [None, VALUE_INDEX_TABLE], ids=["scan", "index"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("text", QUERIES)
-def test_sqlite_agrees_with_python(sqlite_corpus, text, value_index):
-    condition = translate(parse_query(text, CTX), SqlTarget("sqlite", value_index=value_index))
+def test_sqlite_agrees_with_python(sqlite_corpus, text, variant):
+    condition = translate(parse_query(text, CTX), SqlTarget("sqlite", **variant))
     assert sqlite_select(sqlite_corpus, condition.sql, condition.params) == python_ids(text, CORPUS)
 
 
@@ -91,6 +97,19 @@ def test_text_prefilter_only_for_plain_ascii_strings():
     for text in ('brandName=="Zoë"', 'brandName=="a\\"b"', "speed==40", 'brandName!="Volvo"'):
         assert "instr(" not in translate(parse_query(text, CTX), SqlTarget("sqlite")).sql, text
     assert "instr(" not in translate(parse_query('brandName=="Volvo"', CTX), SqlTarget("postgresql")).sql
+
+
+def test_common_shape_is_answered_by_direct_extraction():
+    """A top-level term gets the direct-extraction CASE first, with the scan as its fallback; dotted and compound
+    paths (and the scan-only variant) go to the scan at once."""
+    for text in ("temperature>15", 'brandName=="Volvo"', "isParked==urn:p:1", "brandName~=^M", "temperature"):
+        for dialect in ("sqlite", "postgresql"):
+            sql = translate(parse_query(text, CTX), SqlTarget(dialect)).sql  # type: ignore[arg-type]
+            assert "(CASE WHEN" in sql and ("json_each" in sql or "jsonb_path_query" in sql), (text, dialect)
+            scan = translate(parse_query(text, CTX), SqlTarget(dialect, direct=False)).sql  # type: ignore[arg-type]
+            assert not scan.lstrip("(").startswith("CASE WHEN"), (text, dialect)
+    for text in ("temperature.observedAt>2017-01-01T00:00:00Z", "address[city]==Berlin", "sensor.rawdata"):
+        assert "(CASE WHEN json_extract(e.doc" not in translate(parse_query(text, CTX), SqlTarget("sqlite")).sql
 
 
 def test_value_index_is_used_for_equality_and_ranges(sqlite_corpus):
@@ -125,11 +144,11 @@ def test_postgres_agrees_with_python(pg_corpus):
     failures = []
     for text in QUERIES:
         expected = python_ids(text, CORPUS)
-        for value_index in (None, VALUE_INDEX_TABLE):
-            condition = translate(parse_query(text, CTX), SqlTarget("postgresql", value_index=value_index))
+        for variant in VARIANTS:
+            condition = translate(parse_query(text, CTX), SqlTarget("postgresql", **variant))
             got = loop.run_until_complete(pg_select(conn, condition.sql, condition.params))
             if got != expected:
-                failures.append((text, value_index, sorted(expected), sorted(got)))
+                failures.append((text, variant, sorted(expected), sorted(got)))
     assert failures == []
 
 
@@ -191,9 +210,9 @@ def queries(draw, depth=0):
 def test_generated_queries_agree_on_sqlite(text):
     conn = sqlite_table(CORPUS)
     expected = python_ids(text, CORPUS)
-    for value_index in (None, VALUE_INDEX_TABLE):
-        condition = translate(parse_query(text, CTX), SqlTarget("sqlite", value_index=value_index))
-        assert sqlite_select(conn, condition.sql, condition.params) == expected, (text, value_index)
+    for variant in VARIANTS:
+        condition = translate(parse_query(text, CTX), SqlTarget("sqlite", **variant))
+        assert sqlite_select(conn, condition.sql, condition.params) == expected, (text, variant)
 
 
 @pytest.mark.postgres
@@ -202,8 +221,8 @@ def test_generated_queries_agree_on_sqlite(text):
 def test_generated_queries_agree_on_postgres(pg_corpus, text):
     loop, conn = pg_corpus
     expected = python_ids(text, CORPUS)
-    for value_index in (None, VALUE_INDEX_TABLE):
-        condition = translate(parse_query(text, CTX), SqlTarget("postgresql", value_index=value_index))
+    for variant in VARIANTS:
+        condition = translate(parse_query(text, CTX), SqlTarget("postgresql", **variant))
         assert loop.run_until_complete(pg_select(conn, condition.sql, condition.params)) == expected
 
 
@@ -257,6 +276,9 @@ GENERATED_QUERIES = [
     "temperature.observedAt==2017-12-31T23:00:00.500Z", 'brandName~="^r"', 'brandName!~="^r"', 'color=="red"',
     'name=="red"', 'name[en]=="red"', 'name[fr]!="rouge"', "gender==Male", "gender!=Male", "temperature",
     "temperature[city]", "color;name|gender", "!brandName",
+    # the direct extraction's NULL cases (a string that is no date under != / !~=) and its other tests
+    "temperature!=2017-12-24T12:00:00Z", "temperature!=12:00", "temperature!=-10..10", "temperature!=urn:p:1",
+    'temperature~="^r"', 'temperature!~="e"', "temperature==20,red,true", "brandName==urn:p:1", "!temperature",
 ]
 
 
@@ -266,9 +288,9 @@ def test_generated_entities_agree_on_sqlite(generated):
     conn = sqlite_table(generated)
     for text in GENERATED_QUERIES:
         expected = python_ids(text, generated)
-        for value_index in (None, VALUE_INDEX_TABLE):
-            condition = translate(parse_query(text, CTX), SqlTarget("sqlite", value_index=value_index))
-            assert sqlite_select(conn, condition.sql, condition.params) == expected, (text, value_index, generated)
+        for variant in VARIANTS:
+            condition = translate(parse_query(text, CTX), SqlTarget("sqlite", **variant))
+            assert sqlite_select(conn, condition.sql, condition.params) == expected, (text, variant, generated)
 
 
 @pytest.mark.postgres
@@ -280,17 +302,17 @@ def test_generated_entities_agree_on_postgres(pg_corpus, generated):
     loop.run_until_complete(pg_insert(conn, generated))
     for text in GENERATED_QUERIES:
         expected = python_ids(text, generated)
-        for value_index in (None, VALUE_INDEX_TABLE):
-            condition = translate(parse_query(text, CTX), SqlTarget("postgresql", value_index=value_index))
+        for variant in VARIANTS:
+            condition = translate(parse_query(text, CTX), SqlTarget("postgresql", **variant))
             got = loop.run_until_complete(pg_select(conn, condition.sql, condition.params))
-            assert got == expected, (text, value_index, generated)
+            assert got == expected, (text, variant, generated)
 
 
 def test_placeholder_count_matches_parameters_in_both_dialects():
     for text in QUERIES:
         node = parse_query(text, CTX)
-        for value_index in (None, VALUE_INDEX_TABLE):
-            lite = translate(node, SqlTarget("sqlite", value_index=value_index))
+        for variant in VARIANTS:
+            lite = translate(node, SqlTarget("sqlite", **variant))
             assert len(re.findall(r"\?", lite.sql)) == len(lite.params), text
-            pg = translate(node, SqlTarget("postgresql", value_index=value_index))
+            pg = translate(node, SqlTarget("postgresql", **variant))
             assert pg.sql.count("{}") == len(pg.params), text

@@ -14,10 +14,12 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -37,9 +39,9 @@ from sleutelbos.broker.errors import (
     TooManyResults,
     UnsupportedMediaType,
 )
-from sleutelbos.broker.representation import render
+from sleutelbos.broker.representation import RenderShape, render_shape
 from sleutelbos.broker.service import BatchResult, BrokerService, UpdateResult
-from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter
+from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter, SqlCondition
 from sleutelbos.broker.validation import (
     check_entity_id,
     check_name,
@@ -84,6 +86,12 @@ def _accept(request: Request) -> str:
     header = request.headers.get("accept")
     if not header:
         return JSON
+    return _negotiate(header)
+
+
+@lru_cache(maxsize=256)
+def _negotiate(header: str) -> str:
+    """The media type for an ``Accept`` header (memoised: clients send the same few headers again and again)."""
     best: tuple[float, str] | None = None
     for part in header.split(","):
         fields = [f.strip() for f in part.split(";")]
@@ -114,6 +122,9 @@ class BrokerApi:
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
         self.contexts = service.contexts
+        #: route path (under BASE) → its endpoint, filled by :meth:`routes`; ``readpath.BrokerReadPath`` calls the
+        #: read endpoints from here without Starlette's router
+        self.endpoints: dict[str, Handler] = {}
 
     # --- plumbing ------------------------------------------------------------------------------------------
     async def _context(self, request: Request, body_context: Any = None, from_body: bool = False) -> RequestContext:
@@ -180,6 +191,15 @@ class BrokerApi:
             headers["Link"] = link_header_for(rc.context_url or _core_url())
         return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
 
+    def _respond_bytes(self, rc: RequestContext, body: bytes, status: int = 200,
+                       headers: dict[str, str] | None = None) -> Response:
+        """As :meth:`_respond` for a body already serialized (with the ``@context`` inside for JSON-LD, which a
+        :class:`RenderShape` puts there)."""
+        headers = dict(headers or {})
+        if rc.accept != JSONLD:
+            headers["Link"] = link_header_for(rc.context_url or _core_url())
+        return Response(body, status_code=status, media_type=rc.accept, headers=headers)
+
     def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
         """One route per path for every method, so that a wrong method is a 405 ProblemDetails, not plain text.
 
@@ -202,6 +222,7 @@ class BrokerApi:
                 log.exception("unhandled error in %s %s", request.method, path)
                 return problem_response(InternalError(f"internal error: {type(exc).__name__}"))
 
+        self.endpoints[path] = endpoint
         return Route(BASE + path, LeanEndpoint(endpoint), methods=list(_ALL_METHODS))
 
     # --- routes ---------------------------------------------------------------------------------------------
@@ -257,9 +278,9 @@ class BrokerApi:
         rc = await self._context(request)
         entity_id = _entity_id(request)
         options = _options(params, {"keyValues", "concise", "normalized", "sysAttrs", "simplified"})
-        entity = await self.service.get(rc.tenant, entity_id)
-        projection = _projection(params, rc.ctx)
-        return self._respond(rc, self._render(entity, rc, params, options, projection))
+        document = await self.service.get_document(rc.tenant, entity_id)
+        shape = self._shape(rc, params, options, _projection(params, rc.ctx))
+        return self._respond_bytes(rc, shape.render_document(document))
 
     async def entity_put(self, request: Request) -> Response:
         _params(request, set())
@@ -433,27 +454,28 @@ class BrokerApi:
             raise TooManyResults(f"limit {entity_filter.limit} is over the maximum of {MAX_LIMIT}")
         if entity_filter.limit == 0 and not entity_filter.count:
             raise BadRequestData("limit=0 is only allowed together with count=true")
-        entities, count = await self.service.query(rc.tenant, entity_filter)
-        projection = _projection(params, rc.ctx)
-        data = [self._render(e, rc, params, options, projection) for e in entities]
+        documents, count = await self.service.query_documents(rc.tenant, entity_filter)
+        shape = self._shape(rc, params, options, _projection(params, rc.ctx))
+        # orjson writes a list as "[" + its items joined by "," + "]": the same bytes as dumping the rendered list
+        body = b"[" + b",".join([shape.render_document(d) for d in documents]) + b"]"
         headers: dict[str, str] = {}
         if count is not None:
             headers["NGSILD-Results-Count"] = str(count)
         links = []
         limit, offset = entity_filter.limit, entity_filter.offset
-        if len(entities) == limit and limit > 0 and (count is None or offset + limit < count):
+        if len(documents) == limit and limit > 0 and (count is None or offset + limit < count):
             links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
         if offset > 0 and limit > 0:
             links.append(f'<{_page_url(request, max(0, offset - limit), limit)}>; rel="prev"')
-        response = self._respond(rc, data, headers=headers)
+        response = self._respond_bytes(rc, body, headers=headers)
         if links:
             existing = response.headers.get("Link")
             response.headers["Link"] = ", ".join([*([existing] if existing else []), *links])
         return response
 
-    def _render(self, entity: Entity, rc: RequestContext, params: dict[str, str], options: set[str],
-                projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> dict[str, Any]:
-
+    def _shape(self, rc: RequestContext, params: dict[str, str], options: set[str],
+               projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> RenderShape:
+        """How this request wants entities rendered (form, sysAttrs, projections, lang, datasetId, @context)."""
         fmt = params.get("format")
         if "keyValues" in options or "simplified" in options or fmt in ("keyValues", "simplified"):
             form = "keyValues"
@@ -463,8 +485,12 @@ class BrokerApi:
             form = "normalized"
         datasets = params.get("datasetId")
         pick, omit, attrs = projection
-        return render(entity, rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit,
-                      attrs=attrs, lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None)
+        body_context = None
+        if rc.accept == JSONLD:
+            body_context = rc.ctx.context if rc.ctx.context is not None else _core_url()
+        return render_shape(rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit, attrs=attrs,
+                            lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None,
+                            body_context=body_context)
 
     # --- batch ----------------------------------------------------------------------------------------------
     async def _batch_input(self, request: Request, allowed_options: set[str]) -> tuple[RequestContext, Any, set[str]]:
@@ -680,7 +706,7 @@ async def _read_json(request: Request, limit: int) -> Any:
 def _params(request: Request, allowed: set[str]) -> dict[str, str]:
     """Query parameters, each at most once; an unknown one is rejected (clause 6.3.2 leaves no room for guesses)."""
     out: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in _query_items(request.scope.get("query_string", b"")):
         if key not in allowed:
             names = ", ".join(sorted(allowed)) or "none"
             raise BadRequestData(f"unknown query parameter {key!r}; allowed here: {names}")
@@ -688,6 +714,13 @@ def _params(request: Request, allowed: set[str]) -> dict[str, str]:
             raise BadRequestData(f"query parameter {key!r} given more than once")
         out[key] = value
     return out
+
+
+@lru_cache(maxsize=1024)
+def _query_items(query_string: bytes) -> tuple[tuple[str, str], ...]:
+    """The query string's (name, value) pairs in order, parsed as Starlette's ``request.query_params`` parses them
+    (latin-1, ``parse_qsl`` keeping blank values), memoised: polling clients repeat the same query strings."""
+    return tuple((str(k), str(v)) for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
 
 
 def _options(params: dict[str, str], allowed: set[str]) -> set[str]:
@@ -753,10 +786,17 @@ def _placeholder(kind: Any) -> Any:
 
 
 def _page_url(request: Request, offset: int, limit: int) -> str:
-    params = dict(request.query_params)
+    return _page_url_for(request.url.path, request.scope.get("query_string", b""), offset, limit)
+
+
+@lru_cache(maxsize=1024)
+def _page_url_for(path: str, query_string: bytes, offset: int, limit: int) -> str:
+    """The next/previous page's URL (the same query with ``offset``/``limit`` replaced), memoised: a client paging
+    or polling repeats the same query string, and urlencode costs tens of microseconds."""
+    params = dict(QueryParams(query_string))
     params["offset"] = str(offset)
     params["limit"] = str(limit)
-    return f"{request.url.path}?{urlencode(params)}"
+    return f"{path}?{urlencode(params)}"
 
 
 def _split(raw: str | None) -> list[str]:
@@ -789,9 +829,7 @@ def _checked(name: str) -> str:
 def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> EntityFilter:
     f = EntityFilter()
     if params.get("type"):
-        from sleutelbos.broker.query.typeselection import parse_type_selection
-
-        f.type_groups = parse_type_selection(params["type"], ctx)
+        f.type_groups = [list(group) for group in _type_groups(params["type"], ctx)]
     if params.get("id"):
         f.ids = [check_entity_id(i) for i in _split(params["id"])]
     if params.get("idPattern"):
@@ -813,13 +851,29 @@ def _filter(params: dict[str, str], ctx: CompiledContext, dialect: str) -> Entit
     return f
 
 
+@lru_cache(maxsize=1024)
+def _type_groups(text: str, ctx: CompiledContext) -> tuple[tuple[str, ...], ...]:
+    """``type`` parsed (memoised per text and compiled context, which is immutable; errors are not cached)."""
+    from sleutelbos.broker.query.typeselection import parse_type_selection
+
+    return tuple(tuple(group) for group in parse_type_selection(text, ctx))
+
+
 def _add_q(f: EntityFilter, q: str, ctx: CompiledContext, dialect: str) -> None:
     """Parse ``q`` and translate it to SQL over ``e.doc`` (query package), so that the database filters and pages."""
+    sql, params = _q_condition(q, ctx, dialect)
+    f.sql.append(SqlCondition(sql, list(params)))
+
+
+@lru_cache(maxsize=1024)
+def _q_condition(q: str, ctx: CompiledContext, dialect: str) -> tuple[str, tuple[Any, ...]]:
+    """``q`` as SQL (memoised per query string and compiled context: the parse and the translation are pure, and
+    this skips hashing the AST for the translation cache on every request)."""
     from sleutelbos.broker.query.parser import parse_query
     from sleutelbos.broker.query.sql import SqlTarget, translate
 
-    node = parse_query(q, ctx)
-    f.sql.append(translate(node, SqlTarget(dialect)))  # type: ignore[arg-type]
+    condition = translate(parse_query(q, ctx), SqlTarget(dialect))  # type: ignore[arg-type]
+    return condition.sql, tuple(condition.params)
 
 
 def _add_geo(f: EntityFilter, params: dict[str, str], ctx: CompiledContext) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from sleutelbos.broker.api import BrokerApi
 from sleutelbos.broker.context import ContextStore
 from sleutelbos.broker.notify_and_remember import NotifyAndRemember
+from sleutelbos.broker.readpath import BrokerReadPath
 from sleutelbos.broker.service import BrokerService
 from sleutelbos.broker.store import open_store
 
@@ -58,6 +60,13 @@ class BrokerComponent:
         # the core's routes first (the hot write routes are matched without walking issue 3's), their paths do not
         # overlap; the core's catch-all 404 last
         return [*self.api.routes(), *extra, *self.api.fallback_routes()]
+
+    def middleware(self) -> list[Middleware]:
+        """The read path ahead of Starlette's router (``readpath.BrokerReadPath``); after :meth:`routes`."""
+        if not self.api.endpoints:
+            self.api.routes()
+        return [Middleware(BrokerReadPath, entities=self.api.endpoints["/entities"],
+                           entity=self.api.endpoints["/entities/{entityId:path}"])]
 
     async def start(self) -> None:
         await self.service.start()

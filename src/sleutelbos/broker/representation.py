@@ -32,7 +32,10 @@ linked-entity retrieval (4.5.23).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Final
+
+import orjson
 
 from sleutelbos.broker.context import CORE_CONTEXT_URL, CompiledContext
 from sleutelbos.broker.entity import INSTANCE_MEMBERS, VALUE_MEMBER, Entity
@@ -206,6 +209,83 @@ def render(entity: Entity, ctx: CompiledContext, *, form: str = "normalized", sy
             if instances:
                 out[ctx.compact_iri(key)] = renderer.attribute(instances)
     return out
+
+
+class RenderShape:
+    """One way of rendering entities — the caller's compiled @context plus every render option of a request — with a
+    cache of rendered entities keyed by their stored JSON text.
+
+    A request renders each entity of its page from the JSON text the store holds (``store.query_documents``). The
+    rendering is a pure function of that text and of this shape, so the bytes are cached per ``(text, shape)``:
+    repeated reads of entities that have not changed (dashboards, paging clients, monitoring) skip the JSON parse
+    and the compaction. Keying by the whole text, not by id and ``modifiedAt``, makes a stale hit impossible: an
+    entity that changed in any way has another text. Shapes are interned (:func:`render_shape`), so the cache key
+    hashes one string and compares the shape by identity.
+
+    ``body_context`` is the ``@context`` to put into each entity (``application/ld+json``), or None.
+    """
+
+    __slots__ = ("attrs", "body_context", "ctx", "dataset_id", "form", "lang", "omit", "pick", "sys_attrs")
+
+    def __init__(self, ctx: CompiledContext, form: str, sys_attrs: bool, pick: frozenset[str] | None,
+                 omit: frozenset[str] | None, attrs: frozenset[str] | None, lang: str | None,
+                 dataset_id: tuple[str, ...] | None, body_context: Any) -> None:
+        self.ctx = ctx
+        self.form = form
+        self.sys_attrs = sys_attrs
+        self.pick = pick
+        self.omit = omit
+        self.attrs = attrs
+        self.lang = lang
+        self.dataset_id = dataset_id
+        self.body_context = body_context
+
+    def render_entity(self, entity: Entity) -> dict[str, Any]:
+        data = render(entity, self.ctx, form=self.form, sys_attrs=self.sys_attrs,
+                      pick=set(self.pick) if self.pick is not None else None,
+                      omit=set(self.omit) if self.omit is not None else None, attrs=self.attrs, lang=self.lang,
+                      dataset_id=list(self.dataset_id) if self.dataset_id is not None else None)
+        if self.body_context is not None:
+            data = {**data, "@context": self.body_context}
+        return data
+
+    def render_document(self, document: str) -> bytes:
+        """The entity stored as ``document``, rendered and serialized (cached; see the class docstring)."""
+        return _render_document(document, self)
+
+
+#: Rendered entities kept (per text and shape). A normalized meter renders to ~0.5-1 KB and its key holds the ~1 KB
+#: stored text, so the bound is ~15-20 MB.
+RENDER_CACHE_SIZE: Final = 8192
+_SHAPES: dict[tuple[Any, ...], RenderShape] = {}
+_MAX_SHAPES: Final = 1024
+
+
+@lru_cache(maxsize=RENDER_CACHE_SIZE)
+def _render_document(document: str, shape: RenderShape) -> bytes:
+    return orjson.dumps(shape.render_entity(orjson.loads(document)))
+
+
+def render_shape(ctx: CompiledContext, *, form: str = "normalized", sys_attrs: bool = False,
+                 pick: Iterable[str] | None = None, omit: Iterable[str] | None = None,
+                 attrs: Iterable[str] | None = None, lang: str | None = None,
+                 dataset_id: Iterable[str] | None = None, body_context: Any = None) -> RenderShape:
+    """The interned :class:`RenderShape` for these options (same arguments as :func:`render`, plus the
+    ``@context`` to embed). The context is compared by identity: a compiled context is immutable."""
+    if form not in FORMS:
+        raise ValueError(f"unknown representation {form!r}")
+    frozen = (frozenset(pick) if pick is not None else None, frozenset(omit) if omit is not None else None,
+              frozenset(attrs) if attrs is not None else None)
+    datasets = tuple(dataset_id) if dataset_id is not None else None
+    body_key = orjson.dumps(body_context) if body_context is not None else None
+    key = (id(ctx), form, sys_attrs, *frozen, lang, datasets, body_key)
+    shape = _SHAPES.get(key)
+    if shape is None or shape.ctx is not ctx:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()  # old shapes stay valid keys of the render cache; they just stop being found
+        shape = RenderShape(ctx, form, sys_attrs, *frozen, lang, datasets, body_context)
+        _SHAPES[key] = shape
+    return shape
 
 
 def response_context(ctx: CompiledContext, media_type: str) -> tuple[Any | None, str | None]:

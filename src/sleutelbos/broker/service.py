@@ -163,6 +163,14 @@ class BrokerService:
             raise ResourceNotFound(f"entity {entity_id} not found")
         return entity
 
+    async def get_document(self, tenant: str, entity_id: str) -> str:
+        """As :meth:`get`, the stored JSON text (the API renders it through its cache, see ``api.RenderCache``)."""
+        await self.require_tenant(tenant)
+        doc = await self.store.get_document(tenant, entity_id)
+        if doc is None:
+            raise ResourceNotFound(f"entity {entity_id} not found")
+        return doc
+
     async def _load(self, tx: StoreTransaction, entity_id: str) -> Entity:
         found = await tx.fetch([entity_id])
         if entity_id not in found:
@@ -498,6 +506,11 @@ class BrokerService:
     async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
         await self.require_tenant(tenant)
         return await self.store.query(tenant, entity_filter)
+
+    async def query_documents(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[str], int | None]:
+        """As :meth:`query`, each entity as its stored JSON text."""
+        await self.require_tenant(tenant)
+        return await self.store.query_documents(tenant, entity_filter)
 
     async def type_summary(self, tenant: str, only: str | None = None) -> dict[str, dict[str, Any]]:
         """For discovery (5.7.5-5.7.8): per expanded type, its entity count and attributes with their kinds."""

@@ -29,11 +29,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Final
 from typing import Literal as TypingLiteral
 
-from sleutelbos.broker.entity import Entity, attributes
+from sleutelbos.broker.entity import VALUE_MEMBER, Entity, attributes
 from sleutelbos.broker.query.ast import And, AttributePath, Comparison, Exists, Node, Or, Pattern, Range
 from sleutelbos.broker.query.evaluate import RELATIONSHIP_TYPES, regex_search, target_elements
 from sleutelbos.broker.query.parser import UnsupportedQuery
@@ -121,6 +121,7 @@ END
 $fn$;
 """
 
+_SQLITE_SCALARS: Final = "('null', 'true', 'false', 'integer', 'real', 'text')"
 _KIND_TYPES_SQLITE: Final = {"number": "('integer','real')", "boolean": "('true','false')"}
 _ORDER_OPS: Final = frozenset({">", ">=", "<", "<="})
 _SQLITE_MEMBER_CASE: Final = (
@@ -207,6 +208,10 @@ class SqlTarget:
     doc: str = "e.doc"
     row_key: str = "(e.tenant, e.id)"
     value_index: str | None = None
+    #: Answer the common shape of a top-level term (one instance, a scalar value) by direct extraction, with the
+    #: document scan as the fallback for every other shape (see :meth:`_Builder.direct`). Off only in tests that
+    #: check the scan on its own.
+    direct: bool = True
 
 
 @dataclass
@@ -238,18 +243,116 @@ class _Builder:
             if indexed is not None:
                 return indexed
             prefilter = self.text_prefilter(node)
-            scan = self.scan(node.path, lambda i, t: self.comparison(node, i, t))
+            scan = self.direct_comparison(node) or self.scan(node.path, lambda i, t: self.comparison(node, i, t))
             return f"({prefilter} AND {scan})" if prefilter else scan
         if isinstance(node, Pattern):
-            return self.scan(node.path, lambda i, t: self.pattern(node, i, t))
+            return self.direct_pattern(node) or self.scan(node.path, lambda i, t: self.pattern(node, i, t))
         if isinstance(node, Exists):
             path = node.path
             if path.metadata is None and path.compound is None:
-                sql = self.scan(path, lambda i, t: "1=1")
+                sql = self.direct_exists(path) or self.scan(path, lambda i, t: "1=1")
             else:
                 sql = self.scan(path, lambda i, t: self.has_target(path, i))
             return f"NOT {sql}" if node.negated else sql
         raise TypeError(f"not a query node: {node!r}")
+
+    # --- direct extraction: the common shape without a scan ----------------------------------------------------
+    def direct(self, path: AttributePath, kinds: tuple[str, ...],
+               test: Callable[[str, str, str, str], str], general: Callable[[], str]) -> str | None:
+        """``CASE`` that answers a top-level term from the document's own paths when the attribute has the common
+        shape, and falls back to ``general()`` (the document scan, the full semantics) for every other shape.
+
+        The common shape: the attribute holds exactly one instance whose ``type`` is one of ``kinds`` and whose value
+        member (``value``, or ``object`` for a Relationship) is a JSON scalar (PostgreSQL also answers an absent
+        attribute directly: no instance, no match). Then the instance's target elements are that one scalar (see
+        ``evaluate.target_elements``) and ``test(kind, type_sql, atom_sql, json_sql)`` decides on it directly —
+        ``json_extract``/``json_type`` of fixed paths in SQLite (the document's parse is cached per row), ``->``
+        operators on the jsonb in PostgreSQL — instead of ``json_each``/``jsonb_path_query`` over instances and
+        elements, which costs several times as much per row.
+        A test may be NULL (e.g. ``ngsild_temporal_key`` of a string that is no date); it is read as false, as the
+        scan's ``EXISTS`` does.
+        """
+        if not self.target.direct or not path.is_top_level_value:
+            return None
+        iri = path.attribute
+        if '"' in iri or "\\" in iri:
+            return None  # the scan raises the proper error
+        doc = self.target.doc
+        whens: list[str] = []
+        if self.pg:
+            attr = f"({doc} -> {self.p(iri)})"
+            whens.append(f"WHEN {attr} IS NULL THEN false")
+            for kind in kinds:
+                member = VALUE_MEMBER[kind]
+                # written in text order: each placeholder is appended as it is written
+                shape = (f"({doc} -> {self.p(iri)} -> 1) IS NULL AND ({doc} -> {self.p(iri)} -> 0 ->> 'type') = "
+                         f"'{kind}' AND jsonb_typeof({doc} -> {self.p(iri)} -> 0 -> '{member}') "
+                         f"NOT IN ('object', 'array')")
+                js = _Bound(self, f"({doc} -> {{}} -> 0 -> '{member}')", iri)
+                atom = _Bound(self, f"({doc} -> {{}} -> 0 ->> '{member}')", iri)
+                ty = _Bound(self, f"jsonb_typeof({doc} -> {{}} -> 0 -> '{member}')", iri)
+                whens.append(f"WHEN {shape} THEN COALESCE({test(kind, ty, atom, js)}, false)")  # type: ignore[arg-type]
+        else:
+            # Every json_* call on the document costs a cached-parse lookup and a path walk, so the shape test is
+            # one two-path json_extract: '[null,"Property"]' = no second instance, the first one a Property. (A
+            # JSON null as second instance also reads as null; evaluate skips such non-object instances, so the
+            # direct answer is still right.) An absent attribute falls to the scan, which finds no instance.
+            base = "$." + json.dumps(iri)
+            for kind in kinds:
+                member = VALUE_MEMBER[kind]
+                value_path = f"{base}[0].{member}"
+                shape = (f"json_extract({doc}, {self.p(base + '[1]')}, {self.p(base + '[0].type')}) = "
+                         f"'[null,\"{kind}\"]' AND json_type({doc}, {self.p(value_path)}) IN {_SQLITE_SCALARS}")
+                ty = _Bound(self, f"json_type({doc}, ?)", value_path)
+                atom = _Bound(self, f"json_extract({doc}, ?)", value_path)
+                whens.append(f"WHEN {shape} THEN COALESCE({test(kind, ty, atom, atom)}, 0)")  # type: ignore[arg-type]
+        return f"(CASE {' '.join(whens)} ELSE {general()} END)"
+
+    def direct_comparison(self, term: Comparison) -> str | None:
+        path = term.path
+        general = partial(self.scan, path, lambda i, t: self.comparison(term, i, t))
+        if term.op in ("==", "!="):
+            def equality(kind: str, ty: str, atom: str, js: str) -> str:
+                # a Property is never a VocabProperty, so the vocabulary rule has nothing to add here
+                value = term.value
+                if isinstance(value, Range):
+                    hit = (f"({self.literal_test(value.low, '>=', ty, atom, js)} AND "
+                           f"{self.literal_test(value.high, '<=', ty, atom, js)})")
+                else:
+                    literals = value if isinstance(value, tuple) else (value,)
+                    hit = "(" + " OR ".join(self.literal_test(lit, "==", ty, atom, js) for lit in literals) + ")"
+                if term.op == "==":
+                    return hit
+                false = "false" if self.pg else "0"
+                return f"(NOT COALESCE({hit}, {false}))"  # the single element exists and does not equal
+
+            return self.direct(path, ("Property", "Relationship"), equality, general)
+        assert isinstance(term.value, Literal)
+        literal = term.value
+        # Relationships never match an ordering; only a Property instance is answered directly
+        return self.direct(path, ("Property",),
+                           lambda kind, ty, atom, js: self.literal_test(literal, term.op, ty, atom, js), general)
+
+    def direct_pattern(self, term: Pattern) -> str | None:
+        def matching(kind: str, ty: str, atom: str, js: str) -> str:
+            # built in text order: every placeholder is appended as it is written
+            string = f"{ty} = 'string'" if self.pg else f"{ty} = 'text'"
+            found = f"({atom} ~ {self.p(term.regex)})" if self.pg else f"ngsild_regexp({self.p(term.regex)}, {atom})"
+            return f"({string} AND NOT {found})" if term.negated else f"({string} AND {found})"
+
+        return self.direct(term.path, ("Property",), matching,
+                           partial(self.scan, term.path, lambda i, t: self.pattern(term, i, t)))
+
+    def direct_exists(self, path: AttributePath) -> str | None:
+        """``attr`` alone: some instance is an object. The first one being an object settles it."""
+        if not self.target.direct or not path.is_top_level_value or '"' in path.attribute or "\\" in path.attribute:
+            return None
+        doc = self.target.doc
+        if self.pg:
+            first = f"jsonb_typeof({doc} -> {self.p(path.attribute)} -> 0) = 'object'"
+            return f"(CASE WHEN {first} THEN true ELSE {self.scan(path, lambda i, t: '1=1')} END)"
+        first = f"json_type({doc}, {self.p('$.' + json.dumps(path.attribute) + '[0]')}) = 'object'"
+        return f"(CASE WHEN {first} THEN 1 ELSE {self.scan(path, lambda i, t: '1=1')} END)"
 
     def scan(self, path: AttributePath, instance_predicate: Callable[[str, str], str]) -> str:
         """``EXISTS`` over the leaf instances of the path; ``instance_predicate(alias, type_expr)`` filters them."""
@@ -519,6 +622,31 @@ class _Builder:
         if lit.kind == "number":
             return float(lit.value)
         return lit.value
+
+
+class _Bound:
+    """An SQL expression with one bound parameter that binds it afresh each time it is written into SQL text.
+
+    The element tests (``literal_test`` and the closures of :meth:`_Builder.direct`) write their ``type_sql``/``atom``
+    arguments into f-strings once or several times (a range writes them twice); parameters are positional, so each
+    occurrence needs its own placeholder, appended in text order — which is what formatting this object does.
+    ``template`` holds one ``?`` (SQLite) or ``{}`` (PostgreSQL) where the parameter goes.
+    """
+
+    __slots__ = ("builder", "template", "value")
+
+    def __init__(self, builder: _Builder, template: str, value: Any) -> None:
+        self.builder = builder
+        self.template = template
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        marker = "{}" if self.builder.pg else "?"
+        head, _, tail = self.template.partition(marker)
+        return head + self.builder.p(self.value) + tail
+
+    def __str__(self) -> str:  # pragma: no cover - only f-string formatting is meant to be used
+        raise TypeError("_Bound must be formatted into an f-string, where it binds its parameter")
 
 
 def _plain_ascii(text: str) -> bool:

@@ -34,6 +34,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from sleutelbos.broker.entity import LOCATION, Entity
 
 DEFAULT_TENANT = ""
@@ -169,6 +171,21 @@ class EntityStore(abc.ABC):
     @abc.abstractmethod
     async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
         """Entities the filter selects, ordered by id, paginated; and the total count when asked."""
+
+    async def query_documents(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[str], int | None]:
+        """As :meth:`query`, but each entity as the JSON text the store holds (the read path renders from it).
+
+        The stores return their column as it is, without parsing it: the API's render cache is keyed by that text,
+        so that a page of entities already rendered for the same request shape costs no JSON parse at all. This
+        default serves stores that keep no text.
+        """
+        entities, count = await self.query(tenant, entity_filter)
+        return [orjson.dumps(e).decode() for e in entities], count
+
+    async def get_document(self, tenant: str, entity_id: str) -> str | None:
+        """As :meth:`get`, but the entity's stored JSON text (see :meth:`query_documents`)."""
+        entity = await self.get(tenant, entity_id)
+        return None if entity is None else orjson.dumps(entity).decode()
 
     @abc.abstractmethod
     def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:

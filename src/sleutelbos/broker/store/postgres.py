@@ -124,6 +124,10 @@ _HISTORY_ARRAYS = (
 )
 
 
+async def _no_session_state_to_reset(conn: asyncpg.Connection) -> None:
+    """The read pool's ``reset``: its statements leave no session state (see ``PostgresEntityStore.open``)."""
+
+
 def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
     types = entity["type"]
     return (tenant, entity["id"], types[0], types, entity["createdAt"], entity["modifiedAt"],
@@ -309,6 +313,7 @@ class PostgresEntityStore(EntityStore):
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._read_pool: asyncpg.Pool | None = None
         self._tenants: set[str] = {DEFAULT_TENANT}
 
     async def open(self) -> None:
@@ -316,11 +321,24 @@ class PostgresEntityStore(EntityStore):
                                                reset=_no_session_state)
         async with self._pool.acquire() as conn:
             await migrate_postgres(conn, "broker", MIGRATIONS)
+        # The read path's own pool (docs/decisions/0554): its connections only ever run single autocommit SELECTs,
+        # which leave no session state, so they skip asyncpg's reset query on release (RESET ALL, UNLISTEN *, ...:
+        # a round trip per request); JIT is off because the q scan's cost estimates would otherwise trigger
+        # compilation (~100 ms+) on count=true queries, for plans that run in a millisecond.
+        self._read_pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
+                                                    reset=_no_session_state_to_reset,
+                                                    server_settings={"jit": "off"})
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._read_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._read_pool = None
+
+    @property
+    def read_pool(self) -> asyncpg.Pool:
+        assert self._read_pool is not None, "store not opened"
+        return self._read_pool
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -349,27 +367,73 @@ class PostgresEntityStore(EntityStore):
         self._tenants.add(tenant)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
-        doc = await self.pool.fetchval("SELECT doc::text FROM broker_entities WHERE tenant = $1 AND id = $2",
-                                       tenant, entity_id)
+        doc = await self.get_document(tenant, entity_id)
         return None if doc is None else orjson.loads(doc)
+
+    async def get_document(self, tenant: str, entity_id: str) -> str | None:
+        return await self.read_pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT doc::text FROM broker_entities WHERE tenant = $1 AND id = $2", tenant, entity_id)
 
     async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
         if entity_filter.post:
             matched = [e async for e in self.scan(tenant, entity_filter) if all(p(e) for p in entity_filter.post)]
             count = len(matched) if entity_filter.count else None
             return matched[entity_filter.offset:entity_filter.offset + entity_filter.limit], count
+        docs, count = await self._query_documents(tenant, entity_filter)
+        return [orjson.loads(d) for d in docs], count
+
+    async def query_documents(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[str], int | None]:
+        if entity_filter.post:
+            return await super().query_documents(tenant, entity_filter)
+        return await self._query_documents(tenant, entity_filter)
+
+    async def _query_documents(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[str], int | None]:
+        """One statement, one round trip, in the common case.
+
+        The type condition is first written for entities' first types only (an index range scan in id order that
+        LIMIT stops early); the same statement — so the same snapshot — says, as an uncorrelated scalar subquery
+        (evaluated once), whether any entity of the tenant has one of the wanted types as a further type. Only
+        then is the page read again with the side table (tenants whose entities have several types). The count,
+        when asked, is another scalar subquery of the same statement. An empty page has no row to carry those two
+        answers, so it takes a second, small statement.
+        """
+        f = entity_filter
+        wanted = sorted({t for group in f.type_groups for t in group})
+        async with self.read_pool.acquire() as conn:
+            docs, count, further = await self._page(conn, tenant, f, set(), wanted)
+            if further:
+                docs, count, _ = await self._page(conn, tenant, f, await _extra_types(conn, tenant, f), [])
+        return docs, count
+
+    async def _page(self, conn: asyncpg.Connection, tenant: str, f: EntityFilter, extra: set[str],
+                    probe: list[str]) -> tuple[list[str], int | None, bool]:
+        """``(documents of the page, count if asked, whether an entity has a type of ``probe`` as further type)``."""
+        rows: list[Any] = []
+        if f.limit > 0:
+            p = _Params()
+            where = where_postgres(tenant, f, p, extra)
+            answers = self._answers(tenant, f, probe, p, where)
+            # LIMIT/OFFSET as literals (validated ints): with parameters there, PostgreSQL cannot cost a generic plan
+            # (it assumes a large fraction of the rows) and re-plans every execution — ~0.4 ms of server CPU each
+            rows = await conn.fetch(f"SELECT e.doc::text, {answers} FROM broker_entities e WHERE {where}"  # noqa: S608
+                                    f" ORDER BY e.id LIMIT {int(f.limit)} OFFSET {int(f.offset)}", *p.values)
+        if rows:
+            return [r[0] for r in rows], rows[0][2], bool(rows[0][1])
+        if not probe and not f.count:
+            return [], None, False
         p = _Params()
-        count: int | None = None
-        async with self.pool.acquire() as conn:
-            where = where_postgres(tenant, entity_filter, p, await _extra_types(conn, tenant, entity_filter))
-            if entity_filter.count:
-                count = await conn.fetchval(f"SELECT COUNT(*) FROM broker_entities e WHERE {where}", *p.values)  # noqa: S608
-            if entity_filter.limit == 0:
-                return [], count
-            sql = (f"SELECT e.doc::text FROM broker_entities e WHERE {where} ORDER BY e.id"  # noqa: S608
-                   f" LIMIT {p(entity_filter.limit)} OFFSET {p(entity_filter.offset)}")
-            rows = await conn.fetch(sql, *p.values)
-        return [orjson.loads(r[0]) for r in rows], count
+        where = where_postgres(tenant, f, p, extra) if f.count else ""
+        row = await conn.fetchrow(f"SELECT {self._answers(tenant, f, probe, p, where)}", *p.values)
+        return [], row[1], bool(row[0])
+
+    @staticmethod
+    def _answers(tenant: str, f: EntityFilter, probe: list[str], p: _Params, where: str) -> str:
+        """The two scalar subqueries of a page statement: further types exist (for ``probe``); the count."""
+        # S608: the SQL is fixed text and the store's own WHERE; every value is a bound parameter
+        further = (f"(SELECT EXISTS (SELECT 1 FROM broker_entity_extra_types WHERE tenant = {p(tenant)}"  # noqa: S608
+                   f" AND type = ANY({p(probe)}::text[])))") if probe else "false"
+        count = f"(SELECT COUNT(*) FROM broker_entities e WHERE {where})" if f.count else "NULL::bigint"  # noqa: S608
+        return f"{further}, {count}"
 
     async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
         p = _Params()

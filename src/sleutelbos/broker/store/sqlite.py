@@ -347,17 +347,30 @@ class SqliteEntityStore(EntityStore):
         return _WriteTransaction(self, tenant)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
+        doc = await self.get_document(tenant, entity_id)
+        return None if doc is None else orjson.loads(doc)
+
+    async def get_document(self, tenant: str, entity_id: str) -> str | None:
         assert self._reader is not None
         row = self._reader.execute("SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?",
                                    (tenant, entity_id)).fetchone()
-        return None if row is None else orjson.loads(row[0])
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
-        assert self._reader is not None
         f = entity_filter
         if f.post:
             matched = [e async for e in self.scan(tenant, f) if all(p(e) for p in f.post)]
             return matched[f.offset:f.offset + f.limit], len(matched) if f.count else None
+        docs, count = self._query_documents(tenant, f)
+        return [orjson.loads(d) for d in docs], count
+
+    async def query_documents(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[str], int | None]:
+        if entity_filter.post:
+            return await super().query_documents(tenant, entity_filter)
+        return self._query_documents(tenant, entity_filter)
+
+    def _query_documents(self, tenant: str, f: EntityFilter) -> tuple[list[str], int | None]:
+        assert self._reader is not None
         where, params = where_sqlite(tenant, f, self._extra_types.get(tenant))
         count: int | None = None
         if f.count:
@@ -367,7 +380,7 @@ class SqliteEntityStore(EntityStore):
             return [], count
         sql = f"SELECT e.doc FROM broker_entities e WHERE {where} ORDER BY e.id LIMIT ? OFFSET ?"  # noqa: S608
         rows = self._reader.execute(sql, [*params, f.limit, f.offset]).fetchall()
-        return [orjson.loads(r[0]) for r in rows], count
+        return [r[0] for r in rows], count
 
     async def scan(self, tenant: str, entity_filter: EntityFilter) -> AsyncIterator[Entity]:
         assert self._reader is not None
