@@ -5,8 +5,8 @@ These two requests are most of a dashboard's or an integration's traffic, and ea
 microseconds of CPU in the broker itself; Starlette's exception middleware and its router (which tries ~25 route
 patterns, the subscription and temporal routes first) added a noticeable share of that. This ASGI middleware
 recognises the two paths with a string comparison and calls the *same* endpoint functions the routes call
-(:attr:`BrokerApi.endpoints`), with the same :class:`~.asgi.LeanRequest` the routes give them (0504), so the handlers, their ETSI
-errors and their responses are exactly those of the routed path. Everything else — other methods, other paths, a
+(:attr:`BrokerApi.endpoints`), with the same :class:`~.asgi.LeanRequest` the routes give them (0504), so the
+handlers, their ETSI errors and their responses are exactly those of the routed path. Everything else — other methods, other paths, a
 path the router would give to another route (``/entities/{id}/attrs...``) or a mounted application
 (``root_path``) — goes to the wrapped application unchanged.
 
