@@ -6,8 +6,8 @@ microseconds of CPU in the broker itself; Starlette's exception middleware and i
 patterns, the subscription and temporal routes first) added a noticeable share of that. This ASGI middleware
 recognises the two paths with a string comparison and calls the *same* endpoint functions the routes call
 (:attr:`BrokerApi.endpoints`), with the same :class:`~.asgi.LeanRequest` the routes give them (0504), so the
-handlers, their ETSI errors and their responses are exactly those of the routed path. Everything else — other methods, other paths, a
-path the router would give to another route (``/entities/{id}/attrs...``) or a mounted application
+handlers, their ETSI errors and their responses are exactly those of the routed path. Everything else — other methods,
+other paths, a path the router would give to another route (``/entities/{id}/attrs...``) or a mounted application
 (``root_path``) — goes to the wrapped application unchanged.
 
 It is installed as a Starlette middleware by the stack (``BrokerComponent.middleware``), so it sits inside
