@@ -401,12 +401,28 @@ def established_per_worker(server: Served) -> list[int]:
     return counts
 
 
+def wait_listening(server: Served, sockets: int) -> None:
+    """Wait until ``sockets`` listening sockets are bound to the server's port (one per worker: SO_REUSEPORT)."""
+    deadline = time.monotonic() + 60
+    while True:
+        listening = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                listening += int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == "0A"
+        if listening >= sockets:
+            return
+        assert time.monotonic() < deadline, f"{listening} of {sockets} workers listening"
+        time.sleep(0.1)
+
+
 def test_serve_policy_with_two_workers(tmp_path: Path) -> None:
     """``--workers 2``: connections are spread over both workers (each has its own SO_REUSEPORT socket; with one
     shared socket a burst of connections could all land on one), both answer decisions, and a domain made through
     one worker reaches the other through the database."""
     server = serve(tmp_path, workers=2)
     try:
+        wait_listening(server, 2)  # /health answered by one worker says nothing of the other
         with httpx.Client(base_url=server.url, timeout=10) as client:
             created = client.post(BASE, content=f'<domainProperties xmlns="{AZ}"/>'.encode(), headers=XML)
             domain_id = etree.fromstring(created.content).get("href")

@@ -7,7 +7,10 @@ directory written by an older version opens and is brought forward, and never ap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,20 +64,40 @@ async def migrate_sqlite(conn: Any, component: str, migrations: Sequence[str]) -
     """
     await conn.execute(_CREATE_SQLITE)
     await conn.commit()
-    async with conn.execute(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?", (component,)
-    ) as cur:
-        row = await cur.fetchone()
-    current = int(row[0])
-    for version in range(current + 1, len(migrations) + 1):
-        script = migrations[version - 1]
-        await conn.executescript(
-            "BEGIN;\n"  # noqa: S608 - component is validated by _ident, version is an int
-            + script
-            + f"\n;INSERT INTO schema_migrations (component, version) VALUES ('{_ident(component)}', {version});"  # noqa: S608
-            + "\nCOMMIT;"
-        )
+    async with conn.execute("PRAGMA database_list") as cur:
+        main = await cur.fetchone()
+    async with _file_lock(f"{main[2]}-migrations.lock" if main and main[2] else None):
+        async with conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?", (component,)
+        ) as cur:
+            row = await cur.fetchone()
+        current = int(row[0])
+        for version in range(current + 1, len(migrations) + 1):
+            script = migrations[version - 1]
+            await conn.executescript(
+                "BEGIN;\n"  # noqa: S608 - component is validated by _ident, version is an int
+                + script
+                + f"\n;INSERT INTO schema_migrations (component, version) VALUES ('{_ident(component)}', {version});"  # noqa: S608
+                + "\nCOMMIT;"
+            )
     return max(current, len(migrations))
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: str | None) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path`` (none for an in-memory database) held while migrations are read and
+    applied: several worker processes opening one SQLite file at once (``serve policy --workers N``) would otherwise
+    all read "version 0" and the later ones fail on ``CREATE TABLE`` — SQLite's own locks cover one statement or
+    transaction, not the read-then-migrate sequence."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:  # noqa: ASYNC230 - opening a lock file does not block
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 async def migrate_postgres(conn: Any, component: str, migrations: Sequence[str]) -> int:

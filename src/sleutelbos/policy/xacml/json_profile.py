@@ -182,16 +182,9 @@ def _common_attribute(item: dict[str, Any]) -> Attribute | None:
     if kind is str and data_type in _STRING_NAMES:
         value = AttributeValue(_STRING, raw)
     elif kind in _SCALARS:
-        key = (data_type, kind, raw)
-        value = _VALUE_CACHE.get(key)  # type: ignore[assignment]
+        value = _cached_value(data_type, kind, raw)  # type: ignore[assignment]
         if value is None:
-            try:
-                value = parse_json_value(data_type, raw)
-            except (XacmlSyntaxError, UnknownDataType):
-                return None
-            if len(_VALUE_CACHE) >= _VALUE_CACHE_SIZE:
-                _VALUE_CACHE.clear()
-            _VALUE_CACHE[key] = value
+            return None
     else:
         return None
     attribute = _new_attribute(Attribute)
