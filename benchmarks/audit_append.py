@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import statistics
@@ -30,7 +31,10 @@ from sleutelbos.audit.entry import make_entry
 from sleutelbos.audit.merkle import leaf_hash
 from sleutelbos.audit.service import AuditLog
 from sleutelbos.audit.software_signer import SoftwareSigner
+from sleutelbos.cli import tune_gc as cli_tune_gc
 from sleutelbos.core.protocols import Actor, AuditEvent
+
+DEFAULT_GC = gc.get_threshold()
 
 ACTORS = [Actor(f"user-{i}", organisation="Operator", kind="operator", country="NL") for i in range(50)]
 ACTIONS = ["custody.key.generate", "policy.root.set", "access.grant.approve", "firmware.sign", "identity.org.disable"]
@@ -47,8 +51,11 @@ def event(i: int) -> AuditEvent:
     )
 
 
-async def run_log(url: str, entries: int, clients: int, key_dir: Path) -> tuple[float, float, float]:
-    """(appends/s, mean batch size, CPU seconds per append) for ``entries`` records from ``clients`` concurrent callers."""
+async def run_log(url: str, entries: int, clients: int, key_dir: Path, tune_gc: bool = True) -> tuple[float, float, float]:
+    """(appends/s, mean batch size, CPU seconds per append) for ``entries`` records from ``clients`` concurrent callers.
+
+    ``tune_gc``: the collector settings ``sleutelbos up`` / ``serve`` use (``cli.tune_gc``: the heap built so far —
+    here including the ready-made events, which a server would not hold — frozen, a larger young generation)."""
     from sleutelbos.audit.store import open_store
 
     signer = SoftwareSigner.load_or_create(key_dir)
@@ -58,6 +65,11 @@ async def run_log(url: str, entries: int, clients: int, key_dir: Path) -> tuple[
     per_client = entries // clients
     # Events are built before the clock starts, as the reference gets its rows ready-made.
     events = iter([event(i) for i in range(per_client * (clients + min(clients, 64)))])
+    if tune_gc:
+        cli_tune_gc()
+    else:
+        gc.unfreeze()
+        gc.set_threshold(*DEFAULT_GC)
 
     async def client() -> None:
         for _ in range(per_client):
@@ -143,7 +155,7 @@ async def bench_backend(name: str, url: str, plain, kinds: list[str], args: argp
     logs, cpus, batches, loads = [], [], [], []
     refs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for r in range(args.rounds):
-        rate, mean_batch, cpu = await run_log(url, args.entries, args.clients, key_dir)
+        rate, mean_batch, cpu = await run_log(url, args.entries, args.clients, key_dir, not args.default_gc)
         batch = max(1, round(mean_batch))
         logs.append(rate)
         cpus.append(cpu)
@@ -175,6 +187,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--pg-dsn", default=os.environ.get("SLEUTELBOS_TEST_PG_DSN"))
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="leave the garbage collector at Python's defaults (not as `sleutelbos up` runs)")
     args = parser.parse_args()
     print(f"audit append benchmark: {args.entries:,} entries per round, {args.clients} concurrent callers, "
           f"{args.rounds} rounds (2 shared cores: figures are noisy, compare the ratios)")

@@ -181,3 +181,20 @@ async def test_record_after_stop_is_refused(store_url: str, signer) -> None:
     await log.stop()
     with pytest.raises(AuditUnavailable, match="not running"):
         await log.record(event(0))
+
+
+async def test_a_cancelled_caller_does_not_stop_its_batch_being_answered(audit_log: AuditLog) -> None:
+    """The writer answers a whole batch at once; one caller cancelled while its batch commits must neither lose the
+    others their receipts nor keep its own entry out of the log (it was queued: it is written, just not awaited)."""
+    tasks = [asyncio.create_task(audit_log.record(event(i))) for i in range(20)]
+    await asyncio.sleep(0)  # every record() has queued its entry
+    tasks[7].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[7], asyncio.CancelledError)
+    receipts = [r for i, r in enumerate(results) if i != 7]
+    indexes = sorted(r.index for r in receipts)
+    assert len(set(indexes)) == 19
+    assert await audit_log.tree_size() == 20
+    for r in receipts:
+        stored = await audit_log.get_entry(r.index)
+        assert merkle.leaf_hash(stored.data).hex() == r.leaf_hash
