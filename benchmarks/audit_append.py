@@ -31,7 +31,7 @@ from sleutelbos.audit.entry import make_entry
 from sleutelbos.audit.merkle import leaf_hash
 from sleutelbos.audit.service import AuditLog
 from sleutelbos.audit.software_signer import SoftwareSigner
-from sleutelbos.cli import tune_gc as cli_tune_gc
+from sleutelbos.core.collector import GEN0_THRESHOLD
 from sleutelbos.core.protocols import Actor, AuditEvent
 
 DEFAULT_GC = gc.get_threshold()
@@ -54,7 +54,7 @@ def event(i: int) -> AuditEvent:
 async def run_log(url: str, entries: int, clients: int, key_dir: Path, tune_gc: bool = True) -> tuple[float, float, float]:
     """(appends/s, mean batch size, CPU seconds per append) for ``entries`` records from ``clients`` concurrent callers.
 
-    ``tune_gc``: the collector settings ``sleutelbos up`` / ``serve`` use (``cli.tune_gc``: the heap built so far —
+    ``tune_gc``: the collector settings ``sleutelbos up`` / ``serve`` use (``core.collector.tune_garbage_collector``: the heap built so far —
     here including the ready-made events, which a server would not hold — frozen, a larger young generation)."""
     from sleutelbos.audit.store import open_store
 
@@ -66,7 +66,8 @@ async def run_log(url: str, entries: int, clients: int, key_dir: Path, tune_gc: 
     # Events are built before the clock starts, as the reference gets its rows ready-made.
     events = iter([event(i) for i in range(per_client * (clients + min(clients, 64)))])
     if tune_gc:
-        cli_tune_gc()
+        gc.freeze()  # as core.collector.tune_garbage_collector, repeatable between rounds
+        gc.set_threshold(GEN0_THRESHOLD, *DEFAULT_GC[1:])
     else:
         gc.unfreeze()
         gc.set_threshold(*DEFAULT_GC)

@@ -6,7 +6,6 @@ Commands that act on the embedded stack's state take ``--data-dir`` (default ``.
 
 from __future__ import annotations
 
-import gc
 import signal
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import uvicorn
 from sleutelbos import __version__
 from sleutelbos.audit.cli import app as audit_app
 from sleutelbos.broker.cli import app as broker_app
+from sleutelbos.core.collector import tune_garbage_collector
 from sleutelbos.core.logging import configure_logging
 from sleutelbos.core.settings import DEFAULT_DATA_DIR, load_settings
 from sleutelbos.custody.cli import app as custody_app
@@ -103,17 +103,8 @@ def _run(application: object, host: str, port: int, http: str = "auto") -> None:
 
     signal.signal(signal.SIGINT, _stopped)
     signal.signal(signal.SIGTERM, _stopped)
-    tune_gc()
+    tune_garbage_collector()
     uvicorn.Server(config).run()
-
-
-def tune_gc() -> None:
-    """Garbage-collector settings for a long-running server (docs/decisions/0106): the startup heap — imports, the
-    built app — lives as long as the process, so it is frozen out of the collector's reach instead of being walked
-    by every full collection; and a larger young generation (10,000 instead of 700 tracked objects) means far fewer
-    collections while thousands of requests are in flight, each holding a few objects. Cycles are still collected."""
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def main() -> None:

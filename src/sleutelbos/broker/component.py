@@ -6,7 +6,6 @@ The broker needs no other component in-process (``REQUIRES = ()``); it registers
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -18,33 +17,11 @@ from sleutelbos.broker.notify_and_remember import NotifyAndRemember
 from sleutelbos.broker.readpath import BrokerReadPath
 from sleutelbos.broker.service import BrokerService
 from sleutelbos.broker.store import open_store
+from sleutelbos.core.collector import tune_garbage_collector
 
 REQUIRES: tuple[str, ...] = ()
 
 #: Young-generation threshold of the cyclic garbage collector while the broker runs (CPython's default is 700).
-GC_GEN0_THRESHOLD = 20_000
-_gc_tuned = False
-
-
-def tune_gc() -> None:
-    """Cheaper garbage collection for the write path (decision 0505). A 1,000-entity batch allocates ~20,000
-    short-lived dicts and lists, none of them in reference cycles, so CPython's default (a young-generation pass
-    every 700 allocations, each older pass walking every live object) ran collections that found nothing many
-    times per batch: ~10 % of a batch upsert's CPU. After start-up the long-lived objects (modules, compiled
-    contexts, routes) are frozen out of the collector's walks, and the young generation is collected every
-    20,000 allocations. Cycles are still collected, only later; process-wide, so it also applies to the other
-    components of ``sleutelbos up``, which allocate the same way. Once per process (a test run starts many
-    brokers; what is frozen is never collected)."""
-    global _gc_tuned
-    if _gc_tuned:
-        return
-    _gc_tuned = True
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(GC_GEN0_THRESHOLD, gc.get_threshold()[0]), gen1, gen2)
-
-
 class BrokerComponent:
     name = "broker"
 
@@ -70,7 +47,7 @@ class BrokerComponent:
 
     async def start(self) -> None:
         await self.service.start()
-        tune_gc()
+        tune_garbage_collector()
         if self.notify_and_remember is not None:
             await self.notify_and_remember.start()
 
