@@ -2,39 +2,55 @@
 ``broker_entity_history`` row becomes one ``broker_temporal_instances`` row, so that temporal queries are index range
 scans per ``(entity, attribute, time)`` and aggregation is plain SQL ``GROUP BY``.
 
-It runs off the write path — the core keeps writing one history row per entity change (decision 0502) — and follows
-the history by ``seq`` from the position kept in ``broker_temporal_cursor``: a background task catches up a few
-times a second, and every temporal read catches up first, so a client reads its own writes. Each step runs in the
-store's write transaction (cursor move and inserted rows commit together, so a crash repeats nothing and skips
-nothing). On PostgreSQL the step first takes ``LOCK TABLE broker_entity_history IN SHARE MODE``: it waits for the
-writers in flight, so no history row with a smaller ``seq`` can commit after the cursor has passed it (sequence
-values are handed out in order but committed out of order); on SQLite the single writer gives that for free.
-Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
+It runs off the write path — the core keeps writing one history row per entity change (decision 0502) — and every
+temporal read catches up first, so a client reads its own writes; a background task catches up a few times a second.
+Each step's progress mark and the rows it inserts commit in one transaction, so a crash repeats nothing and skips
+nothing. The steps do not compete with the write path (docs/decisions/0630):
 
+* SQLite (a database file): the step runs on a thread of its own with its own ``sqlite3`` connection — the module
+  releases the GIL while SQLite executes, so the SQL (taking the JSON apart, inserting, maintaining two indexes) runs
+  on another core than the event loop. The history rows are read and taken apart in a read transaction (WAL: no
+  lock); only the insert and the cursor move take the store's writer lock, and the event loop waits for it as an
+  ``asyncio`` lock (writers queue, the loop keeps serving). The single writer orders the history, so ``seq`` is the
+  cursor. A shared in-memory database (no path) runs the step on the store's writer connection, as before.
+* PostgreSQL: sequence values are handed out in order but committed out of order, so ``seq`` alone cannot be a cursor
+  without waiting for the writers in flight (formerly ``LOCK TABLE ... IN SHARE MODE``, which every write then waited
+  for). Every history row records its transaction (``xid``, default ``pg_current_xact_id()``) and the cursor keeps
+  the snapshot of the last step: a step, in a REPEATABLE READ transaction on the temporal pool's connection, takes
+  the rows it can see (committed) that the last step's snapshot could not (``NOT pg_visible_in_snapshot``), and
+  stores its own snapshot. By induction every committed row is taken exactly once, whatever the commit order, and
+  nobody waits for anybody. The ``xid`` index range scanned starts at the last snapshot's ``xmin``; a long-running
+  transaction elsewhere holds that back, so steps re-scan (and skip) the rows since it began until it ends.
+  History rows from before the ``xid`` column (NULL) are followed by ``seq`` — all were committed before it existed.
+
+Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
 The history rows are taken apart in SQL (SQLite ``json_each``, PostgreSQL ``jsonb_each``/``jsonb_array_elements``):
 the database hands back one row per instance with its JSON text, and Python only brings ``observedAt`` to the stored
-form (a pattern check when it already is, as the broker writes it) before the insert — no JSON parsing and
-re-serialising per instance in Python, which cost as much as the notification rendering and ran on the write path's
-event loop (docs/decisions/0605).
+form (a pattern check when it already is, as the broker writes it) before the insert (docs/decisions/0605).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
-from typing import Final
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
 
-from sleutelbos.broker.database import BrokerDatabase
+from sleutelbos.broker.database import BrokerDatabase, numbered
 from sleutelbos.broker.temporal.instants import instant
 
 log = logging.getLogger("sleutelbos.broker.temporal")
 
 _CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+T = TypeVar("T")
 
-# One row per instance of the history rows in (cursor, upper], in history and document order, without the markers
-# of deleted attributes (``deletedAt`` and no ``type``).
+# One row per instance of the selected history rows, in history and document order, without the markers of deleted
+# attributes (``deletedAt`` and no ``type``).
 _EXPLODE_SQLITE = (
     "SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
     " json_extract(i.value, '$.observedAt'), h.modified_at, i.value"
@@ -42,26 +58,43 @@ _EXPLODE_SQLITE = (
     " WHERE h.seq > ? AND h.seq <= ? AND h.instances IS NOT NULL AND a.type = 'array'"
     " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)"
     " ORDER BY h.seq, a.id, i.id")
+
+
 _EXPLODE_POSTGRES = (
     "SELECT h.seq, h.tenant, h.entity_id, a.key, i.value->>'datasetId', i.value->>'observedAt', h.modified_at,"
     " i.value::text"
     " FROM broker_entity_history h, jsonb_each(h.instances) WITH ORDINALITY a(key, value, n),"
     " jsonb_array_elements(a.value) WITH ORDINALITY i(value, n)"
-    " WHERE h.seq > ? AND h.seq <= ? AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
+    " WHERE <rows> AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
     " AND (NOT jsonb_exists(i.value, 'deletedAt') OR jsonb_exists(i.value, 'type'))"
     " ORDER BY h.seq, a.n, i.n")
+
+
+# Rows committed since the last step's snapshot ($1), and the legacy rows (no xid) past the seq cursor ($1, $2).
+_NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
+             " AND NOT pg_visible_in_snapshot(h.xid, $1::text::pg_snapshot)")
+_EXPLODE_POSTGRES_NEW = _EXPLODE_POSTGRES.replace("<rows>", _NEW_ROWS)
+_EXPLODE_POSTGRES_LEGACY = _EXPLODE_POSTGRES.replace("<rows>", "h.xid IS NULL AND h.seq > $1 AND h.seq <= $2")
+_PENDING_POSTGRES = (
+    "SELECT EXISTS (SELECT 1 FROM broker_entity_history h, broker_temporal_cursor c WHERE c.name = 'history'"
+    " AND h.xid >= pg_snapshot_xmin(c.snap::pg_snapshot) AND NOT pg_visible_in_snapshot(h.xid, c.snap::pg_snapshot))")
+_LEGACY_BOUNDS = (
+    "SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'), MAX(seq), COUNT(*) FROM"
+    " (SELECT seq FROM broker_entity_history WHERE xid IS NULL AND seq >"
+    " (SELECT seq FROM broker_temporal_cursor WHERE name = 'history') ORDER BY seq LIMIT $1) s")
 
 
 def _stored_instant(value: str | None) -> str | None:
     return value if value is None or _CANONICAL.fullmatch(value) else instant(value)
 
 
+def _instance_rows(rows: list[Any]) -> list[tuple[Any, ...]]:
+    return [(r[0], r[1], r[2], r[3], r[4], _stored_instant(r[5]), r[6], r[7]) for r in rows]
+
+
 INSERT = ("INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
           " modified_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-_ISSUED = ("SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
-           " (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM broker_entity_history_seq_seq)")
+_CURSOR = "SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"
 
 
 class HistoryMaterialiser:
@@ -71,6 +104,10 @@ class HistoryMaterialiser:
         self.interval_s = interval_s
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._legacy_done = False
+        # SQLite database file: the step's own connection, used only on the step's own thread
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="temporal materialiser")
@@ -81,6 +118,13 @@ class HistoryMaterialiser:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        async with self._lock:  # a catch-up in flight finishes on the thread before its connection closes
+            if self._thread is not None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+                self._thread.shutdown(wait=True)
+                self._thread = None
 
     async def _follow(self) -> None:
         while True:
@@ -91,41 +135,102 @@ class HistoryMaterialiser:
             await asyncio.sleep(self.interval_s)
 
     async def catch_up(self) -> int:
-        """Materialise every history row written so far; returns how many history rows were read."""
+        """Materialise every history row committed so far; returns how many history rows were read."""
         async with self._lock:
-            total = 0
-            while True:
-                if self.db.dialect == "postgresql" and total == 0:
-                    # Cheap first look: the history's sequence bounds every seq handed out so far, so when it is
-                    # not past the cursor nothing can be waiting — no scan of the history's partitions per read.
-                    cursor, issued = (await self.db.fetch(_ISSUED))[0]
-                    if issued <= cursor:
-                        return total
-                rows = await self.db.fetch("SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
-                                           " (SELECT MAX(seq) FROM broker_entity_history)")
-                cursor, latest = rows[0]
-                if latest is None or latest <= cursor:
-                    return total
-                done = await self._step()
-                total += done
-                if done == 0:
-                    return total
-                await asyncio.sleep(0)  # short steps, and the write path runs between them
-
-    async def _step(self) -> int:
-        async with self.db.transaction() as tx:
             if self.db.dialect == "postgresql":
-                await tx.execute("LOCK TABLE broker_entity_history IN SHARE MODE")
-            cursor = (await tx.fetch("SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"))[0][0]
-            bounds = await tx.fetch(
+                return await self._catch_up_postgres()
+            return await self._catch_up_sqlite()
+
+    # --- SQLite -------------------------------------------------------------------------------------------------
+    async def _on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the step's thread with the step's connection (created there on first use)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-materialiser")
+
+        def run() -> T:
+            if self._conn is None:
+                self._conn = self.db.store._connect(check_same_thread=False)
+            return fn(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    async def _catch_up_sqlite(self) -> int:
+        store = self.db.store
+        in_memory = store.path is None
+        total = 0
+        while True:
+            if in_memory:  # a shared in-memory database: the writer connection, under the writer lock
+                async with store._lock:
+                    found = self._read_step(store._writer)
+                    if found[2]:
+                        self._write_step(*found, store._writer)
+            else:
+                found = await self._on_thread(self._read_step)
+                if found[2]:
+                    async with store._lock:  # writers queue on the asyncio lock; the loop stays free
+                        await self._on_thread(functools.partial(self._write_step, *found))
+            total += found[2]
+            if found[2] < self.batch:
+                return total
+            await asyncio.sleep(0)
+
+    def _read_step(self, conn: sqlite3.Connection) -> tuple[int, int, int, list[tuple[Any, ...]]]:
+        """The next batch of history rows taken apart, read in one read transaction (WAL: no writer lock)."""
+        conn.execute("BEGIN")
+        try:
+            cursor = conn.execute(_CURSOR).fetchone()[0]
+            upper, count = conn.execute(
                 "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM broker_entity_history WHERE seq > ? ORDER BY seq"
-                " LIMIT ?) s", [cursor, self.batch])
-            upper, count = bounds[0]
-            if not count:
-                return 0
-            explode = _EXPLODE_POSTGRES if self.db.dialect == "postgresql" else _EXPLODE_SQLITE
-            out = [(r[0], r[1], r[2], r[3], r[4], _stored_instant(r[5]), r[6], r[7])
-                   for r in await tx.fetch(explode, [cursor, upper])]
-            await tx.executemany(INSERT, out)
-            await tx.execute("UPDATE broker_temporal_cursor SET seq = ? WHERE name = 'history'", [int(upper)])
-            return int(count)
+                " LIMIT ?) s", (cursor, self.batch)).fetchone()
+            out = _instance_rows(conn.execute(_EXPLODE_SQLITE, (cursor, upper)).fetchall()) if count else []
+        finally:
+            conn.execute("COMMIT")
+        return int(cursor), int(upper or 0), int(count), out
+
+    @staticmethod
+    def _write_step(cursor: int, upper: int, count: int, out: list[tuple[Any, ...]],
+                    conn: sqlite3.Connection) -> None:
+        """Insert the rows and move the cursor in one write transaction (the caller holds the writer lock)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute(_CURSOR).fetchone()[0] != cursor:
+                raise RuntimeError("temporal cursor moved under the materialiser")
+            conn.executemany(INSERT, out)
+            conn.execute("UPDATE broker_temporal_cursor SET seq = ? WHERE name = 'history'", (upper,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- PostgreSQL ---------------------------------------------------------------------------------------------
+    async def _catch_up_postgres(self) -> int:
+        total = 0
+        if not self._legacy_done:
+            total += await self._legacy_postgres()
+            self._legacy_done = True
+        if not await self.db.fetchval(_PENDING_POSTGRES):  # one index probe when nothing is new
+            return total
+        async with self.db.connection() as conn, conn.transaction(isolation="repeatable_read"):
+            # the first statement fixes the transaction's snapshot: the one recorded is the one the rows are read in
+            snap, prev = await conn.fetchrow(
+                "SELECT pg_current_snapshot()::text, snap FROM broker_temporal_cursor WHERE name = 'history'")
+            rows = await conn.fetch(_EXPLODE_POSTGRES_NEW, prev)
+            out = _instance_rows(rows)
+            if out:
+                await conn.executemany(numbered(INSERT), out)
+            await conn.execute("UPDATE broker_temporal_cursor SET snap = $1 WHERE name = 'history'", snap)
+        return total + len({r[0] for r in rows})
+
+    async def _legacy_postgres(self) -> int:
+        """History rows written before the ``xid`` column (all committed before it existed), by ``seq``."""
+        total = 0
+        while True:
+            async with self.db.connection() as conn, conn.transaction():
+                cursor, upper, count = await conn.fetchrow(_LEGACY_BOUNDS, self.batch)
+                if not count:
+                    return total
+                out = _instance_rows(await conn.fetch(_EXPLODE_POSTGRES_LEGACY, cursor, upper))
+                if out:
+                    await conn.executemany(numbered(INSERT), out)
+                await conn.execute("UPDATE broker_temporal_cursor SET seq = $1 WHERE name = 'history'", int(upper))
+            total += int(count)
