@@ -75,9 +75,12 @@ _NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
              " AND NOT pg_visible_in_snapshot(h.xid, $1::text::pg_snapshot)")
 _EXPLODE_POSTGRES_NEW = _EXPLODE_POSTGRES.replace("<rows>", _NEW_ROWS)
 _EXPLODE_POSTGRES_LEGACY = _EXPLODE_POSTGRES.replace("<rows>", "h.xid IS NULL AND h.seq > $1 AND h.seq <= $2")
+# scalar subqueries, not a join: their values are index keys of the xid index (one short index look per partition)
 _PENDING_POSTGRES = (
-    "SELECT EXISTS (SELECT 1 FROM broker_entity_history h, broker_temporal_cursor c WHERE c.name = 'history'"
-    " AND h.xid >= pg_snapshot_xmin(c.snap::pg_snapshot) AND NOT pg_visible_in_snapshot(h.xid, c.snap::pg_snapshot))")
+    "SELECT EXISTS (SELECT 1 FROM broker_entity_history h"
+    " WHERE h.xid >= pg_snapshot_xmin((SELECT snap::pg_snapshot FROM broker_temporal_cursor WHERE name = 'history'))"
+    " AND NOT pg_visible_in_snapshot(h.xid,"
+    " (SELECT snap::pg_snapshot FROM broker_temporal_cursor WHERE name = 'history')))")
 _LEGACY_BOUNDS = (
     "SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'), MAX(seq), COUNT(*) FROM"
     " (SELECT seq FROM broker_entity_history WHERE xid IS NULL AND seq >"
