@@ -73,7 +73,23 @@ _EXPLODE_POSTGRES = (
 # Rows committed since the last step's snapshot ($1), and the legacy rows (no xid) past the seq cursor ($1, $2).
 _NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
              " AND NOT pg_visible_in_snapshot(h.xid, $1::text::pg_snapshot)")
-_EXPLODE_POSTGRES_NEW = _EXPLODE_POSTGRES.replace("<rows>", _NEW_ROWS)
+# The new rows' instances go from the history to the instances in one statement when their observedAt is already in
+# the stored form (what the broker writes): no row per instance through the broker's process and back. The others
+# (none the broker writes itself) come back for ``instant()``.
+_STORED_FORM_SQL = r"(x.obs IS NULL OR x.obs ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$')"
+_MATERIALISE_POSTGRES_NEW = (
+    "WITH x AS MATERIALIZED (SELECT h.seq, h.tenant, h.entity_id, a.key, i.value->>'datasetId' AS ds,"
+    " i.value->>'observedAt' AS obs, h.modified_at, i.value AS inst, a.n AS an, i.n AS ino"
+    " FROM broker_entity_history h, jsonb_each(h.instances) WITH ORDINALITY a(key, value, n),"
+    " jsonb_array_elements(a.value) WITH ORDINALITY i(value, n)"
+    " WHERE <rows> AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
+    " AND (NOT jsonb_exists(i.value, 'deletedAt') OR jsonb_exists(i.value, 'type'))),"
+    " ins AS (INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
+    " modified_at, instance) SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst FROM x"
+    " WHERE <stored> ORDER BY x.seq, x.an, x.ino)"
+    " SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst::text FROM x"
+    " WHERE NOT <stored> ORDER BY x.seq, x.an, x.ino"
+).replace("<rows>", _NEW_ROWS).replace("<stored>", _STORED_FORM_SQL)
 _EXPLODE_POSTGRES_LEGACY = _EXPLODE_POSTGRES.replace("<rows>", "h.xid IS NULL AND h.seq > $1 AND h.seq <= $2")
 # scalar subqueries, not a join: their values are index keys of the xid index (one short index look per partition)
 _PENDING_POSTGRES = (
@@ -138,7 +154,8 @@ class HistoryMaterialiser:
             await asyncio.sleep(self.interval_s)
 
     async def catch_up(self) -> int:
-        """Materialise every history row committed so far; returns how many history rows were read."""
+        """Materialise every history row committed so far; returns how many history rows were read (on PostgreSQL,
+        how many statements did: the new rows' count is not brought back)."""
         async with self._lock:
             if self.db.dialect == "postgresql":
                 return await self._catch_up_postgres()
@@ -217,12 +234,11 @@ class HistoryMaterialiser:
             # the first statement fixes the transaction's snapshot: the one recorded is the one the rows are read in
             snap, prev = await conn.fetchrow(
                 "SELECT pg_current_snapshot()::text, snap FROM broker_temporal_cursor WHERE name = 'history'")
-            rows = await conn.fetch(_EXPLODE_POSTGRES_NEW, prev)
-            out = _instance_rows(rows)
-            if out:
-                await conn.executemany(numbered(INSERT), out)
+            rest = _instance_rows(await conn.fetch(_MATERIALISE_POSTGRES_NEW, prev))
+            if rest:
+                await conn.executemany(numbered(INSERT), rest)
             await conn.execute("UPDATE broker_temporal_cursor SET snap = $1 WHERE name = 'history'", snap)
-        return total + len({r[0] for r in rows})
+        return total + 1
 
     async def _legacy_postgres(self) -> int:
         """History rows written before the ``xid`` column (all committed before it existed), by ``seq``."""
