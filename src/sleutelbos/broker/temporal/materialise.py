@@ -25,8 +25,10 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
 
 Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
 The history rows are taken apart in SQL (SQLite ``json_each``, PostgreSQL ``jsonb_each``/``jsonb_array_elements``):
-the database hands back one row per instance with its JSON text, and Python only brings ``observedAt`` to the stored
-form (a pattern check when it already is, as the broker writes it) before the insert (docs/decisions/0605).
+on SQLite the database hands back one row per instance with its JSON text, and Python only brings ``observedAt`` to
+the stored form (a pattern check when it already is, as the broker writes it) before the insert (docs/decisions/0605);
+on PostgreSQL the instances already in the stored form go from the history to the instances in one ``INSERT ...
+SELECT`` and only the others come back for ``instant()`` (0630).
 """
 
 from __future__ import annotations
