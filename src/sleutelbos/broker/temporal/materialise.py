@@ -53,13 +53,27 @@ T = TypeVar("T")
 
 # One row per instance of the selected history rows, in history and document order, without the markers of deleted
 # attributes (``deletedAt`` and no ``type``).
-_EXPLODE_SQLITE = (
-    "SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
-    " json_extract(i.value, '$.observedAt'), h.modified_at, i.value"
+_SQLITE_INSTANCES = (
     " FROM broker_entity_history h, json_each(CAST(h.instances AS TEXT)) a, json_each(a.value) i"
     " WHERE h.seq > ? AND h.seq <= ? AND h.instances IS NOT NULL AND a.type = 'array'"
-    " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)"
-    " ORDER BY h.seq, a.id, i.id")
+    " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)")
+_SQLITE_COLUMNS = ("SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
+                   " json_extract(i.value, '$.observedAt'), h.modified_at, i.value")
+# observedAt absent or in the stored form (what the broker writes), checked in SQLite's C code (GLOB: no Python)
+_SQLITE_STORED_FORM = (
+    "(json_type(i.value, '$.observedAt') IS NULL OR (json_type(i.value, '$.observedAt') = 'text'"
+    " AND json_extract(i.value, '$.observedAt') GLOB"
+    " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'))")
+_SQLITE_ORDER = " ORDER BY h.seq, a.id, i.id"
+# The instances in the stored form go from the history to the instances in one statement, so the step's thread
+# spends its time in SQLite (GIL released), not in Python competing with the event loop for the GIL.
+_MATERIALISE_SQLITE = (
+    "INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
+    " modified_at, instance) " + _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND " + _SQLITE_STORED_FORM + _SQLITE_ORDER)
+_MATERIALISE_SQLITE_SCRIPT = "".join((
+    "BEGIN IMMEDIATE; ", _MATERIALISE_SQLITE.replace("?", "<lo>", 1).replace("?", "<hi>", 1),
+    "; UPDATE broker_temporal_cursor SET seq = <hi> WHERE name = 'history';"))
+_EXPLODE_SQLITE_REST = _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND NOT " + _SQLITE_STORED_FORM + _SQLITE_ORDER
 
 
 _EXPLODE_POSTGRES = (
@@ -205,30 +219,43 @@ class HistoryMaterialiser:
             await asyncio.sleep(0)
 
     def _read_step(self, conn: sqlite3.Connection) -> tuple[int, int, int, list[tuple[Any, ...]]]:
-        """The next batch of history rows taken apart, read in one read transaction (WAL: no writer lock)."""
+        """The next batch's bounds and its instances not in the stored form (none that the broker wrote), read in
+        one read transaction (WAL: no writer lock)."""
         conn.execute("BEGIN")
         try:
             cursor = conn.execute(_CURSOR).fetchone()[0]
             upper, count = conn.execute(
                 "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM broker_entity_history WHERE seq > ? ORDER BY seq"
                 " LIMIT ?) s", (cursor, self.batch)).fetchone()
-            out = _instance_rows(conn.execute(_EXPLODE_SQLITE, (cursor, upper)).fetchall()) if count else []
+            rest = _instance_rows(conn.execute(_EXPLODE_SQLITE_REST, (cursor, upper)).fetchall()) if count else []
         finally:
             conn.execute("COMMIT")
-        return int(cursor), int(upper or 0), int(count), out
+        return int(cursor), int(upper or 0), int(count), rest
 
     @staticmethod
-    def _write_step(cursor: int, upper: int, count: int, out: list[tuple[Any, ...]],
+    def _write_step(cursor: int, upper: int, count: int, rest: list[tuple[Any, ...]],
                     conn: sqlite3.Connection) -> None:
-        """Insert the rows and move the cursor in one write transaction (the caller holds the writer lock)."""
-        conn.execute("BEGIN IMMEDIATE")
+        """Materialise the history rows in (cursor, upper] and move the cursor in one write transaction (the caller
+        holds the writer lock, and only this materialiser moves the cursor).
+
+        Usually one ``executescript`` call: the writers wait for this step, and every return from SQLite to Python
+        on this thread has to take the GIL back from the event loop (up to the interpreter's switch interval), so
+        the step makes as few calls as it can. ``cursor`` and ``upper`` are integers."""
+        script = _MATERIALISE_SQLITE_SCRIPT.replace("<lo>", str(int(cursor))).replace("<hi>", str(int(upper)))
+        if not rest:
+            try:
+                conn.executescript(script + " COMMIT;")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return
         try:
-            if conn.execute(_CURSOR).fetchone()[0] != cursor:
-                raise RuntimeError("temporal cursor moved under the materialiser")
-            conn.executemany(INSERT, out)
-            conn.execute("UPDATE broker_temporal_cursor SET seq = ? WHERE name = 'history'", (upper,))
+            conn.executescript(script)
+            conn.executemany(INSERT, rest)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
