@@ -83,6 +83,14 @@ class BrokerDatabase:
             return await tx.execute(sql, params)
 
     @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a connection of our own pool, for work that must not hold one of the core's connections or its
+        locks (the temporal materialiser's steps, docs/decisions/0630)."""
+        assert self._read_pool is not None
+        async with self._read_pool.acquire() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.store.transaction(DEFAULT_TENANT) as store_tx:
             yield Transaction(self.dialect, store_tx.conn)

@@ -2,66 +2,135 @@
 ``broker_entity_history`` row becomes one ``broker_temporal_instances`` row, so that temporal queries are index range
 scans per ``(entity, attribute, time)`` and aggregation is plain SQL ``GROUP BY``.
 
-It runs off the write path — the core keeps writing one history row per entity change (decision 0502) — and follows
-the history by ``seq`` from the position kept in ``broker_temporal_cursor``: a background task catches up a few
-times a second, and every temporal read catches up first, so a client reads its own writes. Each step runs in the
-store's write transaction (cursor move and inserted rows commit together, so a crash repeats nothing and skips
-nothing). On PostgreSQL the step first takes ``LOCK TABLE broker_entity_history IN SHARE MODE``: it waits for the
-writers in flight, so no history row with a smaller ``seq`` can commit after the cursor has passed it (sequence
-values are handed out in order but committed out of order); on SQLite the single writer gives that for free.
-Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
+It runs off the write path — the core keeps writing one history row per entity change (decision 0502) — and every
+temporal read catches up first, so a client reads its own writes; a background task catches up a few times a second.
+Each step's progress mark and the rows it inserts commit in one transaction, so a crash repeats nothing and skips
+nothing. The steps do not compete with the write path (docs/decisions/0630):
 
+* SQLite (a database file): the step runs on a thread of its own with its own ``sqlite3`` connection — the module
+  releases the GIL while SQLite executes, so the SQL (taking the JSON apart, inserting, maintaining two indexes) runs
+  on another core than the event loop. The batch's bounds are read in a read transaction (WAL: no lock); the write
+  — one ``INSERT ... SELECT`` and the cursor move — takes the store's writer lock, which the event loop awaits as an
+  ``asyncio`` lock (writers queue, the loop keeps serving), and is a single ``executescript`` call so that the thread
+  comes back for the GIL once per step, not once per statement, while the writers wait. The single writer orders
+  the history, so ``seq`` is the cursor. A shared in-memory database (no path) runs the step on the store's writer
+  connection.
+* PostgreSQL: sequence values are handed out in order but committed out of order, so ``seq`` alone cannot be a cursor
+  without waiting for the writers in flight (formerly ``LOCK TABLE ... IN SHARE MODE``, which every write then waited
+  for). Every history row records its transaction (``xid``, default ``pg_current_xact_id()``) and the cursor keeps
+  the snapshot of the last step: a step, in a REPEATABLE READ transaction on the temporal pool's connection, takes
+  the rows it can see (committed) that the last step's snapshot could not (``NOT pg_visible_in_snapshot``), and
+  stores its own snapshot. By induction every committed row is taken exactly once, whatever the commit order, and
+  nobody waits for anybody. The ``xid`` index range scanned starts at the last snapshot's ``xmin``; a long-running
+  transaction elsewhere holds that back, so steps re-scan (and skip) the rows since it began until it ends.
+  History rows from before the ``xid`` column (NULL) are followed by ``seq`` — all were committed before it existed.
+
+Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
 The history rows are taken apart in SQL (SQLite ``json_each``, PostgreSQL ``jsonb_each``/``jsonb_array_elements``):
-the database hands back one row per instance with its JSON text, and Python only brings ``observedAt`` to the stored
-form (a pattern check when it already is, as the broker writes it) before the insert — no JSON parsing and
-re-serialising per instance in Python, which cost as much as the notification rendering and ran on the write path's
-event loop (docs/decisions/0605).
+the instances whose ``observedAt`` is already in the stored form (all the broker writes) go from the history to the
+instances in one ``INSERT ... SELECT``; only the others come back to Python for ``instant()`` (docs/decisions/0605,
+0630).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
-from typing import Final
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
 
-from sleutelbos.broker.database import BrokerDatabase
+from sleutelbos.broker.database import BrokerDatabase, numbered
 from sleutelbos.broker.temporal.instants import instant
 
 log = logging.getLogger("sleutelbos.broker.temporal")
 
 _CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+T = TypeVar("T")
 
-# One row per instance of the history rows in (cursor, upper], in history and document order, without the markers
-# of deleted attributes (``deletedAt`` and no ``type``).
-_EXPLODE_SQLITE = (
-    "SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
-    " json_extract(i.value, '$.observedAt'), h.modified_at, i.value"
+# One row per instance of the selected history rows, in history and document order, without the markers of deleted
+# attributes (``deletedAt`` and no ``type``).
+_SQLITE_INSTANCES = (
     " FROM broker_entity_history h, json_each(CAST(h.instances AS TEXT)) a, json_each(a.value) i"
     " WHERE h.seq > ? AND h.seq <= ? AND h.instances IS NOT NULL AND a.type = 'array'"
-    " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)"
-    " ORDER BY h.seq, a.id, i.id")
+    " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)")
+_SQLITE_COLUMNS = ("SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
+                   " json_extract(i.value, '$.observedAt'), h.modified_at, i.value")
+# observedAt absent or in the stored form (what the broker writes), checked in SQLite's C code (GLOB: no Python)
+_SQLITE_STORED_FORM = (
+    "(json_type(i.value, '$.observedAt') IS NULL OR (json_type(i.value, '$.observedAt') = 'text'"
+    " AND json_extract(i.value, '$.observedAt') GLOB"
+    " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'))")
+_SQLITE_ORDER = " ORDER BY h.seq, a.id, i.id"
+# The instances in the stored form go from the history to the instances in one statement, so the step's thread
+# spends its time in SQLite (GIL released), not in Python competing with the event loop for the GIL.
+_MATERIALISE_SQLITE = (
+    "INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
+    " modified_at, instance) " + _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND " + _SQLITE_STORED_FORM + _SQLITE_ORDER)
+_MATERIALISE_SQLITE_SCRIPT = "".join((
+    "BEGIN IMMEDIATE; ", _MATERIALISE_SQLITE.replace("?", "<lo>", 1).replace("?", "<hi>", 1),
+    "; UPDATE broker_temporal_cursor SET seq = <hi> WHERE name = 'history';"))
+_EXPLODE_SQLITE_REST = _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND NOT " + _SQLITE_STORED_FORM + _SQLITE_ORDER
+
+
 _EXPLODE_POSTGRES = (
     "SELECT h.seq, h.tenant, h.entity_id, a.key, i.value->>'datasetId', i.value->>'observedAt', h.modified_at,"
     " i.value::text"
     " FROM broker_entity_history h, jsonb_each(h.instances) WITH ORDINALITY a(key, value, n),"
     " jsonb_array_elements(a.value) WITH ORDINALITY i(value, n)"
-    " WHERE h.seq > ? AND h.seq <= ? AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
+    " WHERE <rows> AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
     " AND (NOT jsonb_exists(i.value, 'deletedAt') OR jsonb_exists(i.value, 'type'))"
     " ORDER BY h.seq, a.n, i.n")
+
+
+# Rows committed since the last step's snapshot ($1), and the legacy rows (no xid) past the seq cursor ($1, $2).
+_NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
+             " AND NOT pg_visible_in_snapshot(h.xid, $1::text::pg_snapshot)")
+# The new rows' instances go from the history to the instances in one statement when their observedAt is already in
+# the stored form (what the broker writes): no row per instance through the broker's process and back. The others
+# (none the broker writes itself) come back for ``instant()``.
+_STORED_FORM_SQL = r"(x.obs IS NULL OR x.obs ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$')"
+_MATERIALISE_POSTGRES_NEW = (
+    "WITH x AS MATERIALIZED (SELECT h.seq, h.tenant, h.entity_id, a.key, i.value->>'datasetId' AS ds,"
+    " i.value->>'observedAt' AS obs, h.modified_at, i.value AS inst, a.n AS an, i.n AS ino"
+    " FROM broker_entity_history h, jsonb_each(h.instances) WITH ORDINALITY a(key, value, n),"
+    " jsonb_array_elements(a.value) WITH ORDINALITY i(value, n)"
+    " WHERE <rows> AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
+    " AND (NOT jsonb_exists(i.value, 'deletedAt') OR jsonb_exists(i.value, 'type'))),"
+    " ins AS (INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
+    " modified_at, instance) SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst FROM x"
+    " WHERE <stored> ORDER BY x.seq, x.an, x.ino)"
+    " SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst::text FROM x"
+    " WHERE NOT <stored> ORDER BY x.seq, x.an, x.ino"
+).replace("<rows>", _NEW_ROWS).replace("<stored>", _STORED_FORM_SQL)
+_EXPLODE_POSTGRES_LEGACY = _EXPLODE_POSTGRES.replace("<rows>", "h.xid IS NULL AND h.seq > $1 AND h.seq <= $2")
+# scalar subqueries, not a join: their values are index keys of the xid index (one short index look per partition)
+_PENDING_POSTGRES = (
+    "SELECT EXISTS (SELECT 1 FROM broker_entity_history h"
+    " WHERE h.xid >= pg_snapshot_xmin((SELECT snap::pg_snapshot FROM broker_temporal_cursor WHERE name = 'history'))"
+    " AND NOT pg_visible_in_snapshot(h.xid,"
+    " (SELECT snap::pg_snapshot FROM broker_temporal_cursor WHERE name = 'history')))")
+_LEGACY_BOUNDS = (
+    "SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'), MAX(seq), COUNT(*) FROM"
+    " (SELECT seq FROM broker_entity_history WHERE xid IS NULL AND seq >"
+    " (SELECT seq FROM broker_temporal_cursor WHERE name = 'history') ORDER BY seq LIMIT $1) s")
 
 
 def _stored_instant(value: str | None) -> str | None:
     return value if value is None or _CANONICAL.fullmatch(value) else instant(value)
 
 
+def _instance_rows(rows: list[Any]) -> list[tuple[Any, ...]]:
+    return [(r[0], r[1], r[2], r[3], r[4], _stored_instant(r[5]), r[6], r[7]) for r in rows]
+
+
 INSERT = ("INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
           " modified_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-_ISSUED = ("SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
-           " (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM broker_entity_history_seq_seq)")
+_CURSOR = "SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"
 
 
 class HistoryMaterialiser:
@@ -71,6 +140,10 @@ class HistoryMaterialiser:
         self.interval_s = interval_s
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._legacy_done = False
+        # SQLite database file: the step's own connection, used only on the step's own thread
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="temporal materialiser")
@@ -81,6 +154,13 @@ class HistoryMaterialiser:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        async with self._lock:  # a catch-up in flight finishes on the thread before its connection closes
+            if self._thread is not None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+                self._thread.shutdown(wait=True)
+                self._thread = None
 
     async def _follow(self) -> None:
         while True:
@@ -91,41 +171,123 @@ class HistoryMaterialiser:
             await asyncio.sleep(self.interval_s)
 
     async def catch_up(self) -> int:
-        """Materialise every history row written so far; returns how many history rows were read."""
+        """Materialise every history row committed so far; returns how many history rows were read (on PostgreSQL,
+        how many statements did: the new rows' count is not brought back)."""
         async with self._lock:
-            total = 0
-            while True:
-                if self.db.dialect == "postgresql" and total == 0:
-                    # Cheap first look: the history's sequence bounds every seq handed out so far, so when it is
-                    # not past the cursor nothing can be waiting — no scan of the history's partitions per read.
-                    cursor, issued = (await self.db.fetch(_ISSUED))[0]
-                    if issued <= cursor:
-                        return total
-                rows = await self.db.fetch("SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
-                                           " (SELECT MAX(seq) FROM broker_entity_history)")
-                cursor, latest = rows[0]
-                if latest is None or latest <= cursor:
-                    return total
-                done = await self._step()
-                total += done
-                if done == 0:
-                    return total
-                await asyncio.sleep(0)  # short steps, and the write path runs between them
-
-    async def _step(self) -> int:
-        async with self.db.transaction() as tx:
             if self.db.dialect == "postgresql":
-                await tx.execute("LOCK TABLE broker_entity_history IN SHARE MODE")
-            cursor = (await tx.fetch("SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"))[0][0]
-            bounds = await tx.fetch(
-                "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM broker_entity_history WHERE seq > ? ORDER BY seq"
-                " LIMIT ?) s", [cursor, self.batch])
-            upper, count = bounds[0]
-            if not count:
+                return await self._catch_up_postgres()
+            return await self._catch_up_sqlite()
+
+    # --- SQLite -------------------------------------------------------------------------------------------------
+    async def _on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the step's thread with the step's connection (created there on first use)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-materialiser")
+
+        def run() -> T:
+            if self._conn is None:
+                self._conn = self.db.store._connect(check_same_thread=False)
+            return fn(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    async def _catch_up_sqlite(self) -> int:
+        store = self.db.store
+        in_memory = store.path is None
+        total = 0
+        if not in_memory:
+            # a first look on the loop with the reader connection (microseconds): when nothing is new, a temporal
+            # read does not pay the hand-off to the step's thread and back
+            cursor, latest = (await self.db.fetch(
+                "SELECT (SELECT seq FROM broker_temporal_cursor WHERE name = 'history'),"
+                " (SELECT MAX(seq) FROM broker_entity_history)"))[0]
+            if latest is None or latest <= cursor:
                 return 0
-            explode = _EXPLODE_POSTGRES if self.db.dialect == "postgresql" else _EXPLODE_SQLITE
-            out = [(r[0], r[1], r[2], r[3], r[4], _stored_instant(r[5]), r[6], r[7])
-                   for r in await tx.fetch(explode, [cursor, upper])]
-            await tx.executemany(INSERT, out)
-            await tx.execute("UPDATE broker_temporal_cursor SET seq = ? WHERE name = 'history'", [int(upper)])
-            return int(count)
+        while True:
+            if in_memory:  # a shared in-memory database: the writer connection, under the writer lock
+                async with store._lock:
+                    found = self._read_step(store._writer)
+                    if found[2]:
+                        self._write_step(*found, store._writer)
+            else:
+                found = await self._on_thread(self._read_step)
+                if found[2]:
+                    async with store._lock:  # writers queue on the asyncio lock; the loop stays free
+                        await self._on_thread(functools.partial(self._write_step, *found))
+            total += found[2]
+            if found[2] < self.batch:
+                return total
+            await asyncio.sleep(0)
+
+    def _read_step(self, conn: sqlite3.Connection) -> tuple[int, int, int, list[tuple[Any, ...]]]:
+        """The next batch's bounds and its instances not in the stored form (none that the broker wrote), read in
+        one read transaction (WAL: no writer lock)."""
+        conn.execute("BEGIN")
+        try:
+            cursor = conn.execute(_CURSOR).fetchone()[0]
+            upper, count = conn.execute(
+                "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM broker_entity_history WHERE seq > ? ORDER BY seq"
+                " LIMIT ?) s", (cursor, self.batch)).fetchone()
+            rest = _instance_rows(conn.execute(_EXPLODE_SQLITE_REST, (cursor, upper)).fetchall()) if count else []
+        finally:
+            conn.execute("COMMIT")
+        return int(cursor), int(upper or 0), int(count), rest
+
+    @staticmethod
+    def _write_step(cursor: int, upper: int, count: int, rest: list[tuple[Any, ...]],
+                    conn: sqlite3.Connection) -> None:
+        """Materialise the history rows in (cursor, upper] and move the cursor in one write transaction (the caller
+        holds the writer lock, and only this materialiser moves the cursor).
+
+        Usually one ``executescript`` call: the writers wait for this step, and every return from SQLite to Python
+        on this thread has to take the GIL back from the event loop (up to the interpreter's switch interval), so
+        the step makes as few calls as it can. ``cursor`` and ``upper`` are integers."""
+        script = _MATERIALISE_SQLITE_SCRIPT.replace("<lo>", str(int(cursor))).replace("<hi>", str(int(upper)))
+        if not rest:
+            try:
+                conn.executescript(script + " COMMIT;")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return
+        try:
+            conn.executescript(script)
+            conn.executemany(INSERT, rest)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- PostgreSQL ---------------------------------------------------------------------------------------------
+    async def _catch_up_postgres(self) -> int:
+        total = 0
+        if not self._legacy_done:
+            total += await self._legacy_postgres()
+            self._legacy_done = True
+        if not await self.db.fetchval(_PENDING_POSTGRES):  # one index probe when nothing is new
+            return total
+        async with self.db.connection() as conn, conn.transaction(isolation="repeatable_read"):
+            # the first statement fixes the transaction's snapshot: the one recorded is the one the rows are read in
+            snap, prev = await conn.fetchrow(
+                "SELECT pg_current_snapshot()::text, snap FROM broker_temporal_cursor WHERE name = 'history'")
+            rest = _instance_rows(await conn.fetch(_MATERIALISE_POSTGRES_NEW, prev))
+            if rest:
+                await conn.executemany(numbered(INSERT), rest)
+            await conn.execute("UPDATE broker_temporal_cursor SET snap = $1 WHERE name = 'history'", snap)
+        return total + 1
+
+    async def _legacy_postgres(self) -> int:
+        """History rows written before the ``xid`` column (all committed before it existed), by ``seq``."""
+        total = 0
+        while True:
+            async with self.db.connection() as conn, conn.transaction():
+                cursor, upper, count = await conn.fetchrow(_LEGACY_BOUNDS, self.batch)
+                if not count:
+                    return total
+                out = _instance_rows(await conn.fetch(_EXPLODE_POSTGRES_LEGACY, cursor, upper))
+                if out:
+                    await conn.executemany(numbered(INSERT), out)
+                await conn.execute("UPDATE broker_temporal_cursor SET seq = $1 WHERE name = 'history'", int(upper))
+            total += int(count)

@@ -83,4 +83,15 @@ _POSTGRES = """
     CREATE INDEX broker_entity_history_entity ON broker_entity_history (tenant, entity_id);
 """
 
-POSTGRES_MIGRATIONS: list[str] = [_POSTGRES + _TEMPORAL_INDEXES]
+# The materialiser follows the history by transaction id and snapshot, not under a table lock (docs/decisions/0630):
+# every history row records its writing transaction (``xid``, a default, so the core's INSERTs are unchanged), and the
+# cursor keeps the snapshot of the last step. Rows written before this migration keep ``xid`` NULL; they were all
+# committed before it (ALTER TABLE waits for every writer) and are followed by ``seq`` as before.
+_POSTGRES_XID = """
+    ALTER TABLE broker_entity_history ADD COLUMN xid xid8;
+    ALTER TABLE broker_entity_history ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+    CREATE INDEX broker_entity_history_xid ON broker_entity_history (xid);
+    ALTER TABLE broker_temporal_cursor ADD COLUMN snap TEXT NOT NULL DEFAULT '1:1:';
+"""
+
+POSTGRES_MIGRATIONS: list[str] = [_POSTGRES + _TEMPORAL_INDEXES, _POSTGRES_XID]
