@@ -19,8 +19,7 @@ MIGRATIONS = [
 async def _open_and_migrate(path: Path) -> int:
     conn = await aiosqlite.connect(path)
     try:
-        await conn.execute("PRAGMA journal_mode = WAL")
-        return await migrate_sqlite(conn, "test", MIGRATIONS)
+        return await migrate_sqlite(conn, "test", MIGRATIONS, journal_mode="WAL")
     finally:
         await conn.close()
 
@@ -34,6 +33,8 @@ async def test_concurrent_openers_all_succeed_and_each_version_applies_once(tmp_
             assert [row[0] for row in await cur.fetchall()] == [1, 2]
         async with conn.execute("SELECT name FROM pragma_table_info('meters') ORDER BY cid") as cur:
             assert [row[0] for row in await cur.fetchall()] == ["id", "grp"]
+        async with conn.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone())[0] == "wal"
 
 
 async def test_in_memory_database_needs_no_lock_file(tmp_path: Path) -> None:

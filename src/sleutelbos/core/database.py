@@ -57,16 +57,22 @@ def parse_database_url(url: str) -> DatabaseUrl:
     raise ConfigurationError(f"unsupported database URL scheme {parts.scheme!r}: use sqlite:///path or postgresql://")
 
 
-async def migrate_sqlite(conn: Any, component: str, migrations: Sequence[str]) -> int:
+async def migrate_sqlite(
+    conn: Any, component: str, migrations: Sequence[str], journal_mode: str | None = None
+) -> int:
     """Apply ``migrations[v-1]`` for every version v not yet recorded; returns the schema version now in force.
 
     ``conn`` is an ``aiosqlite.Connection``. Each migration runs in its own transaction with its record.
+    ``journal_mode`` (e.g. ``"WAL"``) is set under the same lock: on a fresh file, two processes switching it at once
+    can get SQLITE_BUSY without SQLite's busy wait.
     """
-    await conn.execute(_CREATE_SQLITE)
-    await conn.commit()
-    async with conn.execute("PRAGMA database_list") as cur:
+    async with conn.execute("PRAGMA database_list") as cur:  # names the file; takes no database lock
         main = await cur.fetchone()
     async with _file_lock(f"{main[2]}-migrations.lock" if main and main[2] else None):
+        if journal_mode is not None:
+            await conn.execute(f"PRAGMA journal_mode = {_ident(journal_mode)}")
+        await conn.execute(_CREATE_SQLITE)
+        await conn.commit()
         async with conn.execute(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?", (component,)
         ) as cur:

@@ -160,8 +160,8 @@ class SqlitePolicyStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = await aiosqlite.connect(self._path)
         await self._conn.execute("PRAGMA foreign_keys = ON")
-        await self._conn.execute("PRAGMA journal_mode = WAL")
-        await migrate_sqlite(self._conn, COMPONENT, _MIGRATIONS_SQLITE)
+        # WAL set under the migration lock: `serve policy --workers N` opens one fresh file from N processes at once
+        await migrate_sqlite(self._conn, COMPONENT, _MIGRATIONS_SQLITE, journal_mode="WAL")
 
     async def close(self) -> None:
         if self._conn is not None:
