@@ -62,110 +62,78 @@ def _merge(decision: int, sources: list[Evaluation], seen: list[Evaluation] | No
     return Evaluation(decision, status, obligations, advice, policies)
 
 
-def deny_overrides(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.2 (rules) / C.3 (policies): any Deny wins; Indeterminate{D} taints a Permit."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    permits: list[Evaluation] = []
-    error_d = error_p = error_dp = None
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == DENY:
-            return result if seen is None else _merge(DENY, [result], seen)
-        if decision == PERMIT:
-            permits.append(result)
-        elif decision == INDETERMINATE_D:
-            error_d = error_d or result.status
-        elif decision == INDETERMINATE_P:
-            error_p = error_p or result.status
-        else:
-            error_dp = error_dp or result.status
-    if error_dp is not None:
-        return _merge(INDETERMINATE_DP, [], seen, error_dp)
-    if error_d is not None and (error_p is not None or permits):
-        return _merge(INDETERMINATE_DP, [], seen, error_d)
-    if error_d is not None:
-        return _merge(INDETERMINATE_D, [], seen, error_d)
-    if permits:
-        return _merge(PERMIT, permits, seen)
-    if error_p is not None:
-        return _merge(INDETERMINATE_P, [], seen, error_p)
-    return NOT_APPLICABLE_RESULT
+def _overrides(wins: int, loses: int, wins_maybe: int, loses_maybe: int, doc: str) -> Combiner:
+    """C.2-C.5: deny-overrides (``wins`` = Deny) and permit-overrides (``wins`` = Permit) are one algorithm with the
+    two decisions swapped: any ``wins`` child wins; an Indeterminate{``wins``} taints a ``loses`` result."""
+
+    def combine(children: Sequence[Any], ctx: Any) -> Evaluation:
+        seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
+        losers: list[Evaluation] = []
+        error_win = error_lose = error_dp = None
+        for child in children:
+            result = child.evaluate(ctx)
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                continue
+            if seen is not None:
+                seen.append(result)
+            if decision == wins:
+                return result if seen is None else _merge(wins, [result], seen)
+            if decision == loses:
+                losers.append(result)
+            elif decision == wins_maybe:
+                error_win = error_win or result.status
+            elif decision == loses_maybe:
+                error_lose = error_lose or result.status
+            else:
+                error_dp = error_dp or result.status
+        if error_dp is not None:
+            return _merge(INDETERMINATE_DP, [], seen, error_dp)
+        if error_win is not None and (error_lose is not None or losers):
+            return _merge(INDETERMINATE_DP, [], seen, error_win)
+        if error_win is not None:
+            return _merge(wins_maybe, [], seen, error_win)
+        if losers:
+            return _merge(loses, losers, seen)
+        if error_lose is not None:
+            return _merge(loses_maybe, [], seen, error_lose)
+        return NOT_APPLICABLE_RESULT
+
+    combine.__doc__ = doc
+    return combine
 
 
-def permit_overrides(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.4 (rules) / C.5 (policies): any Permit wins; Indeterminate{P} taints a Deny."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    denies: list[Evaluation] = []
-    error_d = error_p = error_dp = None
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == PERMIT:
-            return result if seen is None else _merge(PERMIT, [result], seen)
-        if decision == DENY:
-            denies.append(result)
-        elif decision == INDETERMINATE_D:
-            error_d = error_d or result.status
-        elif decision == INDETERMINATE_P:
-            error_p = error_p or result.status
-        else:
-            error_dp = error_dp or result.status
-    if error_dp is not None:
-        return _merge(INDETERMINATE_DP, [], seen, error_dp)
-    if error_p is not None and (error_d is not None or denies):
-        return _merge(INDETERMINATE_DP, [], seen, error_p)
-    if error_p is not None:
-        return _merge(INDETERMINATE_P, [], seen, error_p)
-    if denies:
-        return _merge(DENY, denies, seen)
-    if error_d is not None:
-        return _merge(INDETERMINATE_D, [], seen, error_d)
-    return NOT_APPLICABLE_RESULT
+deny_overrides = _overrides(DENY, PERMIT, INDETERMINATE_D, INDETERMINATE_P,
+                            "C.2 (rules) / C.3 (policies): any Deny wins; Indeterminate{D} taints a Permit.")
+permit_overrides = _overrides(PERMIT, DENY, INDETERMINATE_P, INDETERMINATE_D,
+                              "C.4 (rules) / C.5 (policies): any Permit wins; Indeterminate{P} taints a Deny.")
 
 
-def deny_unless_permit(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.6: Permit if any child permits, else Deny (never NotApplicable or Indeterminate)."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    denies: list[Evaluation] = []
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == PERMIT:
-            return result if seen is None else _merge(PERMIT, [result], seen)
-        if decision == DENY:
-            denies.append(result)
-    return _merge(DENY, denies, seen)
+def _unless(wins: int, otherwise: int, doc: str) -> Combiner:
+    """C.6/C.7: ``otherwise`` unless some child decides ``wins`` (never NotApplicable or Indeterminate)."""
+
+    def combine(children: Sequence[Any], ctx: Any) -> Evaluation:
+        seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
+        others: list[Evaluation] = []
+        for child in children:
+            result = child.evaluate(ctx)
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                continue
+            if seen is not None:
+                seen.append(result)
+            if decision == wins:
+                return result if seen is None else _merge(wins, [result], seen)
+            if decision == otherwise:
+                others.append(result)
+        return _merge(otherwise, others, seen)
+
+    combine.__doc__ = doc
+    return combine
 
 
-def permit_unless_deny(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.7: Deny if any child denies, else Permit."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    permits: list[Evaluation] = []
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == DENY:
-            return result if seen is None else _merge(DENY, [result], seen)
-        if decision == PERMIT:
-            permits.append(result)
-    return _merge(PERMIT, permits, seen)
+deny_unless_permit = _unless(PERMIT, DENY, "C.6: Permit if any child permits, else Deny.")
+permit_unless_deny = _unless(DENY, PERMIT, "C.7: Deny if any child denies, else Permit.")
 
 
 def first_applicable(children: Sequence[Any], ctx: Any) -> Evaluation:
@@ -197,34 +165,48 @@ def only_one_applicable(children: Sequence[Any], ctx: Any) -> Evaluation:
     return selected.evaluate_body(ctx)
 
 
-def legacy_deny_overrides_rules(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.10: XACML 1.0 rule deny-overrides; an Indeterminate Deny rule is a potential Deny."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    permits: list[Evaluation] = []
-    error = None
-    potential_deny = False
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == DENY:
-            return result if seen is None else _merge(DENY, [result], seen)
-        if decision == PERMIT:
-            permits.append(result)
-            continue
-        error = error or result.status
-        if decision != INDETERMINATE_P:
-            potential_deny = True
-    if potential_deny:
-        return _merge(INDETERMINATE_DP, [], seen, error)
-    if permits:
-        return _merge(PERMIT, permits, seen)
-    if error is not None:
-        return _merge(INDETERMINATE_P, [], seen, error)
-    return NOT_APPLICABLE_RESULT
+def _legacy_overrides_rules(wins: int, loses: int, loses_maybe: int, doc: str) -> Combiner:
+    """C.10/C.12: XACML 1.0 rule deny-/permit-overrides, one algorithm with the decisions swapped: an Indeterminate
+    rule that is not Indeterminate{``loses``} is a potential ``wins``."""
+
+    def combine(children: Sequence[Any], ctx: Any) -> Evaluation:
+        seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
+        losers: list[Evaluation] = []
+        error = None
+        potential = False
+        for child in children:
+            result = child.evaluate(ctx)
+            decision = result.decision
+            if decision == NOT_APPLICABLE:
+                continue
+            if seen is not None:
+                seen.append(result)
+            if decision == wins:
+                return result if seen is None else _merge(wins, [result], seen)
+            if decision == loses:
+                losers.append(result)
+                continue
+            error = error or result.status
+            if decision != loses_maybe:
+                potential = True
+        if potential:
+            return _merge(INDETERMINATE_DP, [], seen, error)
+        if losers:
+            return _merge(loses, losers, seen)
+        if error is not None:
+            return _merge(loses_maybe, [], seen, error)
+        return NOT_APPLICABLE_RESULT
+
+    combine.__doc__ = doc
+    return combine
+
+
+legacy_deny_overrides_rules = _legacy_overrides_rules(
+    DENY, PERMIT, INDETERMINATE_P,
+    "C.10: XACML 1.0 rule deny-overrides; an Indeterminate Deny rule is a potential Deny.")
+legacy_permit_overrides_rules = _legacy_overrides_rules(
+    PERMIT, DENY, INDETERMINATE_D,
+    "C.12: XACML 1.0 rule permit-overrides; an Indeterminate Permit rule is a potential Permit.")
 
 
 def legacy_deny_overrides_policies(children: Sequence[Any], ctx: Any) -> Evaluation:
@@ -246,36 +228,6 @@ def legacy_deny_overrides_policies(children: Sequence[Any], ctx: Any) -> Evaluat
         return _merge(DENY, [], seen)
     if permits:
         return _merge(PERMIT, permits, seen)
-    return NOT_APPLICABLE_RESULT
-
-
-def legacy_permit_overrides_rules(children: Sequence[Any], ctx: Any) -> Evaluation:
-    """C.12: XACML 1.0 rule permit-overrides; an Indeterminate Permit rule is a potential Permit."""
-    seen: list[Evaluation] | None = [] if ctx.return_policy_ids else None
-    denies: list[Evaluation] = []
-    error = None
-    potential_permit = False
-    for child in children:
-        result = child.evaluate(ctx)
-        decision = result.decision
-        if decision == NOT_APPLICABLE:
-            continue
-        if seen is not None:
-            seen.append(result)
-        if decision == PERMIT:
-            return result if seen is None else _merge(PERMIT, [result], seen)
-        if decision == DENY:
-            denies.append(result)
-            continue
-        error = error or result.status
-        if decision != INDETERMINATE_D:
-            potential_permit = True
-    if potential_permit:
-        return _merge(INDETERMINATE_DP, [], seen, error)
-    if denies:
-        return _merge(DENY, denies, seen)
-    if error is not None:
-        return _merge(INDETERMINATE_D, [], seen, error)
     return NOT_APPLICABLE_RESULT
 
 
