@@ -13,7 +13,7 @@ Left out: distributed operations (registrations, forwarding); ``@expiresAt``; en
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,36 +437,35 @@ class BrokerService:
     async def batch_update(self, tenant: str, fragments: list[Entity], result: BatchResult,
                            no_overwrite: bool = False) -> BatchResult:
         """5.6.9: append-like update of existing entities; a missing entity fails alone."""
-        self._check_batch(fragments)
-        async with self.store.transaction(tenant) as tx:
-            stored = await tx.fetch(list({f["id"] for f in fragments}))
-            changed: dict[str, Entity] = {}
-            rows: list[HistoryRow] = []
-            for f in fragments:
-                entity = changed.get(f["id"]) or stored.get(f["id"])
-                if entity is None:
-                    result.fail(f["id"], ResourceNotFound(f"entity {f['id']} not found"))
-                    continue
-                written: dict[str, Any] = {}
-                for key, instances in attributes(f):
-                    if no_overwrite:
-                        have = {i.get("datasetId") for i in entity.get(key, [])}
-                        instances = [i for i in instances if i.get("datasetId") not in have]
-                        if not instances:
-                            continue
-                    entity[key] = _replace_instances(entity.get(key), instances, f["modifiedAt"])
-                    written[key] = instances
-                rows.append(HistoryRow(f["id"], f["modifiedAt"], written))
-                entity["modifiedAt"] = f["modifiedAt"]
-                changed[f["id"]] = entity
-            if changed:
-                await tx.upsert(list(changed.values()))
-                await tx.history(rows)
-        result.success += list(changed)
-        return result
+
+        def update(entity: Entity, f: Entity) -> HistoryRow:
+            written: dict[str, Any] = {}
+            for key, instances in attributes(f):
+                if no_overwrite:
+                    have = {i.get("datasetId") for i in entity.get(key, [])}
+                    instances = [i for i in instances if i.get("datasetId") not in have]
+                    if not instances:
+                        continue
+                entity[key] = _replace_instances(entity.get(key), instances, f["modifiedAt"])
+                written[key] = instances
+            entity["modifiedAt"] = f["modifiedAt"]
+            return HistoryRow(f["id"], f["modifiedAt"], written)
+
+        return await self._batch_existing(tenant, fragments, result, update)
 
     async def batch_merge(self, tenant: str, fragments: list[Entity], result: BatchResult) -> BatchResult:
         """5.6.20: merge-patch each existing entity; a missing entity fails alone."""
+
+        def merge(entity: Entity, f: Entity) -> HistoryRow:
+            patch = {k: v for k, v in f.items() if k not in ("createdAt", "modifiedAt")}
+            return self._merge_into(entity, patch, f.get("modifiedAt") or now_iso())
+
+        return await self._batch_existing(tenant, fragments, result, merge)
+
+    async def _batch_existing(self, tenant: str, fragments: list[Entity], result: BatchResult,
+                              apply: Callable[[Entity, Entity], HistoryRow]) -> BatchResult:
+        """Batch update and merge: ``apply`` each fragment to its stored entity (or to the batch's earlier result for
+        the same id), in one transaction; a missing entity fails alone with ResourceNotFound."""
         self._check_batch(fragments)
         async with self.store.transaction(tenant) as tx:
             stored = await tx.fetch(list({f["id"] for f in fragments}))
@@ -477,8 +476,7 @@ class BrokerService:
                 if entity is None:
                     result.fail(f["id"], ResourceNotFound(f"entity {f['id']} not found"))
                     continue
-                patch = {k: v for k, v in f.items() if k not in ("createdAt", "modifiedAt")}
-                rows.append(self._merge_into(entity, patch, f.get("modifiedAt") or now_iso()))
+                rows.append(apply(entity, f))
                 changed[f["id"]] = entity
             if changed:
                 await tx.upsert(list(changed.values()))
