@@ -25,7 +25,7 @@ from sleutelbos.audit.store import (
     pick_subtrees,
     rows_for,
 )
-from sleutelbos.core.database import migrate_postgres
+from sleutelbos.core.database import keep_session_state, migrate_postgres
 
 MIGRATIONS = [
     """
@@ -59,13 +59,6 @@ MIGRATIONS = [
 _ENTRY_COLUMNS = "idx, time, actor, action, target, decision, entry, leaf_hash, subtrees"
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release, in place of asyncpg's default ``RESET ALL; UNLISTEN *; …`` query: this store
-    never changes session state (no ``SET``, ``LISTEN``, session advisory lock or cursor outside a transaction), so
-    that query was one more round trip on every proof and append for nothing (docs/decisions/0105). asyncpg still
-    rolls back a transaction left open before calling this."""
-
-
 def _entry(row: Any) -> StoredEntry:
     return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]), bytes(row[8]))
 
@@ -84,7 +77,7 @@ class PostgresAuditStore:
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session
+            self.dsn, min_size=1, max_size=self.pool_size, reset=keep_session_state
         )
         async with self._pool.acquire() as conn:
             await migrate_postgres(conn, COMPONENT, MIGRATIONS)

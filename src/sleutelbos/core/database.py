@@ -127,3 +127,11 @@ def _ident(name: str) -> str:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigurationError(f"invalid component name {name!r}")
     return name
+
+
+async def keep_session_state(conn: Any) -> None:
+    """An ``asyncpg`` pool's ``reset`` for stores whose connections carry no session state (no ``SET``, ``LISTEN``,
+    session advisory lock or cursor outside a transaction; settings given at connect time are not undone by
+    ``RESET ALL`` anyway). asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release — a round trip per statement or transaction, as costly as a single update's or a
+    proof's own query (decisions 0105, 0507, 0554). asyncpg still rolls back a transaction left open before this."""

@@ -28,7 +28,7 @@ from sleutelbos.broker.store.base import (
     location_bbox,
 )
 from sleutelbos.broker.temporal.schema import POSTGRES_MIGRATIONS
-from sleutelbos.core.database import migrate_postgres
+from sleutelbos.core.database import keep_session_state, migrate_postgres
 
 MIGRATIONS: list[str] = [
     """
@@ -122,10 +122,6 @@ _HISTORY_ARRAYS = (
     " SELECT $1, u.entity_id, u.modified_at, u.deleted, u.instances::jsonb"
     " FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[]) AS u(entity_id, modified_at, deleted, instances)"
 )
-
-
-async def _no_session_state_to_reset(conn: asyncpg.Connection) -> None:
-    """The read pool's ``reset``: its statements leave no session state (see ``PostgresEntityStore.open``)."""
 
 
 def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
@@ -290,15 +286,6 @@ class _PgTransaction(StoreTransaction):
                                     [r.modified_at for r in rows], [r.deleted for r in rows], instances)
 
 
-async def _no_session_state(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release. asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
-    RESET ALL`` — a round trip after every statement or transaction, as costly as a single update's own statements.
-    The broker's connections carry no session state (no LISTEN, advisory locks, SET or cursors outside a
-    transaction; settings given at connect time, like ``search_path``, are not undone by RESET ALL anyway), and
-    asyncpg still rolls back a transaction left open before this is called."""
-    return None
-
-
 class PostgresEntityStore(EntityStore):
     dialect = "postgresql"
 
@@ -318,7 +305,7 @@ class PostgresEntityStore(EntityStore):
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size,
-                                               reset=_no_session_state)
+                                               reset=keep_session_state)
         async with self._pool.acquire() as conn:
             await migrate_postgres(conn, "broker", MIGRATIONS)
         # The read path's own pool (docs/decisions/0554): its connections only ever run single autocommit SELECTs,
@@ -326,7 +313,7 @@ class PostgresEntityStore(EntityStore):
         # a round trip per request); JIT is off because the q scan's cost estimates would otherwise trigger
         # compilation (~100 ms+) on count=true queries, for plans that run in a millisecond.
         self._read_pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
-                                                    reset=_no_session_state_to_reset,
+                                                    reset=keep_session_state,
                                                     server_settings={"jit": "off"})
 
     async def close(self) -> None:
