@@ -37,6 +37,37 @@ def missing_part(what: str) -> None:
     pytest.skip(f"{what} not available (allowed outside CI only)")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_cli(*args: str, port: int, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.Popen[bytes]:
+    """``python -m sleutelbos ARGS`` as an operator runs it, once it answers ``/health`` on ``port``; its stderr is
+    kept for the error when it exits early (log level WARNING, so the pipe does not fill)."""
+    import sys
+    import time
+
+    import httpx
+
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sleutelbos {args[0]} exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"sleutelbos {args[0]} did not start in {timeout:g} s")
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

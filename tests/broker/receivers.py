@@ -7,16 +7,11 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import socket
 import threading
 import time
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 class HttpReceiver:

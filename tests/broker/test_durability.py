@@ -8,42 +8,21 @@ there after the restart, with the acknowledged value.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.conftest import free_port, start_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/ngsi-ld/v1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(db: str, port: int, data_dir: Path, **env_extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING", **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
-         "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"broker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("broker did not start in 30 s")
+    return start_cli("serve", "broker", "--db", db, "--port", str(port), "--data-dir", str(data_dir),
+                     port=port, env=env_extra, timeout=30)
 
 
 async def _writer(client: httpx.AsyncClient, worker: int, acked: dict[str, float], stop: asyncio.Event) -> None:
@@ -72,7 +51,7 @@ async def _writer(client: httpx.AsyncClient, worker: int, acked: dict[str, float
 
 async def test_acknowledged_writes_survive_kill_9_and_restart_resumes(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'broker.sqlite'}"
-    port = _free_port()
+    port = free_port()
     proc = _start(db, port, tmp_path)
     acked: dict[str, float] = {}
     stop = asyncio.Event()

@@ -17,7 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from sleutelbos.broker.openapi import openapi_document
-from tests.broker.test_durability import _free_port, _start
+from tests.broker.test_durability import _start
+from tests.conftest import free_port
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 # The coverage phase alone sends several hundred boundary cases per operation (minutes on this machine); the
@@ -28,7 +29,7 @@ schema.config.phases.coverage.enabled = False
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    port = _free_port()
+    port = free_port()
     # generated @context URLs are fetched (and fail): keep each attempt short
     proc = _start(f"sqlite:///{tmp / 'broker.sqlite'}", port, tmp, SLEUTELBOS_CONTEXT_FETCH_TIMEOUT_S="0.3")
     url = f"http://127.0.0.1:{port}"

@@ -15,9 +15,9 @@ import aiomqtt
 import pytest
 
 from tests.broker.conftest import BASE
-from tests.broker.receivers import free_port
 from tests.broker.test_notifications import running_broker, status
 from tests.broker.test_subscriptions import meter, patch_power, subscribe, subscription
+from tests.conftest import free_port
 
 
 class MqttListener:

@@ -4,39 +4,24 @@ temporal API answers, and after a stop and a new ``up`` on the same data directo
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.broker.receivers import HttpReceiver, free_port
+from tests.broker.receivers import HttpReceiver
 from tests.broker.test_notifications_mqtt import MqttListener, mqtt_subscription
 from tests.broker.test_subscriptions import meter, subscription
+from tests.conftest import free_port, start_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/ngsi-ld/v1"
 
 
 def start_up(data_dir: Path, port: int, mqtt_port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING",
-           "SLEUTELBOS_MQTT_PORT": str(mqtt_port), "SLEUTELBOS_BROKER_NOTIFICATION_RETRY_BASE_S": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "up", "--data-dir", str(data_dir), "--port",
-                             str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sleutelbos up exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("sleutelbos up did not start in 60 s")
+    return start_cli("up", "--data-dir", str(data_dir), "--port", str(port), port=port,
+                     env={"SLEUTELBOS_MQTT_PORT": str(mqtt_port), "SLEUTELBOS_BROKER_NOTIFICATION_RETRY_BASE_S": "0.2"})
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

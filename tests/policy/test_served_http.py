@@ -18,6 +18,7 @@ import test_authzforce_api as api_tests
 from lxml import etree
 from pap_support import RecordingAuditSink, action_request_json, action_request_xml, simple_policy
 from starlette.testclient import TestClient
+from tests.conftest import free_port
 
 from sleutelbos.core.settings import Settings
 from sleutelbos.policy.serving import with_decision_fast_path
@@ -31,12 +32,6 @@ XML = {"Content-Type": "application/xml"}
 JSON = {"Content-Type": "application/xacml+json"}
 MAX_BODY = 200_000
 READ_TIMEOUT_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
