@@ -62,61 +62,48 @@ MIGRATIONS: list[str] = [
 
 # Every upsert first drops the entity's rows in the further-types side table (a data-modifying CTE of the same
 # statement: no extra round trip, and no "does this tenant have any?" query); entities with several types then get
-# theirs back. An index probe per entity, where the query it replaces was a round trip per write.
-_UPSERT = (
-    "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = $2)"
+# theirs back. An index probe per entity, where the query it replaces was a round trip per write. The four upserts
+# below (one entity or a batch over arrays; with or without the history rows as a second CTE, see _PgTransaction) are
+# assembled from the same parts so that they cannot drift apart.
+_ENTITY_COLUMNS = (
     " INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
-    " geo_maxx, geo_maxy) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11) ON CONFLICT (tenant, id) DO UPDATE SET"
+    " geo_maxx, geo_maxy)"
+)
+_ON_CONFLICT = (
+    " ON CONFLICT (tenant, id) DO UPDATE SET"
     " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
     " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
     " geo_maxy=excluded.geo_maxy"
 )
+_GONE_ONE = "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = $2)"
+_GONE_MANY = "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[]))"
+_VALUES_ONE = " VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11)"
+# A batch is one statement over arrays (unnest), not executemany: one round trip and one plan for 1,000 rows.
+_VALUES_MANY = (
+    " SELECT $1, u.id, u.type, string_to_array(u.types, chr(31)), u.created_at, u.modified_at,"
+    " u.doc::jsonb, u.minx, u.miny, u.maxx, u.maxy"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[],"
+    " $10::float8[], $11::float8[]) AS u(id, type, types, created_at, modified_at, doc, minx, miny, maxx, maxy)"
+)
+_HIST_ONE = (
+    ", hist AS (INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
+    " VALUES ($1, $12, $13, $14, $15::jsonb))"
+)
+_HIST_MANY = (
+    ", hist AS (INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
+    " SELECT $1, h.entity_id, h.modified_at, h.deleted, h.instances::jsonb"
+    " FROM unnest($12::text[], $13::text[], $14::bool[], $15::text[]) AS h(entity_id, modified_at, deleted, instances))"
+)
+_UPSERT = _GONE_ONE + _ENTITY_COLUMNS + _VALUES_ONE + _ON_CONFLICT
+_UPSERT_ARRAYS = _GONE_MANY + _ENTITY_COLUMNS + _VALUES_MANY + _ON_CONFLICT
+_UPSERT_WITH_HISTORY = _GONE_ONE + _HIST_ONE + _ENTITY_COLUMNS + _VALUES_ONE + _ON_CONFLICT
+_UPSERT_ARRAYS_WITH_HISTORY = _GONE_MANY + _HIST_MANY + _ENTITY_COLUMNS + _VALUES_MANY + _ON_CONFLICT
 _SEP = "\x1f"
 _HISTORY = (
     "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
     " VALUES ($1,$2,$3,$4,$5::jsonb)"
 )
-# A batch is one statement over arrays (unnest), not executemany: one round trip and one plan for 1,000 rows.
-_UPSERT_ARRAYS = (
-    "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[]))"
-    " INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
-    " geo_maxx, geo_maxy)"
-    " SELECT $1, u.id, u.type, string_to_array(u.types, chr(31)), u.created_at, u.modified_at,"
-    " u.doc::jsonb, u.minx, u.miny, u.maxx, u.maxy"
-    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[],"
-    " $10::float8[], $11::float8[]) AS u(id, type, types, created_at, modified_at, doc, minx, miny, maxx, maxy)"
-    " ON CONFLICT (tenant, id) DO UPDATE SET"
-    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
-    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
-    " geo_maxy=excluded.geo_maxy"
-)
-# An upsert and the history rows that follow it in one statement (see _PgTransaction): one round trip less per write.
-_UPSERT_WITH_HISTORY = (
-    "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = $2),"
-    " hist AS (INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
-    " VALUES ($1, $12, $13, $14, $15::jsonb))"
-    " INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
-    " geo_maxx, geo_maxy) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11) ON CONFLICT (tenant, id) DO UPDATE SET"
-    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
-    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
-    " geo_maxy=excluded.geo_maxy"
-)
-_UPSERT_ARRAYS_WITH_HISTORY = (
-    "WITH gone AS (DELETE FROM broker_entity_extra_types WHERE tenant = $1 AND id = ANY($2::text[])),"
-    " hist AS (INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
-    " SELECT $1, h.entity_id, h.modified_at, h.deleted, h.instances::jsonb"
-    " FROM unnest($12::text[], $13::text[], $14::bool[], $15::text[]) AS h(entity_id, modified_at, deleted, instances))"
-    " INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny,"
-    " geo_maxx, geo_maxy)"
-    " SELECT $1, u.id, u.type, string_to_array(u.types, chr(31)), u.created_at, u.modified_at,"
-    " u.doc::jsonb, u.minx, u.miny, u.maxx, u.maxy"
-    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[],"
-    " $10::float8[], $11::float8[]) AS u(id, type, types, created_at, modified_at, doc, minx, miny, maxx, maxy)"
-    " ON CONFLICT (tenant, id) DO UPDATE SET"
-    " type=excluded.type, types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at,"
-    " doc=excluded.doc, geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx,"
-    " geo_maxy=excluded.geo_maxy"
-)
+
 _HISTORY_ARRAYS = (
     "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances)"
     " SELECT $1, u.entity_id, u.modified_at, u.deleted, u.instances::jsonb"
