@@ -116,7 +116,8 @@ class HttpSender:
 
     async def send(self, uri: str, message: Message) -> None:
         parts = urlsplit(uri)
-        if parts.scheme.lower() != "http" or parts.username is not None or parts.password is not None:
+        if (parts.scheme.lower() != "http" or parts.username is not None or parts.password is not None
+                or not uri.isascii()):  # aiohttp percent-encodes an IRI's path; the lean client sends bytes as given
             await self._send_aiohttp(uri, message)
             return
         status = await self._send_lean(parts.hostname or "localhost", parts.port or 80, parts, message)
