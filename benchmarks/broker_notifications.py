@@ -25,6 +25,15 @@ What it does:
    receiver, delivered/sent, delay p50/p99 from the update's send and from its request's answer (the part that is
    the notifier's, not the write's), and the goals (all delivered, p99 < 100 ms). The broker's notifier runs in its
    thread unless ``SLEUTELBOS_BROKER_NOTIFIER_THREAD=false`` is set (passed on to the broker).
+
+``--control`` creates no subscription: the second pass repeats the reference on the now bigger database (history
+and temporal tables grown by the first pass), which shows how much of the ratio is the order of the passes rather
+than the subscriptions (no notification figures then).
+
+``--mqtt-port`` points both the subscription and the MQTT reader at another Mosquitto on 127.0.0.1 (default 1883).
+Mosquitto's default ``set_tcp_nodelay false`` leaves Nagle's algorithm on its sockets to subscribers: a notification
+written while the previous one is not yet acknowledged (the reader's delayed ACK, up to 40 ms on Linux) waits for
+that acknowledgement, which is most of the Mosquitto path's p99 after the update's answer (decision 0611).
 """
 
 from __future__ import annotations
@@ -123,15 +132,15 @@ async def http_receiver(port: int, stats: Stats) -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
-async def mqtt_receiver(topic: str, stats: Stats, ready: asyncio.Event) -> None:
-    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+async def mqtt_receiver(topic: str, stats: Stats, ready: asyncio.Event, port: int) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic)
         ready.set()
         async for message in client.messages:
             stats.record(orjson.loads(bytes(message.payload))["body"])  # type: ignore[arg-type]
 
 
-def receivers_process(recv_port: int, topic: str, conn: Any, counts: Any) -> None:
+def receivers_process(recv_port: int, topic: str, conn: Any, counts: Any, mqtt_port: int = 1883) -> None:
     """The HTTP receiver and the MQTT subscriber, in a process of their own so that their work (reading and parsing
     every notification) does not hold up the update stream's client, whose request times are measured."""
 
@@ -139,7 +148,7 @@ def receivers_process(recv_port: int, topic: str, conn: Any, counts: Any) -> Non
         http_stats, mqtt_stats = Stats(counts, 0), Stats(counts, 1)
         server = await http_receiver(recv_port, http_stats)
         ready = asyncio.Event()
-        task = asyncio.create_task(mqtt_receiver(topic, mqtt_stats, ready))
+        task = asyncio.create_task(mqtt_receiver(topic, mqtt_stats, ready, mqtt_port))
         await asyncio.wait_for(ready.wait(), 10)
         conn.send("ready")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
@@ -227,7 +236,7 @@ async def run(args: argparse.Namespace) -> None:
     mp = multiprocessing.get_context("spawn")
     counts = mp.Array("q", 2, lock=False)
     parent_conn, child_conn = mp.Pipe()
-    receivers = mp.Process(target=receivers_process, args=(recv_port, topic, child_conn, counts), daemon=True)
+    receivers = mp.Process(target=receivers_process, args=(recv_port, topic, child_conn, counts, args.mqtt_port), daemon=True)
     receivers.start()
     if not parent_conn.poll(30) or parent_conn.recv() != "ready":
         raise RuntimeError("receivers did not start")
@@ -242,14 +251,15 @@ async def run(args: argparse.Namespace) -> None:
                 assert r.status_code in (201, 204), r.text
             ref_acks: list[float] = []
             ref_acked, ref_elapsed = await update_stream(client, args.meters, args.rate, args.seconds, ref_acks)
-            for uri in (f"http://127.0.0.1:{recv_port}/notify", f"mqtt://127.0.0.1:1883/{topic}"):
+            for uri in () if args.control else (f"http://127.0.0.1:{recv_port}/notify",
+                                                 f"mqtt://127.0.0.1:{args.mqtt_port}/{topic}"):
                 sub = {"type": "Subscription", "entities": [{"type": "Device"}], "watchedAttributes": ["power"],
                        "notification": {"attributes": ["power"], "format": "normalized", "endpoint": {"uri": uri}}}
                 r = await client.post("/ngsi-ld/v1/subscriptions", json=sub)
                 assert r.status_code == 201, r.text
             acks: list[float] = []
             acked, elapsed = await update_stream(client, args.meters, args.rate, args.seconds, acks)
-            deadline = time.monotonic() + args.drain
+            deadline = time.monotonic() + (0 if args.control else args.drain)
             while time.monotonic() < deadline and min(counts[0], counts[1]) < acked:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
     finally:
@@ -264,13 +274,16 @@ async def run(args: argparse.Namespace) -> None:
             await admin.close()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"database={db.split(':')[0]} meters={args.meters} target={args.rate}/s for {args.seconds:.0f} s, "
-          f"{max(1, args.rate // 100)} updates per request, notifier thread "
+          f"{max(1, args.rate // 100)} updates per request, Mosquitto port {args.mqtt_port}, notifier thread "
           f"{os.environ.get('SLEUTELBOS_BROKER_NOTIFIER_THREAD', 'true')}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ref_rate, rate = ref_acked / ref_elapsed, acked / elapsed
-    print(f"updates taken: {rate:,.0f}/s with 2 subscriptions vs {ref_rate:,.0f}/s without "
+    second = "in the second pass (control: no subscription)" if args.control else "with 2 subscriptions"
+    print(f"updates taken: {rate:,.0f}/s {second} vs {ref_rate:,.0f}/s without "
           f"(ratio {rate / ref_rate:.2f}); request answered p50/p99 {statistics.median(acks):.1f}/{pct(acks, 0.99):.1f} ms"
           f" with vs {statistics.median(ref_acks):.1f}/{pct(ref_acks, 0.99):.1f} ms without")
+    if args.control:
+        return
     if exported is None:
         raise RuntimeError("receivers did not report")
     http_stats, mqtt_stats = Stats.load(exported[0]), Stats.load(exported[1])
@@ -292,6 +305,8 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=10_000, help="updates per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--control", action="store_true", help="no subscriptions: the second pass repeats the first")
+    parser.add_argument("--mqtt-port", type=int, default=1883, help="the Mosquitto on 127.0.0.1 to notify through")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last notifications")
     asyncio.run(run(parser.parse_args()))
 

@@ -22,6 +22,8 @@ class HttpReceiver:
         self.status = 200
         self.delay_s = 0.0
         self.garbage = False
+        self.close_connections = False  # answer with "Connection: close" (no keep-alive)
+        self.big_answer = 0  # answer with that many bytes of body
         self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -43,9 +45,12 @@ class HttpReceiver:
                     with receiver.lock:
                         receiver.received.append({"path": self.path, "headers": dict(self.headers.items()),
                                                   "body": json.loads(raw), "at": time.time()})
-                body = b"\x00\xffnot json at all" if receiver.garbage else b""
+                body = b"\x00\xffnot json at all" if receiver.garbage else b"x" * receiver.big_answer
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", str(len(body)))
+                if receiver.close_connections:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(body)
 

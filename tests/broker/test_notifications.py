@@ -152,3 +152,57 @@ async def test_restart_keeps_subscriptions_history_and_retries(database_url: str
             assert notified[-1]["power"]["value"] == 101.0
     finally:
         receiver.stop()
+
+
+async def test_receiver_closing_connections_or_answering_long(database_url: str, tmp_path: Path) -> None:
+    """The HTTP sender's kept-alive connections: a receiver that closes every connection after its answer, and one
+    whose answer is longer than the sender reads (the connection is then dropped), still get every notification,
+    none counted as failed."""
+    closing, talkative = HttpReceiver().start(), HttpReceiver().start()
+    closing.close_connections = True
+    talkative.big_answer = 200_000
+    try:
+        async with running_broker(database_url, tmp_path) as broker:
+            ids = [await subscribe(broker, subscription(r.url)) for r in (closing, talkative)]
+            for n in range(1, 4):
+                await broker.create(meter(n, float(n)))
+            for r in (closing, talkative):
+                assert [e["id"] for e in await r.wait_for(3)] == [f"urn:ngsi-ld:Device:m{n}" for n in range(1, 4)]
+            for sub_id in ids:
+                got = await status(broker, sub_id)
+                assert got["timesSent"] >= 1 and got["timesFailed"] == 0
+    finally:
+        closing.stop()
+        talkative.stop()
+
+
+async def test_one_batch_matched_per_entity(database_url: str, tmp_path: Path) -> None:
+    """One transaction with entities of different shapes (types, attributes created or updated): the matcher works
+    out each shape once, yet idPattern, q and type still decide per entity, and each subscription gets its own."""
+    by_pattern, by_q, by_type = HttpReceiver().start(), HttpReceiver().start(), HttpReceiver().start()
+    try:
+        async with running_broker(database_url, tmp_path) as broker:
+            await subscribe(broker, subscription(by_pattern.url, entities=[{"type": "Device", "idPattern": "m[12]$"}]))
+            await subscribe(broker, subscription(by_q.url, q="power>2"))
+            await subscribe(broker, subscription(by_type.url, entities=[{"type": "Room"}]))
+            batch = [meter(n, float(n)) for n in range(1, 5)]
+            batch.append({"id": "urn:ngsi-ld:Room:r1", "type": "Room", "power": {"type": "Property", "value": 9}})
+            r = await broker.client.post(f"{BASE}/entityOperations/upsert", content=json.dumps(batch), headers=JSON)
+            assert r.status_code == 201, r.text
+            assert [e["id"] for e in await by_pattern.wait_for(2)] == ["urn:ngsi-ld:Device:m1", "urn:ngsi-ld:Device:m2"]
+            assert [e["id"] for e in await by_q.wait_for(2)] == ["urn:ngsi-ld:Device:m3", "urn:ngsi-ld:Device:m4"]
+            assert [e["id"] for e in await by_type.wait_for(1)] == ["urn:ngsi-ld:Room:r1"]
+            update = [meter(n, 10.0) for n in (1, 3)]
+            update[0]["name"] = {"type": "Property", "value": "new attribute"}  # m1: another shape (created)
+            r = await broker.client.post(f"{BASE}/entityOperations/upsert?options=update", content=json.dumps(update),
+                                         headers=JSON)
+            assert r.status_code == 204, r.text
+            assert [e["id"] for e in (await by_pattern.wait_for(3))[2:]] == ["urn:ngsi-ld:Device:m1"]
+            assert [e["id"] for e in (await by_q.wait_for(4))[2:]] == ["urn:ngsi-ld:Device:m1", "urn:ngsi-ld:Device:m3"]
+            reasons = [b.get("triggerReason") for b in by_q.bodies()[1:]]
+            assert set(reasons) <= {"attributeCreated", "attributeUpdated", None}
+            await asyncio.sleep(0.3)
+            assert len(by_type.entities()) == 1
+    finally:
+        for r in (by_pattern, by_q, by_type):
+            r.stop()

@@ -105,3 +105,24 @@ async def test_unreachable_mqtt_broker_is_recorded_and_retried(database_url: str
         assert failed["timesFailed"] >= 2 and failed["timesSent"] == 0 and failed["status"] == "failed"
         assert await broker.app.state.context.services["broker.subscriptions"].store.pending_count() == 1
         assert (await broker.client.get(f"{BASE}/entities/urn:ngsi-ld:Device:m1")).status_code == 200
+
+
+async def test_qos0_connection_dropped_is_reopened(database_url: str, tmp_path: Path,
+                                                  mosquitto: tuple[str, int]) -> None:
+    """MQTT 3.1.1 at QoS 0 goes through the broker's own minimal publisher: when its connection to Mosquitto is
+    gone, the next notification opens a new one."""
+    host, port = mosquitto
+    topic = f"sleutelbos/test/{time.monotonic_ns()}"
+    async with MqttListener(host, port, topic) as listener, running_broker(database_url, tmp_path) as broker:
+        sub_id = await subscribe(broker, mqtt_subscription(f"mqtt://{host}:{port}/{topic}", "mqtt3.1.1", "0"))
+        await broker.create(meter(1, 1.0))
+        await listener.wait_for(1)
+        dispatcher = broker.app.state.context.services["broker.subscriptions"].dispatcher
+        connections = list(dispatcher.senders.mqtt._connections.values())
+        assert len(connections) == 1 and connections[0].writer is not None
+        dispatcher._loop.call_soon_threadsafe(connections[0].writer.transport.abort)  # on the notifier's loop
+        await asyncio.sleep(0.2)
+        await patch_power(broker, 1, 2.0)
+        messages = await listener.wait_for(2)
+        assert [m["body"]["data"][0]["power"] for m in messages] == [1.0, 2.0]
+        assert (await status(broker, sub_id))["timesSent"] == 2

@@ -25,7 +25,7 @@ from sleutelbos.broker.entity import Entity, now_iso
 from sleutelbos.broker.store import EntityFilter, EntityStore, HistoryRow, StoreTransaction
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One entity's change in one committed write."""
 
@@ -106,7 +106,9 @@ class _ObservedTransaction(StoreTransaction):
                 continue
             kinds = self.attr_rows.setdefault(row.entity_id, {})
             for attr, instances in row.instances.items():
-                if instances and all("deletedAt" in i and "type" not in i for i in instances):
+                # a written instance has a "type"; only a deletion's markers lack it (checked first: cheap)
+                if instances and "type" not in instances[0] and all("deletedAt" in i and "type" not in i
+                                                                    for i in instances):
                     kinds[attr] = "attributeDeleted"
                     continue
                 had = attr in self.previous_keys.get(row.entity_id, ())

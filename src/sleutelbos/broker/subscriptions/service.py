@@ -139,41 +139,57 @@ class SubscriptionService:
     def publish(self, changes: list[Change]) -> None:
         """Match one committed transaction's changes and hand each subscription its items in one call.
 
-        Candidates come from the tenant's plan (subscriptions indexed by the entity types they select), so a change
-        costs a dict lookup per entity type plus the checks of the subscriptions that can match it."""
+        The changes of a transaction mostly look alike (a batch of meters of one type, the same attributes updated),
+        and which subscriptions a change can fire, and why, depends only on its *shape*: tenant, entity types,
+        created/deleted and the kinds of its attribute changes. So the candidates (the tenant's plan, indexed by
+        entity type), their trigger reason and their expiry are worked out once per shape and transaction; per change
+        only the shape's key is built and, for subscriptions with an id, idPattern, ``q`` or ``geoQ``, ``selects``
+        called. One :class:`Item` per change and reason is shared by the subscriptions it goes to (decision 0610)."""
         if not changes:
             return
-        plan = self._plan(changes[0].tenant) if len({c.tenant for c in changes}) == 1 else None
         now = now_iso()
         out: dict[int, tuple[Subscription, list[Item]]] = {}
-        expired: dict[int, bool] = {}
+        routes: dict[tuple[Any, ...], list[tuple[Subscription, str, bool]]] = {}
         for change in changes:
-            tenant_plan = plan or self._plan(change.tenant)
             state = change.previous if change.deleted else change.entity
             if state is None:
                 continue
-            shared: dict[Any, dict[str, Any]] = {}  # one rendering per parameter set for all subscriptions
-            types: tuple[str, ...] | None = None
-            for sub in tenant_plan.candidates(state.get("type", ())):
-                reason = self._reason(sub, change)
-                if reason is None or not sub.selects(state):
+            types = state.get("type", ())
+            shape = (change.tenant, types if isinstance(types, str) else tuple(types), change.created,
+                     change.deleted, tuple(change.attrs.items()))
+            route = routes.get(shape)
+            if route is None:
+                route = routes[shape] = self._route(change, shape[1], now)
+            if not route:
+                continue
+            items: dict[str, Item] = {}
+            for sub, reason, check in route:
+                if check and not sub.selects(state):
                     continue
-                key = id(sub)
-                gone = expired.get(key)
-                if gone is None:
-                    gone = expired[key] = sub.expired(now)
-                if gone:
-                    continue
-                if types is None:
-                    types = tuple(change.previous.get("type", ())) if change.previous else ()
-                item = Item(change.entity_id, change.entity, change.previous, reason, change.at or now, types, shared)
-                entry = out.get(key)
+                item = items.get(reason)
+                if item is None:
+                    previous = change.previous
+                    item = items[reason] = Item(
+                        change.entity_id, change.entity, previous, reason, change.at or now,
+                        tuple(previous.get("type", ())) if change.deleted and previous else (),
+                        next(iter(items.values())).rendered if items else None)
+                entry = out.get(id(sub))
                 if entry is None:
-                    out[key] = (sub, [item])
+                    out[id(sub)] = (sub, [item])
                 else:
                     entry[1].append(item)
         if out:
             self.dispatcher.offer_all(list(out.values()))
+
+    def _route(self, change: Change, types: Any, now: str) -> list[tuple[Subscription, str, bool]]:
+        """For a change of this shape: each subscription it fires (not expired), the trigger reason, and whether
+        ``selects`` must still be asked per entity."""
+        route = []
+        for sub in self._plan(change.tenant).candidates(types):
+            reason = self._reason(sub, change)
+            if reason is not None and not sub.expired(now):
+                route.append((sub, reason, not sub.selects_by_type))
+        return route
 
     @staticmethod
     def _reason(sub: Subscription, change: Change) -> str | None:
