@@ -9,12 +9,13 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
 
 * SQLite (a database file): the step runs on a thread of its own with its own ``sqlite3`` connection — the module
   releases the GIL while SQLite executes, so the SQL (taking the JSON apart, inserting, maintaining two indexes) runs
-  on another core than the event loop. The batch's bounds are read in a read transaction (WAL: no lock); the write
-  — one ``INSERT ... SELECT`` and the cursor move — takes the store's writer lock, which the event loop awaits as an
-  ``asyncio`` lock (writers queue, the loop keeps serving), and is a single ``executescript`` call so that the thread
-  comes back for the GIL once per step, not once per statement, while the writers wait. The single writer orders
-  the history, so ``seq`` is the cursor. A shared in-memory database (no path) runs the step on the store's writer
-  connection.
+  on another core than the event loop. The batch's bounds are read, and its instances taken apart into a temporary
+  table of that connection, in a read transaction (WAL: no lock; the temporary table is the connection's own,
+  decision 0508); the write — copying the staged rows and moving the cursor — takes the store's writer lock, which
+  the event loop awaits as an ``asyncio`` lock (writers queue, the loop keeps serving), and is a single
+  ``executescript`` call so that the thread comes back for the GIL once per step, not once per row, while the
+  writers wait. The single writer orders the history, so ``seq`` is the cursor. A shared in-memory database (no
+  path) runs the step on the store's writer connection.
 * PostgreSQL: sequence values are handed out in order but committed out of order, so ``seq`` alone cannot be a cursor
   without waiting for the writers in flight (formerly ``LOCK TABLE ... IN SHARE MODE``, which every write then waited
   for). Every history row records its transaction (``xid``, default ``pg_current_xact_id()``) and the cursor keeps
@@ -27,9 +28,9 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
 
 Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
 The history rows are taken apart in SQL (SQLite ``json_each``, PostgreSQL ``jsonb_each``/``jsonb_array_elements``):
-the instances whose ``observedAt`` is already in the stored form (all the broker writes) go from the history to the
-instances in one ``INSERT ... SELECT``; only the others come back to Python for ``instant()`` (docs/decisions/0605,
-0630).
+the instances whose ``observedAt`` is in the stored form, or in whole seconds or milliseconds in UTC (what meters
+send; padded in SQL), go from the history to the instances in one ``INSERT ... SELECT``; only the others come back to
+Python for ``instant()`` (docs/decisions/0605, 0630, 0508).
 """
 
 from __future__ import annotations
