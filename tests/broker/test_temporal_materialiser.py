@@ -140,3 +140,44 @@ async def test_restart_repeats_nothing_and_skips_nothing(database_url: str, tmp_
                         "endTimeAt": "2026-03-01T00:45:00Z"})
                     got = r.json()["power"]
                     assert [i["value"] for i in (got if isinstance(got, list) else [got])] == [9.0]
+
+
+async def test_observed_at_forms_brought_to_the_stored_form(broker: Broker) -> None:
+    """Whole seconds and milliseconds in UTC (what meters send) are brought to the stored form by the materialiser's
+    SQL, other forms by ``instant()`` in Python: either way the indexed ``observed_at`` is ``instant(observedAt)``."""
+    from sleutelbos.broker.temporal.instants import instant
+
+    forms = ["2026-03-01T00:05:00Z", "2026-03-01T00:06:00.250Z", "2026-03-01T00:07:00.123456Z",
+             "2026-03-01T01:08:00+01:00", "2026-03-01T00:09:00.5Z"]
+    for i, observed in enumerate(forms):
+        r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
+            "id": meter(i), "type": "Device", "power": {"type": "Property", "value": 1.0, "observedAt": observed}}),
+            headers=JSON)
+        assert r.status_code == 201, r.text
+    await materialiser(broker.app).catch_up()
+    rows = await materialiser(broker.app).db.fetch(
+        "SELECT entity_id, observed_at FROM broker_temporal_instances ORDER BY entity_id")
+    assert dict(rows) == {meter(i): instant(observed) for i, observed in enumerate(forms)}
+    assert instant(forms[0]) == "2026-03-01T00:05:00.000000Z" and instant(forms[1]) == "2026-03-01T00:06:00.250000Z"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_instances_staged_before_their_history_was_deleted_are_not_written(broker: Broker) -> None:
+    """SQLite stages a step's instances without the writer lock (decision 0508): a history row deleted between the
+    read step and the write step (``DELETE /temporal/entities/{id}`` takes the writer lock in between) must not come
+    back as instances."""
+    import functools
+
+    m = materialiser(broker.app)
+    async with m._lock:  # the background task waits: the test takes the two steps itself
+        await create(broker.client, 1)
+        await create(broker.client, 2)
+        found = await m._on_thread(m._read_step)
+        async with m.db.transaction() as tx:
+            await tx.execute("DELETE FROM broker_entity_history WHERE tenant = '' AND entity_id = ?", [meter(1)])
+        async with m.db.store._lock:
+            await m._on_thread(functools.partial(m._write_step, *found))
+    rows = await m.db.fetch("SELECT entity_id FROM broker_temporal_instances")
+    assert [r[0] for r in rows] == [meter(2)]
+    await m.catch_up()  # and the cursor moved past both: nothing is taken twice
+    assert [r[0] for r in await m.db.fetch("SELECT entity_id FROM broker_temporal_instances")] == [meter(2)]

@@ -9,12 +9,13 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
 
 * SQLite (a database file): the step runs on a thread of its own with its own ``sqlite3`` connection — the module
   releases the GIL while SQLite executes, so the SQL (taking the JSON apart, inserting, maintaining two indexes) runs
-  on another core than the event loop. The batch's bounds are read in a read transaction (WAL: no lock); the write
-  — one ``INSERT ... SELECT`` and the cursor move — takes the store's writer lock, which the event loop awaits as an
-  ``asyncio`` lock (writers queue, the loop keeps serving), and is a single ``executescript`` call so that the thread
-  comes back for the GIL once per step, not once per statement, while the writers wait. The single writer orders
-  the history, so ``seq`` is the cursor. A shared in-memory database (no path) runs the step on the store's writer
-  connection.
+  on another core than the event loop. The batch's bounds are read, and its instances taken apart into a temporary
+  table of that connection, in a read transaction (WAL: no lock; the temporary table is the connection's own,
+  decision 0508); the write — copying the staged rows and moving the cursor — takes the store's writer lock, which
+  the event loop awaits as an ``asyncio`` lock (writers queue, the loop keeps serving), and is a single
+  ``executescript`` call so that the thread comes back for the GIL once per step, not once per row, while the
+  writers wait. The single writer orders the history, so ``seq`` is the cursor. A shared in-memory database (no
+  path) runs the step on the store's writer connection.
 * PostgreSQL: sequence values are handed out in order but committed out of order, so ``seq`` alone cannot be a cursor
   without waiting for the writers in flight (formerly ``LOCK TABLE ... IN SHARE MODE``, which every write then waited
   for). Every history row records its transaction (``xid``, default ``pg_current_xact_id()``) and the cursor keeps
@@ -27,9 +28,9 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
 
 Instances recorded as deleted (``deletedAt``) and whole-entity deletions are not instances and are not materialised.
 The history rows are taken apart in SQL (SQLite ``json_each``, PostgreSQL ``jsonb_each``/``jsonb_array_elements``):
-the instances whose ``observedAt`` is already in the stored form (all the broker writes) go from the history to the
-instances in one ``INSERT ... SELECT``; only the others come back to Python for ``instant()`` (docs/decisions/0605,
-0630).
+the instances whose ``observedAt`` is in the stored form, or in whole seconds or milliseconds in UTC (what meters
+send; padded in SQL), go from the history to the instances in one ``INSERT ... SELECT``; only the others come back to
+Python for ``instant()`` (docs/decisions/0605, 0630, 0508).
 """
 
 from __future__ import annotations
@@ -60,20 +61,46 @@ _SQLITE_INSTANCES = (
     " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)")
 _SQLITE_COLUMNS = ("SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
                    " json_extract(i.value, '$.observedAt'), h.modified_at, i.value")
-# observedAt absent or in the stored form (what the broker writes), checked in SQLite's C code (GLOB: no Python)
+# The observedAt forms that SQL brings to the stored form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` itself, in SQLite's C code
+# (GLOB: no Python): the stored form, whole seconds ``...SSZ`` and milliseconds ``...SS.fffZ`` in UTC — what meters
+# and most clients send (the broker keeps a client's observedAt as sent in the instance). These strings passed
+# ``validation.check_datetime`` (``datetime.fromisoformat``) on the way in, so the digits are a valid date-time and
+# padding the fraction is exactly what ``instants.instant`` makes of them. Other forms (offsets, other precisions)
+# come back to Python for ``instant()``.
+_DIGITS_TO_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+_SQLITE_OBSERVED = "json_extract(i.value, '$.observedAt')"
 _SQLITE_STORED_FORM = (
-    "(json_type(i.value, '$.observedAt') IS NULL OR (json_type(i.value, '$.observedAt') = 'text'"
-    " AND json_extract(i.value, '$.observedAt') GLOB"
-    " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'))")
+    f"(json_type(i.value, '$.observedAt') IS NULL OR (json_type(i.value, '$.observedAt') = 'text'"
+    f" AND ({_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
+    f" OR {_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}Z'"
+    f" OR {_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9]Z')))")
+# the stored form of an observedAt that passed _SQLITE_STORED_FORM (by length: 27, 20 or 24 characters)
+_SQLITE_STORED_OBSERVED = (
+    "(SELECT CASE length(o) WHEN 20 THEN substr(o, 1, 19) || '.000000Z' WHEN 24 THEN substr(o, 1, 23) || '000Z'"
+    " ELSE o END FROM (SELECT json_extract(i.value, '$.observedAt') AS o))")
 _SQLITE_ORDER = " ORDER BY h.seq, a.id, i.id"
-# The instances in the stored form go from the history to the instances in one statement, so the step's thread
-# spends its time in SQLite (GIL released), not in Python competing with the event loop for the GIL.
-_MATERIALISE_SQLITE = (
-    "INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
-    " modified_at, instance) " + _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND " + _SQLITE_STORED_FORM + _SQLITE_ORDER)
-_MATERIALISE_SQLITE_SCRIPT = "".join((
-    "BEGIN IMMEDIATE; ", _MATERIALISE_SQLITE.replace("?", "<lo>", 1).replace("?", "<hi>", 1),
-    "; UPDATE broker_temporal_cursor SET seq = <hi> WHERE name = 'history';"))
+_COLUMNS = "history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, instance"
+# The step's instances are first staged in a temporary table of the step's own connection (``temp`` is a database of
+# that connection alone: writing it takes no lock on the broker's file), in the read step, without the writer lock:
+# taking the history JSON apart is most of a step's SQL (~9 µs per instance, measured), and the writers do not wait
+# for it. The stored-form instances are staged by one ``INSERT ... SELECT`` (SQLite's C code, GIL released).
+_CREATE_STAGING_SQLITE = "CREATE TEMP TABLE IF NOT EXISTS broker_temporal_staging (" + _COLUMNS + ")"
+_CLEAR_STAGING_SQLITE = "DELETE FROM temp.broker_temporal_staging"
+_STAGE_SQLITE = (
+    "INSERT INTO temp.broker_temporal_staging (" + _COLUMNS + ") "
+    + _SQLITE_COLUMNS.replace(_SQLITE_OBSERVED, _SQLITE_STORED_OBSERVED) + _SQLITE_INSTANCES + " AND "
+    + _SQLITE_STORED_FORM + _SQLITE_ORDER)
+_STAGE_REST_SQLITE = ("INSERT INTO temp.broker_temporal_staging (history_seq, tenant, entity_id, attr,"
+                      " dataset_id, observed_at, modified_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+# The write step, under the writer lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
+# return to Python for the GIL). Rows of a history row deleted since it was staged (``DELETE /temporal/entities``
+# between the two steps) are left out: the history row is the truth.
+_MATERIALISE_SQLITE_SCRIPT = (
+    "BEGIN IMMEDIATE; INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id,"
+    " observed_at, modified_at, instance) SELECT history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
+    " modified_at, instance FROM temp.broker_temporal_staging s"
+    " WHERE EXISTS (SELECT 1 FROM broker_entity_history h WHERE h.seq = s.history_seq) ORDER BY s.rowid;"
+    " UPDATE broker_temporal_cursor SET seq = <hi> WHERE name = 'history'; COMMIT;")
 _EXPLODE_SQLITE_REST = _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND NOT " + _SQLITE_STORED_FORM + _SQLITE_ORDER
 
 
@@ -93,7 +120,10 @@ _NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
 # The new rows' instances go from the history to the instances in one statement when their observedAt is already in
 # the stored form (what the broker writes): no row per instance through the broker's process and back. The others
 # (none the broker writes itself) come back for ``instant()``.
-_STORED_FORM_SQL = r"(x.obs IS NULL OR x.obs ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$')"
+# (as _SQLITE_STORED_FORM: the stored form, whole seconds and milliseconds in UTC are brought to the stored form in SQL)
+_STORED_FORM_SQL = r"(x.obs IS NULL OR x.obs ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6}|\.\d{3}|)Z$')"
+_STORED_OBSERVED_SQL = ("CASE length(x.obs) WHEN 20 THEN left(x.obs, 19) || '.000000Z'"
+                        " WHEN 24 THEN left(x.obs, 23) || '000Z' ELSE x.obs END")
 _MATERIALISE_POSTGRES_NEW = (
     "WITH x AS MATERIALIZED (SELECT h.seq, h.tenant, h.entity_id, a.key, i.value->>'datasetId' AS ds,"
     " i.value->>'observedAt' AS obs, h.modified_at, i.value AS inst, a.n AS an, i.n AS ino"
@@ -102,11 +132,11 @@ _MATERIALISE_POSTGRES_NEW = (
     " WHERE <rows> AND h.instances IS NOT NULL AND jsonb_typeof(a.value) = 'array'"
     " AND (NOT jsonb_exists(i.value, 'deletedAt') OR jsonb_exists(i.value, 'type'))),"
     " ins AS (INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
-    " modified_at, instance) SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst FROM x"
-    " WHERE <stored> ORDER BY x.seq, x.an, x.ino)"
+    " modified_at, instance) SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, <observed>, x.modified_at, x.inst"
+    " FROM x WHERE <stored> ORDER BY x.seq, x.an, x.ino)"
     " SELECT x.seq, x.tenant, x.entity_id, x.key, x.ds, x.obs, x.modified_at, x.inst::text FROM x"
     " WHERE NOT <stored> ORDER BY x.seq, x.an, x.ino"
-).replace("<rows>", _NEW_ROWS).replace("<stored>", _STORED_FORM_SQL)
+).replace("<rows>", _NEW_ROWS).replace("<stored>", _STORED_FORM_SQL).replace("<observed>", _STORED_OBSERVED_SQL)
 _EXPLODE_POSTGRES_LEGACY = _EXPLODE_POSTGRES.replace("<rows>", "h.xid IS NULL AND h.seq > $1 AND h.seq <= $2")
 # scalar subqueries, not a join: their values are index keys of the xid index (one short index look per partition)
 _PENDING_POSTGRES = (
@@ -187,6 +217,7 @@ class HistoryMaterialiser:
         def run() -> T:
             if self._conn is None:
                 self._conn = self.db.store._connect(check_same_thread=False)
+                self._conn.execute("PRAGMA temp_store=MEMORY")  # the staging table (below) in memory, not a file
             return fn(self._conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, run)
@@ -219,46 +250,41 @@ class HistoryMaterialiser:
                 return total
             await asyncio.sleep(0)
 
-    def _read_step(self, conn: sqlite3.Connection) -> tuple[int, int, int, list[tuple[Any, ...]]]:
-        """The next batch's bounds and its instances not in the stored form (none that the broker wrote), read in
-        one read transaction (WAL: no writer lock)."""
+    def _read_step(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """The next batch's bounds, its instances staged in the connection's temporary table (the stored-form ones
+        by SQL, the others through ``instant()``), in one read transaction of the broker's file (WAL: no writer
+        lock; the temporary table is the connection's own)."""
+        conn.execute(_CREATE_STAGING_SQLITE)
+        conn.execute(_CLEAR_STAGING_SQLITE)  # a failed write step's leftovers
         conn.execute("BEGIN")
         try:
             cursor = conn.execute(_CURSOR).fetchone()[0]
             upper, count = conn.execute(
                 "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM broker_entity_history WHERE seq > ? ORDER BY seq"
                 " LIMIT ?) s", (cursor, self.batch)).fetchone()
-            rest = _instance_rows(conn.execute(_EXPLODE_SQLITE_REST, (cursor, upper)).fetchall()) if count else []
+            if count:
+                conn.execute(_STAGE_SQLITE, (cursor, upper))
+                rest = _instance_rows(conn.execute(_EXPLODE_SQLITE_REST, (cursor, upper)).fetchall())
+                if rest:
+                    conn.executemany(_STAGE_REST_SQLITE, rest)
         finally:
             conn.execute("COMMIT")
-        return int(cursor), int(upper or 0), int(count), rest
+        return int(cursor), int(upper or 0), int(count)
 
     @staticmethod
-    def _write_step(cursor: int, upper: int, count: int, rest: list[tuple[Any, ...]],
-                    conn: sqlite3.Connection) -> None:
-        """Materialise the history rows in (cursor, upper] and move the cursor in one write transaction (the caller
-        holds the writer lock, and only this materialiser moves the cursor).
+    def _write_step(cursor: int, upper: int, count: int, conn: sqlite3.Connection) -> None:
+        """Copy the staged instances of the history rows in (cursor, upper] and move the cursor in one write
+        transaction (the caller holds the writer lock, and only this materialiser moves the cursor).
 
-        Usually one ``executescript`` call: the writers wait for this step, and every return from SQLite to Python
-        on this thread has to take the GIL back from the event loop (up to the interpreter's switch interval), so
-        the step makes as few calls as it can. ``cursor`` and ``upper`` are integers."""
-        script = _MATERIALISE_SQLITE_SCRIPT.replace("<lo>", str(int(cursor))).replace("<hi>", str(int(upper)))
-        if not rest:
-            try:
-                conn.executescript(script + " COMMIT;")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return
+        One ``executescript`` call: the writers wait for this step, and every return from SQLite to Python on this
+        thread has to take the GIL back from the event loop (up to the interpreter's switch interval), so the step
+        makes one call. ``upper`` is an integer."""
         try:
-            conn.executescript(script)
-            conn.executemany(INSERT, rest)
+            conn.executescript(_MATERIALISE_SQLITE_SCRIPT.replace("<hi>", str(int(upper))))
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     # --- PostgreSQL ---------------------------------------------------------------------------------------------
     async def _catch_up_postgres(self) -> int:
