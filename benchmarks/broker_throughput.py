@@ -170,8 +170,11 @@ def raw_sqlite(path: Path, rows: list[tuple[Any, ...]], batch: int) -> float:
     conn.execute("CREATE TABLE bench_raw_entities AS SELECT * FROM broker_entities WHERE 0")
     conn.execute("CREATE UNIQUE INDEX bench_raw_pk ON bench_raw_entities (tenant, id)")
     conn.execute("CREATE INDEX bench_raw_type ON bench_raw_entities (tenant, type, id)")
-    sql = ("INSERT INTO bench_raw_entities VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET"
-           " modified_at=excluded.modified_at, doc=excluded.doc")
+    # as many columns as the store's row has (the scalar column of decision 0555 is written with the document)
+    marks = ",".join("?" * len(rows[0]))
+    scalars = ", scalars=excluded.scalars" if len(rows[0]) > 11 else ""
+    sql = (f"INSERT INTO bench_raw_entities VALUES ({marks}) ON CONFLICT (tenant, id) DO UPDATE SET"  # noqa: S608
+           f" modified_at=excluded.modified_at, doc=excluded.doc{scalars}")
     for i in range(0, len(rows), batch):  # first pass creates, like the broker's first pass
         conn.execute("BEGIN")
         conn.executemany(sql, rows[i:i + batch])
