@@ -199,7 +199,8 @@ async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]], batch: int) -> flo
         await conn.execute("CREATE TABLE bench_raw_entities (LIKE broker_entities INCLUDING ALL)")
         sql = ("INSERT INTO bench_raw_entities VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11)"
                " ON CONFLICT (tenant, id) DO UPDATE SET modified_at=excluded.modified_at, doc=excluded.doc")
-        pg_rows = [(*r[:3], orjson.loads(r[3]), *r[4:]) for r in rows]
+        # the SQLite store's row minus its scalar column (decision 0555), which PostgreSQL does not keep
+        pg_rows = [(*r[:3], orjson.loads(r[3]), *r[4:11]) for r in rows]
         for i in range(0, len(pg_rows), batch):
             async with conn.transaction():
                 await conn.executemany(sql, pg_rows[i:i + batch])
