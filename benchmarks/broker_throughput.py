@@ -187,8 +187,11 @@ def raw_sqlite(path: Path, rows: list[tuple[Any, ...]], batch: int) -> float:
     conn.execute("CREATE TABLE bench_raw_entities AS SELECT * FROM broker_entities WHERE 0")
     conn.execute("CREATE UNIQUE INDEX bench_raw_pk ON bench_raw_entities (tenant, id)")
     conn.execute("CREATE INDEX bench_raw_type ON bench_raw_entities (tenant, type, id)")
-    sql = ("INSERT INTO bench_raw_entities VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET"
-           " modified_at=excluded.modified_at, doc=excluded.doc")
+    # as many columns as the store's row has (the scalar column of decision 0555 is written with the document)
+    marks = ",".join("?" * len(rows[0]))
+    scalars = ", scalars=excluded.scalars" if len(rows[0]) > 11 else ""
+    sql = (f"INSERT INTO bench_raw_entities VALUES ({marks}) ON CONFLICT (tenant, id) DO UPDATE SET"  # noqa: S608
+           f" modified_at=excluded.modified_at, doc=excluded.doc{scalars}")
     for i in range(0, len(rows), batch):  # first pass creates, like the broker's first pass
         conn.execute("BEGIN")
         conn.executemany(sql, rows[i:i + batch])
@@ -213,7 +216,8 @@ async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]], batch: int) -> flo
         await conn.execute("CREATE TABLE bench_raw_entities (LIKE broker_entities INCLUDING ALL)")
         sql = ("INSERT INTO bench_raw_entities VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11)"
                " ON CONFLICT (tenant, id) DO UPDATE SET modified_at=excluded.modified_at, doc=excluded.doc")
-        pg_rows = [(*r[:3], orjson.loads(r[3]), *r[4:]) for r in rows]
+        # the SQLite store's row minus its scalar column (decision 0555), which PostgreSQL does not keep
+        pg_rows = [(*r[:3], orjson.loads(r[3]), *r[4:11]) for r in rows]
         for i in range(0, len(pg_rows), batch):
             async with conn.transaction():
                 await conn.executemany(sql, pg_rows[i:i + batch])

@@ -13,6 +13,7 @@ from sleutelbos.broker.query.sql import (
     VALUE_INDEX_TABLE,
     attribute_value_rows,
     register_sqlite_functions,
+    scalar_values,
 )
 
 V = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -64,8 +65,9 @@ CORPUS: list[dict[str, Any]] = [
 
 # --- SQLite ----------------------------------------------------------------------------------------------------
 
+#: ``scalars``: the store's scalar column (``query.sql.scalar_values``), used by the ``SqlTarget(scalars=...)`` variant
 SQLITE_ENTITIES = "CREATE TABLE broker_entities (tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, "\
-                  "PRIMARY KEY (tenant, id))"
+                  "scalars TEXT, PRIMARY KEY (tenant, id))"
 
 
 def sqlite_table(entities: list[dict[str, Any]]) -> sqlite3.Connection:
@@ -79,8 +81,8 @@ def sqlite_table(entities: list[dict[str, Any]]) -> sqlite3.Connection:
 
 
 def sqlite_insert(conn: sqlite3.Connection, entities: list[dict[str, Any]]) -> None:
-    conn.executemany("INSERT OR REPLACE INTO broker_entities VALUES (?, ?, ?)",
-                     [(TENANT, e["id"], json.dumps(e)) for e in entities])
+    conn.executemany("INSERT OR REPLACE INTO broker_entities VALUES (?, ?, ?, ?)",
+                     [(TENANT, e["id"], json.dumps(e), scalar_values(e)) for e in entities])
     conn.executemany(f"INSERT INTO {VALUE_INDEX_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                      [r for e in entities for r in attribute_value_rows(TENANT, e)])
 

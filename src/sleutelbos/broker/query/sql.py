@@ -33,6 +33,8 @@ from functools import lru_cache, partial
 from typing import Any, Final
 from typing import Literal as TypingLiteral
 
+import orjson
+
 from sleutelbos.broker.entity import VALUE_MEMBER, Entity, attributes
 from sleutelbos.broker.query.ast import And, AttributePath, Comparison, Exists, Node, Or, Pattern, Range
 from sleutelbos.broker.query.evaluate import RELATIONSHIP_TYPES, regex_search, target_elements
@@ -200,6 +202,33 @@ def attribute_value_rows(tenant: str, entity: Entity) -> list[tuple[Any, ...]]:
     return rows
 
 
+#: Python types of the scalars :func:`scalar_values` keeps (exact types: a set lookup is cheaper than
+#: ``isinstance``, and a value of another type is simply left to the document).
+_SCALAR_TYPES: Final = frozenset((str, int, float, bool, type(None)))
+
+
+def scalar_values(entity: Entity) -> str | None:
+    """The entity's *scalar column* (decision 0555): ``{"<attribute IRI>": <value>, ...}`` as JSON text for every
+    top-level attribute that holds exactly one instance, of type ``Property``, whose ``value`` is a JSON scalar —
+    the common shape the direct extraction (:meth:`_Builder.direct`) answers; ``None`` when there is none.
+
+    SQLite 3.40 has no JSONB: every ``json_*`` call on a row parses its text, and the ~1.1 KB document costs ~3 µs
+    per candidate row; this ~0.3 KB text costs a quarter of that. It is derived from the document alone and written
+    with it in the same statement, so it cannot disagree with it; an attribute missing here (another shape, or a row
+    written before the column existed: NULL) is answered from the document as before. Written in SQLite only.
+    """
+    out: dict[str, Any] = {}
+    for key, instances in entity.items():  # on the write path: ~2 µs per meter entity, kept plain
+        if type(instances) is list and len(instances) == 1:
+            instance = instances[0]
+            if type(instance) is dict and instance.get("type") == "Property":
+                value = instance.get("value", instance)  # absent: the instance itself, not a scalar
+                if type(value) in _SCALAR_TYPES:
+                    out[key] = value
+    # orjson, as the document itself is written: the same number text, so json_extract reads the same value
+    return orjson.dumps(out).decode() if out else None
+
+
 @dataclass(frozen=True)
 class SqlTarget:
     """Where the translated SQL looks: the dialect, the document expression and (optionally) the value index."""
@@ -212,6 +241,9 @@ class SqlTarget:
     #: document scan as the fallback for every other shape (see :meth:`_Builder.direct`). Off only in tests that
     #: check the scan on its own.
     direct: bool = True
+    #: SQLite: the SQL expression of the row's scalar column (:func:`scalar_values`), if the table keeps one; the
+    #: direct extraction then reads a Property's value from it before it touches the document.
+    scalars: str | None = None
 
 
 @dataclass
@@ -298,6 +330,15 @@ class _Builder:
             # JSON null as second instance also reads as null; evaluate skips such non-object instances, so the
             # direct answer is still right.) An absent attribute falls to the scan, which finds no instance.
             base = "$." + json.dumps(iri)
+            scalars = self.target.scalars
+            if scalars is not None and "Property" in kinds:
+                # The scalar column holds exactly the one-Property-with-a-scalar shape (see scalar_values): an
+                # attribute present there gets the answer the document's Property branch below would give, read
+                # from ~0.3 KB instead of the ~1.1 KB document. Written first: parameters bind in text order.
+                ty = _Bound(self, f"json_type({scalars}, ?)", base)
+                atom = _Bound(self, f"json_extract({scalars}, ?)", base)
+                whens.append(f"WHEN json_type({scalars}, {self.p(base)}) IS NOT NULL "
+                             f"THEN COALESCE({test('Property', ty, atom, atom)}, 0)")  # type: ignore[arg-type]
             for kind in kinds:
                 member = VALUE_MEMBER[kind]
                 value_path = f"{base}[0].{member}"

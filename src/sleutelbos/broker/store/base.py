@@ -148,6 +148,9 @@ class EntityStore(abc.ABC):
     """Persistence of entities per tenant; SQLite and PostgreSQL implement it."""
 
     dialect: str
+    #: SQL expression of the entity row's scalar column (``query.sql.scalar_values``) when the store keeps one, for
+    #: ``SqlTarget(scalars=...)``; ``None`` otherwise (decision 0555).
+    q_scalars: str | None = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -27,6 +27,7 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.store.pg_readers import ReadConnections
 from sleutelbos.broker.temporal.schema import POSTGRES_MIGRATIONS
 from sleutelbos.core.database import keep_session_state, migrate_postgres
 
@@ -287,7 +288,7 @@ class PostgresEntityStore(EntityStore):
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
-        self._read_pool: asyncpg.Pool | None = None
+        self._readers: ReadConnections | None = None
         self._tenants: set[str] = {DEFAULT_TENANT}
 
     async def open(self) -> None:
@@ -295,24 +296,24 @@ class PostgresEntityStore(EntityStore):
                                                reset=keep_session_state)
         async with self._pool.acquire() as conn:
             await migrate_postgres(conn, "broker", MIGRATIONS)
-        # The read path's own pool (docs/decisions/0554): its connections only ever run single autocommit SELECTs,
-        # which leave no session state, so they skip asyncpg's reset query on release (RESET ALL, UNLISTEN *, ...:
-        # a round trip per request); JIT is off because the q scan's cost estimates would otherwise trigger
-        # compilation (~100 ms+) on count=true queries, for plans that run in a millisecond.
-        self._read_pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
-                                                    reset=keep_session_state,
-                                                    server_settings={"jit": "off"})
+        # The read path's own connections (docs/decisions/0554, 0556): they only ever run single autocommit
+        # SELECTs, which leave no session state, handed out without asyncpg's pool (its acquire/release cost more
+        # client CPU than a single GET's query); JIT is off because the q scan's cost estimates would otherwise
+        # trigger compilation (~100 ms+) on count=true queries, for plans that run in a millisecond.
+        dsn = self.dsn
+        self._readers = ReadConnections(lambda: asyncpg.connect(dsn, server_settings={"jit": "off"}), self.max_size)
 
     async def close(self) -> None:
-        for pool in (self._read_pool, self._pool):
-            if pool is not None:
-                await pool.close()
-        self._pool = self._read_pool = None
+        if self._readers is not None:
+            await self._readers.close()
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = self._readers = None
 
     @property
-    def read_pool(self) -> asyncpg.Pool:
-        assert self._read_pool is not None, "store not opened"
-        return self._read_pool
+    def readers(self) -> ReadConnections:
+        assert self._readers is not None, "store not opened"
+        return self._readers
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -345,8 +346,9 @@ class PostgresEntityStore(EntityStore):
         return None if doc is None else orjson.loads(doc)
 
     async def get_document(self, tenant: str, entity_id: str) -> str | None:
-        return await self.read_pool.fetchval(  # type: ignore[no-any-return]
-            "SELECT doc::text FROM broker_entities WHERE tenant = $1 AND id = $2", tenant, entity_id)
+        async with self.readers.use() as conn:
+            return await conn.fetchval(  # type: ignore[no-any-return]
+                "SELECT doc::text FROM broker_entities WHERE tenant = $1 AND id = $2", tenant, entity_id)
 
     async def query(self, tenant: str, entity_filter: EntityFilter) -> tuple[list[Entity], int | None]:
         if entity_filter.post:
@@ -373,7 +375,7 @@ class PostgresEntityStore(EntityStore):
         """
         f = entity_filter
         wanted = sorted({t for group in f.type_groups for t in group})
-        async with self.read_pool.acquire() as conn:
+        async with self.readers.use() as conn:
             docs, count, further = await self._page(conn, tenant, f, set(), wanted)
             if further:
                 docs, count, _ = await self._page(conn, tenant, f, await _extra_types(conn, tenant, f), [])

@@ -38,7 +38,7 @@ import aiosqlite
 import orjson
 
 from sleutelbos.broker.entity import Entity, now_iso
-from sleutelbos.broker.query.sql import SQLITE_FUNCTIONS
+from sleutelbos.broker.query.sql import SQLITE_FUNCTIONS, scalar_values
 from sleutelbos.broker.store.base import (
     DEFAULT_TENANT,
     EntityFilter,
@@ -78,11 +78,16 @@ MIGRATIONS: list[str] = [
     *SQLITE_MIGRATIONS,
 ]
 
+#: The scalar column (decision 0555): its own migration component, so that it does not renumber or depend on the
+#: list above. Rows written before it have NULL there, which the q translation reads as "ask the document".
+SCALARS_MIGRATIONS: list[str] = ["ALTER TABLE broker_entities ADD COLUMN scalars TEXT"]
+
 _UPSERT = (
     "INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc, geo_minx, geo_miny, geo_maxx,"
-    " geo_maxy) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET type=excluded.type,"
+    " geo_maxy, scalars) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant, id) DO UPDATE SET type=excluded.type,"
     " types=excluded.types, created_at=excluded.created_at, modified_at=excluded.modified_at, doc=excluded.doc,"
-    " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy"
+    " geo_minx=excluded.geo_minx, geo_miny=excluded.geo_miny, geo_maxx=excluded.geo_maxx, geo_maxy=excluded.geo_maxy,"
+    " scalars=excluded.scalars"
 )
 _HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
 _FETCH_ONE = "SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?"
@@ -96,7 +101,7 @@ def _regexp(pattern: str, value: Any) -> bool:
 def entity_row(tenant: str, entity: Entity) -> tuple[Any, ...]:
     types = entity["type"]
     return (tenant, entity["id"], types[0], orjson.dumps(types).decode(), entity["createdAt"],
-            entity["modifiedAt"], orjson.dumps(entity).decode(), *location_bbox(entity))
+            entity["modifiedAt"], orjson.dumps(entity).decode(), *location_bbox(entity), scalar_values(entity))
 
 
 def history_row(tenant: str, row: HistoryRow) -> tuple[Any, ...]:
@@ -256,6 +261,7 @@ class _WriteTransaction:
 
 class SqliteEntityStore(EntityStore):
     dialect = "sqlite"
+    q_scalars = "e.scalars"
 
     def __init__(self, path: Path | None, synchronous: str = "NORMAL") -> None:
         self.path = path
@@ -300,6 +306,7 @@ class SqliteEntityStore(EntityStore):
         async with aiosqlite.connect(target, isolation_level=None, uri=uri) as conn:
             await conn.execute("PRAGMA journal_mode=WAL")
             await migrate_sqlite(conn, "broker", MIGRATIONS)
+            await migrate_sqlite(conn, "broker_scalars", SCALARS_MIGRATIONS)
         if self._writer is None:
             self._writer = self._connect()
         self._reader = self._connect()
