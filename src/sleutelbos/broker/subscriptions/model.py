@@ -56,18 +56,6 @@ class EntitySelector:
     id: str | None = None
     id_pattern: re.Pattern[str] | None = None
 
-    @cached_property
-    def render_key(self) -> tuple[Any, ...]:
-        """The parameters a notified entity's rendering depends on: subscriptions with equal keys share it."""
-        return (id(self.ctx), self.format, self.attributes, self.sys_attrs, self.lang, self.show_changes)
-
-    @cached_property
-    def selects_by_type(self) -> bool:
-        """Whether being of one of ``entities``' types is all :meth:`selects` asks (no id, idPattern, q, geoQ): then
-        the matcher's index by type has already answered it (decision 0610)."""
-        return (bool(self.entities) and self.q is None and self.geo is None
-                and all(s.id is None and s.id_pattern is None for s in self.entities))
-
     def selects(self, entity: Entity) -> bool:
         if self.type not in entity.get("type", ()):
             return False
