@@ -101,3 +101,23 @@ def test_a_waiter_cancelled_while_queued_does_not_lose_the_connection(pg_admin_d
         await readers.close()
 
     asyncio.run(main())
+
+
+def test_room_given_to_a_cancelled_waiter_passes_to_the_next(pg_admin_dsn: str) -> None:
+    """A broken connection frees room for one waiter; if that waiter is cancelled before it runs, the room must go
+    to the next waiter instead of being lost until some other release."""
+
+    async def main() -> None:
+        readers = ReadConnections(lambda: asyncpg.connect(pg_admin_dsn), max_size=1)
+        held = await readers.acquire()
+        first = asyncio.create_task(readers.acquire())
+        second = asyncio.create_task(readers.acquire())
+        await asyncio.sleep(0)  # both queued
+        readers.release(held, broken=True)  # room for one: handed to ``first``
+        first.cancel()
+        conn = await asyncio.wait_for(second, timeout=5)
+        assert await conn.fetchval("SELECT 1") == 1
+        readers.release(conn)
+        await readers.close()
+
+    asyncio.run(main())

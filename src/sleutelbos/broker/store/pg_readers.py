@@ -63,8 +63,12 @@ class ReadConnections:
         try:
             conn = await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                self.release(waiter.result())  # handed over just as this caller was cancelled: pass it on
+            if waiter.done() and not waiter.cancelled():
+                handed = waiter.result()
+                if handed is not None:
+                    self.release(handed)  # handed over just as this caller was cancelled: pass it on
+                else:
+                    self._wake_one(None)  # room for a connection was given to this caller: pass the room on
             raise
         return conn if conn is not None else await self.acquire()
 
