@@ -126,3 +126,25 @@ async def test_qos0_connection_dropped_is_reopened(database_url: str, tmp_path: 
         messages = await listener.wait_for(2)
         assert [m["body"]["data"][0]["power"] for m in messages] == [1.0, 2.0]
         assert (await status(broker, sub_id))["timesSent"] == 2
+
+
+async def test_qos0_message_mqtt_cannot_carry_fails_that_delivery_only(mosquitto: tuple[str, int]) -> None:
+    """A topic over MQTT's 65,535-byte string limit cannot be encoded: that notification is a recorded delivery
+    failure (retried like any other), not an unexpected error, and the connection keeps serving other topics."""
+    from sleutelbos.broker.notifications.delivery import DeliveryFailed, Message
+    from sleutelbos.broker.notifications.mqtt import MqttSender, publish_packet
+
+    with pytest.raises(ValueError, match="65,535"):
+        publish_packet("t" * 70_000, b"{}")
+    host, port = mosquitto
+    topic = f"sleutelbos/test/{time.monotonic_ns()}"
+    sender = MqttSender(timeout_s=5)
+    try:
+        async with MqttListener(host, port, topic) as listener:
+            message = Message(headers={"Content-Type": "application/json"}, body={"n": 1})
+            with pytest.raises(DeliveryFailed, match="65,535"):
+                await sender.send(f"mqtt://{host}:{port}/{'t' * 70_000}", message)
+            await sender.send(f"mqtt://{host}:{port}/{topic}", message)
+            assert (await listener.wait_for(1))[0]["body"] == {"n": 1}
+    finally:
+        await sender.close()

@@ -91,8 +91,13 @@ class _Connection:
                 return
 
 
+_MAX_REMAINING = 268_435_455
+
+
 def _length(n: int) -> bytes:
-    """MQTT "remaining length": 7 bits a byte, high bit set on every byte but the last."""
+    """MQTT "remaining length": 7 bits a byte, high bit set on every byte but the last (at most 4 bytes)."""
+    if n > _MAX_REMAINING:
+        raise ValueError(f"an MQTT packet holds at most {_MAX_REMAINING} bytes, this one needs {n}")
     out = bytearray()
     while True:
         n, digit = n >> 7, n & 0x7F
@@ -103,6 +108,8 @@ def _length(n: int) -> bytes:
 
 def _str16(value: str) -> bytes:
     raw = value.encode()
+    if len(raw) > 0xFFFF:
+        raise ValueError("an MQTT string (topic, client id, user name, password) holds at most 65,535 bytes")
     return len(raw).to_bytes(2, "big") + raw
 
 
@@ -193,6 +200,8 @@ class _Qos0Connection:
             self._last_write = asyncio.get_running_loop().time()
             if writer.transport.get_write_buffer_size() > 1 << 20:  # a slow broker: wait (bounded), as a client must
                 await asyncio.wait_for(writer.drain(), self.timeout_s)
+        except ValueError as exc:  # a topic or notification MQTT cannot carry: this one fails, the connection stays
+            raise DeliveryFailed(f"MQTT {self.target.host}:{self.target.port}: {exc}") from exc
         except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError) as exc:
             await self.close()
             raise DeliveryFailed(f"MQTT {self.target.host}:{self.target.port}: {type(exc).__name__}") from exc
