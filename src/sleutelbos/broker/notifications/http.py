@@ -23,6 +23,7 @@ import httptools
 import orjson
 
 from sleutelbos.broker.notifications.delivery import DeliveryFailed, Message
+from sleutelbos.broker.subscriptions.model import FRAMING_HEADERS
 
 _ANSWER_READ_LIMIT = 65536
 _IDLE_PER_ORIGIN = 8
@@ -196,7 +197,7 @@ def _request_bytes(parts: SplitResult, message: Message) -> bytes:
     host = parts.netloc
     lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     for name, value in message.headers.items():
-        if any(c in name or c in value for c in "\r\n\0") or ":" in name:
+        if any(c in name or c in value for c in "\r\n\0") or ":" in name or name.lower() in FRAMING_HEADERS:
             raise DeliveryFailed(f"header {name!r} cannot be sent")
         lines.append(f"{name}: {value}")
     head = "\r\n".join(lines) + "\r\n\r\n"

@@ -307,6 +307,12 @@ def _endpoint(notification: Any) -> Endpoint:
     return Endpoint(uri=uri, accept=accept, receiver_info=receiver, notifier_info=notifier)
 
 
+FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                             "te", "trailer", "expect", "proxy-connection"})
+"""Headers that delimit or route an HTTP/1.1 request: a receiverInfo entry setting one could split a notification
+into two requests at its receiver (or at a proxy in front of it), so it is refused."""
+
+
 def _key_values(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
     """Clause 5.2.22 KeyValuePair lists."""
     if raw is None:
@@ -319,6 +325,8 @@ def _key_values(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
             raise BadRequestData(f"{what} entries must be {{\"key\": string, \"value\": string}}")
         if not item["key"] or any(c in item["key"] for c in "\r\n:") or any(c in item["value"] for c in "\r\n"):
             raise BadRequestData(f"{what} key {item['key']!r} or its value is not a valid header")
+        if what == "receiverInfo" and item["key"].lower() in FRAMING_HEADERS:
+            raise BadRequestData(f"receiverInfo may not set {item['key']!r}: the notifier frames the request itself")
         out.append((item["key"], item["value"]))
     return tuple(out)
 
