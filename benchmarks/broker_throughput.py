@@ -120,6 +120,14 @@ async def run_requests(port: int, requests: list[bytes], concurrency: int, ok: s
 
 # --- the server -------------------------------------------------------------------------------------------------
 
+SERVER_SRC = str(ROOT / "src")
+"""The source tree the broker server runs from (``--server-src``: another checkout's, for a before/after run)."""
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,7 +135,7 @@ def free_port() -> int:
 
 
 def start_server(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SLEUTELBOS_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "PYTHONPATH": SERVER_SRC, "SLEUTELBOS_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
                              "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -149,6 +157,13 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) the broker process has used so far, from ``/proc`` (Linux): per request
+    it is far less disturbed by the shared machine's load than the rates are."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def history_backlog(kind: str, db: str) -> int | None:
@@ -272,9 +287,10 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
                                                        "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
             singles.append(http_request("PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs", body))
             del k
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
         lat = await run_requests(port, singles, args.concurrency, {204})
         results["single_patch_per_s"] = len(singles) / (time.perf_counter() - t0)
+        results["single_patch_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / len(singles) * 1e6
         results["single_patch_p50_ms"] = pct(lat, 50) * 1000
         results["single_patch_p99_ms"] = pct(lat, 99) * 1000
         backlog = history_backlog(kind, db)
@@ -283,18 +299,20 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
 
         query = http_request("GET", f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20")
         await run_requests(port, [query] * 50, 4, {200})  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
         lat = await run_requests(port, [query] * args.queries, args.concurrency, {200})
         results["query_per_s"] = args.queries / (time.perf_counter() - t0)
+        results["query_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / args.queries * 1e6
         results["query_p50_ms"] = pct(lat, 50) * 1000
         results["query_p99_ms"] = pct(lat, 99) * 1000
 
         gets = [http_request("GET", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{rnd.randrange(n):07d}")
                 for _ in range(args.queries)]
         await run_requests(port, gets[:50], 4, {200})  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
         lat = await run_requests(port, gets, args.concurrency, {200})
         results["single_get_per_s"] = len(gets) / (time.perf_counter() - t0)
+        results["single_get_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / len(gets) * 1e6
         results["single_get_p50_ms"] = pct(lat, 50) * 1000
         results["single_get_p99_ms"] = pct(lat, 99) * 1000
 
@@ -336,6 +354,8 @@ async def main() -> None:
     ap.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
     ap.add_argument("--pg-dsn", default=os.environ.get("SLEUTELBOS_TEST_PG_DSN"))
     ap.add_argument("--entities", type=int, default=20_000)
+    ap.add_argument("--server-src", default=None,
+                    help="run the broker from this source tree (e.g. main's src, to compare before/after)")
     ap.add_argument("--rounds", type=int, default=3, help="measured update passes (median)")
     ap.add_argument("--singles", type=int, default=3_000)
     ap.add_argument("--queries", type=int, default=3_000)
@@ -345,6 +365,10 @@ async def main() -> None:
                     help="time a temporal read after the last phase (the materialiser's remaining backlog); the raw"
                          " reference then runs on a file holding that backlog's writes, unlike a run without")
     args = ap.parse_args()
+    global SERVER_SRC
+    if args.server_src:
+        SERVER_SRC = _absolute(args.server_src)
+        print(f"broker server from {SERVER_SRC}", flush=True)
     if args.full:
         args.entities, args.singles, args.queries = 100_000, 10_000, 10_000
     kinds = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
