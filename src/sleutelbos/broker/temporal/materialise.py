@@ -86,9 +86,12 @@ _STAGED_STORED_FORM = (
     f" AND (observed_at GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
     f" OR observed_at GLOB '{_DIGITS_TO_SECONDS}Z'"
     f" OR observed_at GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9]Z')))")
-_STAGED_OTHER_FORMS = ("SELECT rowid, observed_at FROM temp.broker_temporal_staging"  # noqa: S608 - constants
-                       " WHERE NOT " + _STAGED_STORED_FORM)
-_RESTAGE_SQLITE = "UPDATE temp.broker_temporal_staging SET observed_at = ? WHERE rowid = ?"
+# They are taken out and staged again after the others — as the stored forms' rows went in first before (decision
+# 0630) and still do on PostgreSQL, so that instance ids, the tie-break of equal instants, come out the same.
+_STAGED_OTHER_FORMS = ("DELETE FROM temp.broker_temporal_staging WHERE NOT "  # noqa: S608 - constants
+                       + _STAGED_STORED_FORM + " RETURNING rowid, " + _COLUMNS)
+_RESTAGE_SQLITE = ("INSERT INTO temp.broker_temporal_staging (" + _COLUMNS  # noqa: S608 - constants
+                   + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 # the stored form of a staged observedAt (by length: 20 or 24 characters are the whole seconds and milliseconds forms
 # that passed _STAGED_STORED_FORM; every other staged value is in the stored form or NULL by then)
 _STORED_OBSERVED_SQLITE = (
@@ -165,7 +168,7 @@ _CURSOR = "SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"
 
 
 class HistoryMaterialiser:
-    def __init__(self, db: BrokerDatabase, batch: int = 500, interval_s: float = 0.25) -> None:
+    def __init__(self, db: BrokerDatabase, batch: int = 1000, interval_s: float = 0.25) -> None:
         self.db = db
         self.batch = batch
         self.interval_s = interval_s
@@ -265,9 +268,9 @@ class HistoryMaterialiser:
                 " LIMIT ?) s", (cursor, self.batch)).fetchone()
             if count:
                 conn.execute(_STAGE_SQLITE, (cursor, upper))
-                other = conn.execute(_STAGED_OTHER_FORMS).fetchall()
+                other = sorted(conn.execute(_STAGED_OTHER_FORMS).fetchall())  # RETURNING's order is unspecified
                 if other:
-                    conn.executemany(_RESTAGE_SQLITE, [(_stored_instant(obs), rowid) for rowid, obs in other])
+                    conn.executemany(_RESTAGE_SQLITE, _instance_rows([row[1:] for row in other]))
         finally:
             conn.execute("COMMIT")
         return int(cursor), int(upper or 0), int(count)
