@@ -168,7 +168,7 @@ _CURSOR = "SELECT seq FROM broker_temporal_cursor WHERE name = 'history'"
 
 
 class HistoryMaterialiser:
-    def __init__(self, db: BrokerDatabase, batch: int = 1000, interval_s: float = 0.25) -> None:
+    def __init__(self, db: BrokerDatabase, batch: int = 500, interval_s: float = 0.25) -> None:
         self.db = db
         self.batch = batch
         self.interval_s = interval_s
