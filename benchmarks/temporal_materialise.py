@@ -6,10 +6,11 @@ A SQLite broker store gets N meters, then K batch upserts of 1,000 entities × 4
 a backlog builds up; then the materialiser works the backlog off and its time is printed: history rows/s, µs per
 history row and per instance, split into the read step (bounds, json_each into the temporary staging table; on the
 step's thread, no writer lock) and the write step (copy into the instances table and its indexes, cursor move;
-under the writer lock). Reference, same run: a plain ``executemany`` of the resulting instance rows into an empty
-copy of the instances table with the same indexes.
+under the writer lock). Reference, same run: a plain ``executemany`` of the resulting instance rows into a copy of
+the instances table with the same indexes, holding the rows that were there before them.
 
     PYTHONPATH=src python benchmarks/temporal_materialise.py [--entities 5000] [--rounds 3] [--singles 5000]
+        [--batch N (history rows per step)] [--keep FILE (copy of the database for statement timings)]
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def instance_count(path: Path) -> tuple[int, int]:
 
 
 def reference(path: Path, first_seq: int) -> float:
-    """µs per instance of a plain executemany of the materialised rows (seq > first_seq) into an empty copy of the
-    instances table with the same indexes."""
+    """µs per instance (process CPU) of a plain executemany of the materialised rows (seq > first_seq) into a copy of
+    the instances table with the same indexes, holding the rows up to first_seq."""
     c = sqlite3.connect(path)
     try:
         rows = c.execute("SELECT history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, instance"
