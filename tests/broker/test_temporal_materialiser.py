@@ -161,6 +161,23 @@ async def test_observed_at_forms_brought_to_the_stored_form(broker: Broker) -> N
     assert instant(forms[0]) == "2026-03-01T00:05:00.000000Z" and instant(forms[1]) == "2026-03-01T00:06:00.250000Z"
 
 
+async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Broker) -> None:
+    """Instance ids break ties between equal instants. In one history row, the instances whose observedAt SQL brings
+    to the stored form get their ids first, those normalized by ``instant()`` after them, each in document order —
+    on both stores (SQLite re-stages the latter after the others, decision 0631)."""
+    forms = ["2026-03-01T01:05:00+01:00", "2026-03-01T00:05:00Z", "2026-03-01T01:05:00.000+01:00",
+             "2026-03-01T00:05:00.000Z"]
+    r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
+        "id": meter(0), "type": "Device", "power": [
+            {"type": "Property", "value": float(n), "observedAt": observed, "datasetId": f"urn:ds:{n}"}
+            for n, observed in enumerate(forms)]}), headers=JSON)
+    assert r.status_code == 201, r.text
+    await materialiser(broker.app).catch_up()
+    rows = await materialiser(broker.app).db.fetch(
+        "SELECT dataset_id, observed_at FROM broker_temporal_instances WHERE entity_id = ? ORDER BY seq", [meter(0)])
+    assert [tuple(row) for row in rows] == [(f"urn:ds:{n}", "2026-03-01T00:05:00.000000Z") for n in (1, 3, 0, 2)]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_instances_staged_before_their_history_was_deleted_are_not_written(broker: Broker) -> None:
     """SQLite stages a step's instances without the writer lock (decision 0508): a history row deleted between the

@@ -61,47 +61,51 @@ _SQLITE_INSTANCES = (
     " AND (json_type(i.value, '$.deletedAt') IS NULL OR json_type(i.value, '$.type') IS NOT NULL)")
 _SQLITE_COLUMNS = ("SELECT h.seq, h.tenant, h.entity_id, a.key, json_extract(i.value, '$.datasetId'),"
                    " json_extract(i.value, '$.observedAt'), h.modified_at, i.value")
-# The observedAt forms that SQL brings to the stored form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` itself, in SQLite's C code
-# (GLOB: no Python): the stored form, whole seconds ``...SSZ`` and milliseconds ``...SS.fffZ`` in UTC — what meters
-# and most clients send (the broker keeps a client's observedAt as sent in the instance). These strings passed
-# ``validation.check_datetime`` (``datetime.fromisoformat``) on the way in, so the digits are a valid date-time and
-# padding the fraction is exactly what ``instants.instant`` makes of them. Other forms (offsets, other precisions)
-# come back to Python for ``instant()``.
-_DIGITS_TO_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-_SQLITE_OBSERVED = "json_extract(i.value, '$.observedAt')"
-_SQLITE_STORED_FORM = (
-    f"(json_type(i.value, '$.observedAt') IS NULL OR (json_type(i.value, '$.observedAt') = 'text'"
-    f" AND ({_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
-    f" OR {_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}Z'"
-    f" OR {_SQLITE_OBSERVED} GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9]Z')))")
-# the stored form of an observedAt that passed _SQLITE_STORED_FORM (by length: 27, 20 or 24 characters)
-_SQLITE_STORED_OBSERVED = (
-    "(SELECT CASE length(o) WHEN 20 THEN substr(o, 1, 19) || '.000000Z' WHEN 24 THEN substr(o, 1, 23) || '000Z'"
-    " ELSE o END FROM (SELECT json_extract(i.value, '$.observedAt') AS o))")
 _SQLITE_ORDER = " ORDER BY h.seq, a.id, i.id"
 _COLUMNS = "history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, instance"
 # The step's instances are first staged in a temporary table of the step's own connection (``temp`` is a database of
 # that connection alone: writing it takes no lock on the broker's file), in the read step, without the writer lock:
-# taking the history JSON apart is most of a step's SQL (~9 µs per instance, measured), and the writers do not wait
-# for it. The stored-form instances are staged by one ``INSERT ... SELECT`` (SQLite's C code, GIL released).
+# taking the history JSON apart is most of a step's SQL, and the writers do not wait for it. One ``INSERT ... SELECT``
+# (SQLite's C code, GIL released) stages every instance with its ``observedAt`` as sent, in one pass over the JSON
+# (docs/decisions/0631: a second explode for the other forms and a GLOB per form on ``json_extract`` cost more than
+# the explode itself).
 _CREATE_STAGING_SQLITE = "CREATE TEMP TABLE IF NOT EXISTS broker_temporal_staging (" + _COLUMNS + ")"
 _CLEAR_STAGING_SQLITE = "DELETE FROM temp.broker_temporal_staging"
-_STAGE_SQLITE = (
-    "INSERT INTO temp.broker_temporal_staging (" + _COLUMNS + ") "
-    + _SQLITE_COLUMNS.replace(_SQLITE_OBSERVED, _SQLITE_STORED_OBSERVED) + _SQLITE_INSTANCES + " AND "
-    + _SQLITE_STORED_FORM + _SQLITE_ORDER)
-_STAGE_REST_SQLITE = ("INSERT INTO temp.broker_temporal_staging (history_seq, tenant, entity_id, attr,"
-                      " dataset_id, observed_at, modified_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_STAGE_SQLITE = ("INSERT INTO temp.broker_temporal_staging (" + _COLUMNS + ") "
+                 + _SQLITE_COLUMNS + _SQLITE_INSTANCES + _SQLITE_ORDER)
+# The observedAt forms that SQL brings to the stored form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` itself, in SQLite's C code
+# (GLOB: no Python): the stored form, whole seconds ``...SSZ`` and milliseconds ``...SS.fffZ`` in UTC — what meters
+# and most clients send (the broker keeps a client's observedAt as sent in the instance). These strings passed
+# ``validation.check_datetime`` (``datetime.fromisoformat``) on the way in, so the digits are a valid date-time and
+# padding the fraction is exactly what ``instants.instant`` makes of them. The staged rows in another form (offsets,
+# other precisions; none the broker writes itself) are found on the staging table's plain text column — no JSON —
+# and brought to the stored form by ``instant()`` in Python, in the read step.
+_DIGITS_TO_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+_STAGED_STORED_FORM = (
+    f"(observed_at IS NULL OR (typeof(observed_at) = 'text'"
+    f" AND (observed_at GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
+    f" OR observed_at GLOB '{_DIGITS_TO_SECONDS}Z'"
+    f" OR observed_at GLOB '{_DIGITS_TO_SECONDS}.[0-9][0-9][0-9]Z')))")
+# They are taken out and staged again after the others — as the stored forms' rows went in first before (decision
+# 0630) and still do on PostgreSQL, so that instance ids, the tie-break of equal instants, come out the same.
+_STAGED_OTHER_FORMS = ("DELETE FROM temp.broker_temporal_staging WHERE NOT "  # noqa: S608 - constants
+                       + _STAGED_STORED_FORM + " RETURNING rowid, " + _COLUMNS)
+_RESTAGE_SQLITE = ("INSERT INTO temp.broker_temporal_staging (" + _COLUMNS  # noqa: S608 - constants
+                   + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+# the stored form of a staged observedAt (by length: 20 or 24 characters are the whole seconds and milliseconds forms
+# that passed _STAGED_STORED_FORM; every other staged value is in the stored form or NULL by then)
+_STORED_OBSERVED_SQLITE = (
+    "CASE length(observed_at) WHEN 20 THEN substr(observed_at, 1, 19) || '.000000Z'"
+    " WHEN 24 THEN substr(observed_at, 1, 23) || '000Z' ELSE observed_at END")
 # The write step, under the writer lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
 # return to Python for the GIL). Rows of a history row deleted since it was staged (``DELETE /temporal/entities``
 # between the two steps) are left out: the history row is the truth.
 _MATERIALISE_SQLITE_SCRIPT = (
-    "BEGIN IMMEDIATE; INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id,"
-    " observed_at, modified_at, instance) SELECT history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
-    " modified_at, instance FROM temp.broker_temporal_staging s"
+    "BEGIN IMMEDIATE; INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id,"  # noqa: S608
+    " observed_at, modified_at, instance) SELECT history_seq, tenant, entity_id, attr, dataset_id, "
+    + _STORED_OBSERVED_SQLITE + ", modified_at, instance FROM temp.broker_temporal_staging s"
     " WHERE EXISTS (SELECT 1 FROM broker_entity_history h WHERE h.seq = s.history_seq) ORDER BY s.rowid;"
     " UPDATE broker_temporal_cursor SET seq = <hi> WHERE name = 'history'; COMMIT;")
-_EXPLODE_SQLITE_REST = _SQLITE_COLUMNS + _SQLITE_INSTANCES + " AND NOT " + _SQLITE_STORED_FORM + _SQLITE_ORDER
 
 
 _EXPLODE_POSTGRES = (
@@ -120,7 +124,7 @@ _NEW_ROWS = ("h.xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
 # The new rows' instances go from the history to the instances in one statement when their observedAt is already in
 # the stored form (what the broker writes): no row per instance through the broker's process and back. The others
 # (none the broker writes itself) come back for ``instant()``.
-# (as _SQLITE_STORED_FORM: the stored form, whole seconds and milliseconds in UTC are brought to the stored form in SQL)
+# (as _STAGED_STORED_FORM: the stored form, whole seconds and milliseconds in UTC are brought to the stored form in SQL)
 _STORED_FORM_SQL = r"(x.obs IS NULL OR x.obs ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6}|\.\d{3}|)Z$')"
 _STORED_OBSERVED_SQL = ("CASE length(x.obs) WHEN 20 THEN left(x.obs, 19) || '.000000Z'"
                         " WHEN 24 THEN left(x.obs, 23) || '000Z' ELSE x.obs END")
@@ -264,9 +268,9 @@ class HistoryMaterialiser:
                 " LIMIT ?) s", (cursor, self.batch)).fetchone()
             if count:
                 conn.execute(_STAGE_SQLITE, (cursor, upper))
-                rest = _instance_rows(conn.execute(_EXPLODE_SQLITE_REST, (cursor, upper)).fetchall())
-                if rest:
-                    conn.executemany(_STAGE_REST_SQLITE, rest)
+                other = sorted(conn.execute(_STAGED_OTHER_FORMS).fetchall())  # RETURNING's order is unspecified
+                if other:
+                    conn.executemany(_RESTAGE_SQLITE, _instance_rows([row[1:] for row in other]))
         finally:
             conn.execute("COMMIT")
         return int(cursor), int(upper or 0), int(count)
