@@ -27,40 +27,12 @@ from urllib.parse import urlsplit
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broker_write_inprocess import BASE, _pg_admin, meter
+from broker_workload import BASE, call, meter
+from broker_write_inprocess import _pg_admin
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
 
 QUERY = b"type=Device&q=activePowerImport%3E2.5&limit=20"
-
-
-async def call(app: Any, method: str, path: str, query: bytes = b"", body: bytes = b"") -> tuple[int, bytes]:
-    """One request through the ASGI app; returns the status and the body."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query,
-             "headers": [(b"host", b"bench"), (b"accept", b"application/json"),
-                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    sent = False
-    status = 0
-    chunks: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.sleep(3600)
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(chunks)
 
 
 async def timed(app: Any, requests: list[tuple[str, bytes]], rounds: int) -> tuple[float, float]:

@@ -48,21 +48,12 @@ from typing import Any
 
 import orjson
 
+from broker_workload import BASE, meter
+
 ROOT = Path(__file__).resolve().parent.parent
-BASE = "/ngsi-ld/v1"
-PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
-         ("voltage", "VLT"))
 
 
 # --- workload ---------------------------------------------------------------------------------------------
-
-def meter(i: int, round_: int) -> dict[str, Any]:
-    ts = f"2026-11-28T{(round_ // 4) % 24:02d}:{(round_ % 4) * 15:02d}:00Z"
-    rnd = random.Random(i * 1000 + round_)
-    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Device:meter-{i:07d}", "type": "Device"}
-    for name, unit in PROPS:
-        entity[name] = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts, "unitCode": unit}
-    return entity
 
 
 # --- a minimal keep-alive HTTP/1.1 client ---------------------------------------------------------------------

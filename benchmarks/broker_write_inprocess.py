@@ -23,51 +23,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from broker_workload import BASE, call, meter
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
-
-BASE = "/ngsi-ld/v1"
-PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
-         ("voltage", "VLT"))
-
-
-def meter(i: int, round_: int) -> dict[str, Any]:
-    ts = f"2026-11-28T{(round_ // 4) % 24:02d}:{(round_ % 4) * 15:02d}:00Z"
-    rnd = random.Random(i * 1000 + round_)
-    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Device:meter-{i:07d}", "type": "Device"}
-    for name, unit in PROPS:
-        entity[name] = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts, "unitCode": unit}
-    return entity
-
-
-async def call(app: Any, method: str, path: str, body: bytes) -> int:
-    """One request through the ASGI app; returns the status."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"bench"), (b"accept", b"application/json"),
-                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    sent = False
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.sleep(3600)
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -103,7 +64,7 @@ async def _run(args: argparse.Namespace, pg_name: str) -> None:
             n, batch = args.entities, 1000
             bodies = [orjson.dumps([meter(i, 0) for i in range(s, s + batch)]) for s in range(0, n, batch)]
             for b in bodies:
-                assert await call(app, "POST", f"{BASE}/entityOperations/upsert", b) in (201, 204)
+                assert (await call(app, "POST", f"{BASE}/entityOperations/upsert", body=b))[0] in (201, 204)
             materialiser = app.state.context.services["broker.temporal"].materialiser
             await materialiser.catch_up()
             profiler = cProfile.Profile() if args.profile else None
@@ -116,7 +77,7 @@ async def _run(args: argparse.Namespace, pg_name: str) -> None:
                     profiler.enable()
                 t0, c0 = time.perf_counter_ns(), time.process_time_ns()
                 for b in bodies:
-                    status = await call(app, "POST", f"{BASE}/entityOperations/upsert", b)
+                    status = (await call(app, "POST", f"{BASE}/entityOperations/upsert", body=b))[0]
                     assert status == 204, status
                 per_entity.append((time.perf_counter_ns() - t0) / n / 1000)
                 cpu_entity.append((time.process_time_ns() - c0) / n / 1000)
@@ -138,7 +99,7 @@ async def _run(args: argparse.Namespace, pg_name: str) -> None:
                 profiler.enable()
             t0, c0 = time.perf_counter_ns(), time.process_time_ns()
             for path, body in patches:
-                status = await call(app, "PATCH", path, body)
+                status, _ = await call(app, "PATCH", path, body=body)
                 assert status == 204, status
             per_patch = (time.perf_counter_ns() - t0) / len(patches) / 1000
             cpu_patch = (time.process_time_ns() - c0) / len(patches) / 1000

@@ -27,46 +27,9 @@ from typing import Any
 
 import orjson
 
+from broker_workload import BASE, call, meter
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
-
-BASE = "/ngsi-ld/v1"
-PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
-         ("voltage", "VLT"))
-
-
-def meter(i: int, round_: int) -> dict[str, Any]:
-    ts = f"2026-11-28T{(round_ // 4) % 24:02d}:{(round_ % 4) * 15:02d}:00Z"
-    rnd = random.Random(i * 1000 + round_)
-    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Device:meter-{i:07d}", "type": "Device"}
-    for name, unit in PROPS:
-        entity[name] = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts, "unitCode": unit}
-    return entity
-
-
-async def call(app: Any, method: str, path: str, body: bytes) -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"bench"), (b"accept", b"application/json"),
-                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    sent = False
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.sleep(3600)
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
 
 
 class StepTimes:
@@ -142,7 +105,7 @@ async def run(args: argparse.Namespace) -> None:
             n, batch = args.entities, 1000
             for s in range(0, n, batch):
                 body = orjson.dumps([meter(i, 0) for i in range(s, s + batch)])
-                assert await call(app, "POST", f"{BASE}/entityOperations/upsert", body) in (201, 204)
+                assert (await call(app, "POST", f"{BASE}/entityOperations/upsert", body=body))[0] in (201, 204)
             await m.catch_up()
             print(f"{n} meters, rounds={args.rounds} × {n} batch upserts (4 props), singles={args.singles};"
                   f" sqlite {sqlite3.sqlite_version}; batch={m.batch}")
@@ -173,15 +136,15 @@ async def run(args: argparse.Namespace) -> None:
             for round_ in range(1, args.rounds + 1):
                 for s in range(0, n, batch):
                     body = orjson.dumps([meter(i, round_) for i in range(s, s + batch)])
-                    assert await call(app, "POST", f"{BASE}/entityOperations/upsert", body) == 204
+                    assert (await call(app, "POST", f"{BASE}/entityOperations/upsert", body=body))[0] == 204
             await measure("batch upserts")
             rnd = random.Random(7)
             for _ in range(args.singles):
                 i = rnd.randrange(n)
                 body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
                                                            "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
-                assert await call(app, "PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs",
-                                  body) == 204
+                assert (await call(app, "PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs",
+                                   body=body))[0] == 204
             await measure("1-attribute PATCHes")
             if args.keep:  # a copy of the file for statement-by-statement timing
                 with sqlite3.connect(db) as c, sqlite3.connect(args.keep) as out:
