@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -16,8 +17,9 @@ from sleutelbos import __version__
 from sleutelbos.audit.cli import app as audit_app
 from sleutelbos.broker.cli import app as broker_app
 from sleutelbos.core.collector import tune_garbage_collector
+from sleutelbos.core.http_bounds import BoundedHttpToolsProtocol, bounded_protocol
 from sleutelbos.core.logging import configure_logging
-from sleutelbos.core.settings import DEFAULT_DATA_DIR, load_settings
+from sleutelbos.core.settings import DEFAULT_DATA_DIR, Settings, load_settings
 from sleutelbos.custody.cli import app as custody_app
 from sleutelbos.identity.cli import app as identity_app
 from sleutelbos.policy.cli import app as policy_app
@@ -52,7 +54,7 @@ def up(
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx)
     typer.echo(f"sleutelbos {__version__} on {settings.base_url}  (data: {settings.data_dir.resolve()})")
-    _run(application, settings.host, settings.port)
+    _run(application, settings.host, settings.port, _bounded(settings))
 
 
 @app.command()
@@ -81,7 +83,7 @@ def serve(
         return
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx, expose=(component,))
-    http = "auto"
+    http: Any = _bounded(settings)
     if component == "policy":
         from sleutelbos.policy.serving import HTTP_PROTOCOL, with_decision_fast_path
 
@@ -91,7 +93,12 @@ def serve(
     _run(application, settings.host, settings.port, http)
 
 
-def _run(application: object, host: str, port: int, http: str = "auto") -> None:
+def _bounded(settings: Settings) -> type[BoundedHttpToolsProtocol]:
+    """uvicorn's httptools protocol with the request head and read time bounded (``core.http_bounds``)."""
+    return bounded_protocol(settings.http_max_head_bytes, settings.http_read_timeout_s)
+
+
+def _run(application: object, host: str, port: int, http: Any = "auto") -> None:
     config = uvicorn.Config(
         application, host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5, http=http,

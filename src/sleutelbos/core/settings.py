@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
+    http_max_head_bytes: int = Field(
+        default=64 * 1024, ge=4096, description="Largest request head (URL and headers) the servers read; beyond: 431"
+    )
+    http_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest time a client may take to send a request (head and body)"
+    )
     operator_name: str = "Operator"
     operator_country: str = "NL"
     max_body_bytes: int = 16 * 1024 * 1024
