@@ -42,7 +42,8 @@ def _exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
 
 
 def test_ordinary_requests_and_keep_alive_still_work(broker: int) -> None:
-    request = b"GET /ngsi-ld/v1/entities/urn:ngsi-ld:Device:none HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n\r\n"
+    request = (b"GET /ngsi-ld/v1/entities/urn:ngsi-ld:Device:none HTTP/1.1\r\nHost: t\r\n"
+               b"Accept: application/json\r\n\r\n")
     last = request.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
     answer = _exchange(broker, request * 3 + last)
     assert answer.count(b"HTTP/1.1 404 ") == 4
