@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from broker_workload import BASE, meter
+from broker_workload import BASE, meter, single_patch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,6 +158,17 @@ def process_cpu_s(pid: int) -> float:
     it is far less disturbed by the shared machine's load than the rates are."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def phase(name: str, port: int, pid: int, requests: list[bytes], concurrency: int, ok: set[int],
+                results: dict[str, float]) -> None:
+    """One measured phase: ``<name>_per_s``, the broker's CPU per request (all its threads) and p50/p99 latency."""
+    t0, c0 = time.perf_counter(), process_cpu_s(pid)
+    lat = await run_requests(port, requests, concurrency, ok)
+    results[f"{name}_per_s"] = len(requests) / (time.perf_counter() - t0)
+    results[f"{name}_server_cpu_us"] = (process_cpu_s(pid) - c0) / len(requests) * 1e6
+    results[f"{name}_p50_ms"] = pct(lat, 50) * 1000
+    results[f"{name}_p99_ms"] = pct(lat, 99) * 1000
 
 
 async def settle(port: int) -> float:
@@ -292,19 +303,8 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
             results["batch_incl_materialise_per_s"] = n * (1 + args.rounds) / (batch_seconds + catch_up)
 
         rnd = random.Random(7)
-        singles = []
-        for k in range(args.singles):
-            i = rnd.randrange(n)
-            body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
-                                                       "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
-            singles.append(http_request("PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs", body))
-            del k
-        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
-        lat = await run_requests(port, singles, args.concurrency, {204})
-        results["single_patch_per_s"] = len(singles) / (time.perf_counter() - t0)
-        results["single_patch_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / len(singles) * 1e6
-        results["single_patch_p50_ms"] = pct(lat, 50) * 1000
-        results["single_patch_p99_ms"] = pct(lat, 99) * 1000
+        singles = [http_request("PATCH", *single_patch(rnd, n)) for _ in range(args.singles)]
+        await phase("single_patch", port, proc.pid, singles, args.concurrency, {204}, results)
         backlog = history_backlog(kind, db)
         if backlog is not None:
             results["history_backlog_after_patch"] = backlog
@@ -313,31 +313,18 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
 
         query = http_request("GET", f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20")
         await run_requests(port, [query] * 50, 4, {200})  # warm-up
-        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
-        lat = await run_requests(port, [query] * args.queries, args.concurrency, {200})
-        results["query_per_s"] = args.queries / (time.perf_counter() - t0)
-        results["query_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / args.queries * 1e6
-        results["query_p50_ms"] = pct(lat, 50) * 1000
-        results["query_p99_ms"] = pct(lat, 99) * 1000
+        await phase("query", port, proc.pid, [query] * args.queries, args.concurrency, {200}, results)
 
         gets = [http_request("GET", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{rnd.randrange(n):07d}")
                 for _ in range(args.queries)]
         await run_requests(port, gets[:50], 4, {200})  # warm-up
-        t0, c0 = time.perf_counter(), process_cpu_s(proc.pid)
-        lat = await run_requests(port, gets, args.concurrency, {200})
-        results["single_get_per_s"] = len(gets) / (time.perf_counter() - t0)
-        results["single_get_server_cpu_us"] = (process_cpu_s(proc.pid) - c0) / len(gets) * 1e6
-        results["single_get_p50_ms"] = pct(lat, 50) * 1000
-        results["single_get_p99_ms"] = pct(lat, 99) * 1000
+        await phase("single_get", port, proc.pid, gets, args.concurrency, {200}, results)
 
         if args.catch_up:
             # A temporal read first brings the materialisation up to date (read-your-writes): its time after every
             # phase is what the materialiser still had to do then — the backlog the phases above left. Opt-in: it
             # writes that whole backlog into the file the raw reference below then runs on (not the default's state).
-            temporal = http_request("GET", f"{BASE}/temporal/entities/urn:ngsi-ld:Device:meter-0000000?lastN=1")
-            t0 = time.perf_counter()
-            await run_requests(port, [temporal], 1, {200})
-            results["temporal_catch_up_at_end_s"] = time.perf_counter() - t0
+            results["temporal_catch_up_at_end_s"] = await settle(port)
     finally:
         stop_server(proc)
 

@@ -8,6 +8,8 @@ import asyncio
 import random
 from typing import Any
 
+import orjson
+
 BASE = "/ngsi-ld/v1"
 PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
          ("voltage", "VLT"))
@@ -22,6 +24,15 @@ def meter(i: int, round_: int) -> dict[str, Any]:
     for name, unit in PROPS:
         entity[name] = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts, "unitCode": unit}
     return entity
+
+
+def single_patch(rnd: random.Random, n: int) -> tuple[str, bytes]:
+    """A single update of one random meter of ``n``: ``PATCH /entities/{id}/attrs`` of ``activePowerImport`` with
+    ``observedAt`` and ``unitCode`` — path and body."""
+    i = rnd.randrange(n)
+    body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
+                                               "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
+    return f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs", body
 
 
 async def call(app: Any, method: str, path: str, query: bytes = b"", body: bytes = b"") -> tuple[int, bytes]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from broker_workload import BASE, call, meter
+from broker_workload import BASE, call, meter, single_patch
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
 
@@ -89,12 +89,7 @@ async def _run(args: argparse.Namespace, pg_name: str) -> None:
                 await materialiser.catch_up()
                 materialised.append((time.perf_counter_ns() - t0) / n / 1000)
             rnd = random.Random(7)
-            patches = []
-            for _ in range(args.singles):
-                i = rnd.randrange(n)
-                body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
-                                                           "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
-                patches.append((f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs", body))
+            patches = [single_patch(rnd, n) for _ in range(args.singles)]
             if profiler:
                 profiler.enable()
             t0, c0 = time.perf_counter_ns(), time.process_time_ns()

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from broker_workload import BASE, call, meter
+from broker_workload import BASE, call, meter, single_patch
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
 
@@ -140,11 +140,8 @@ async def run(args: argparse.Namespace) -> None:
             await measure("batch upserts")
             rnd = random.Random(7)
             for _ in range(args.singles):
-                i = rnd.randrange(n)
-                body = orjson.dumps({"activePowerImport": {"type": "Property", "value": round(rnd.uniform(0, 5), 3),
-                                                           "observedAt": "2026-11-28T23:00:00Z", "unitCode": "KWT"}})
-                assert (await call(app, "PATCH", f"{BASE}/entities/urn:ngsi-ld:Device:meter-{i:07d}/attrs",
-                                   body=body))[0] == 204
+                path, body = single_patch(rnd, n)
+                assert (await call(app, "PATCH", path, body=body))[0] == 204
             await measure("1-attribute PATCHes")
             if args.keep:  # a copy of the file for statement-by-statement timing
                 with sqlite3.connect(db) as c, sqlite3.connect(args.keep) as out:

@@ -191,12 +191,7 @@ def _fast_entity(body: dict[str, Any], ctx: CompiledContext, now: str) -> Entity
         if len(ctx.plans) < _PLAN_LIMIT:
             ctx.plans[raw_type] = types
     entity: Entity = {"id": entity_id, "type": list(types), "createdAt": now, "modifiedAt": now}
-    for name, iri in plan:
-        instance = _plain_property(body[name], now)
-        if instance is None:
-            return None
-        entity[iri] = [instance]
-    return entity
+    return entity if _add_plain_properties(entity, body, plan, now) else None
 
 
 def _fast_fragment(body: dict[str, Any], ctx: CompiledContext, now: str) -> Entity | None:
@@ -209,12 +204,18 @@ def _fast_fragment(body: dict[str, Any], ctx: CompiledContext, now: str) -> Enti
     if not plan:
         return None
     out: Entity = {}
+    return out if _add_plain_properties(out, body, plan, now) else None
+
+
+def _add_plain_properties(out: Entity, body: dict[str, Any], plan: tuple[tuple[str, str], ...], now: str) -> bool:
+    """Each planned attribute of ``body`` into ``out`` under its IRI; False at the first one that is not a plain
+    Property (the caller then takes the generic path)."""
     for name, iri in plan:
         instance = _plain_property(body[name], now)
         if instance is None:
-            return None
+            return False
         out[iri] = [instance]
-    return out
+    return True
 
 
 # keys that send an entity / a fragment down the generic path (they need more than an attribute plan)
