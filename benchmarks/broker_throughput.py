@@ -20,9 +20,10 @@ What it does, per store, in one run:
    the temporal materialiser (issue 3) follows the history in the background while these phases run: the history
    rows it had not yet taken after the batch passes and after the single updates are printed (SQLite), and with
    ``--catch-up`` the time of one temporal read at the end, which first brings the materialisation up to date;
-   with ``--settle`` the materialiser is let catch up (timed) after the batch passes and after the single updates,
-   so that each phase is measured without the deferred work of the ones before, and the batch rate is printed
-   once more with that catch-up time included (``batch_incl_materialise_per_s``);
+   by default (``--settle``) the materialiser is let catch up (timed) after the batch passes and after the single
+   updates, so that each phase is measured without the deferred work of the ones before, and the batch rate is
+   printed once more with that catch-up time included (``batch_incl_materialise_per_s``); ``--no-settle`` runs the
+   phases back to back, the batches' backlog then materialised during the single updates and queries;
 5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
    database with ``executemany`` in batches of 1,000 (one transaction each): created with the first pass's values,
    then updated with each measured pass's (median) — the ratio is ours / that. Upserting rows identical to the
@@ -396,10 +397,10 @@ async def main() -> None:
     ap.add_argument("--queries", type=int, default=3_000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--full", action="store_true", help="100,000 entities, 10,000 singles and queries")
-    ap.add_argument("--settle", action="store_true",
+    ap.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
                     help="let the temporal materialiser catch up after the batch passes and after the single updates"
                          " (timed, and a batch rate with that time included), so that each later phase is measured"
-                         " without the earlier phases' deferred work")
+                         " without the earlier phases' deferred work (default; --no-settle: phases back to back)")
     ap.add_argument("--catch-up", action="store_true",
                     help="time a temporal read after the last phase (the materialiser's remaining backlog); the raw"
                          " reference then runs on a file holding that backlog's writes, unlike a run without")
