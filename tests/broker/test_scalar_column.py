@@ -49,3 +49,38 @@ async def test_scalar_column_is_written_and_read(broker) -> None:
     conn.close()
     assert await ids("activePowerImport>2") == ["2", "3"]
     assert await ids("activePowerImport<=1.5") == ["0", "1"]
+
+
+async def test_upsert_changing_types_keeps_the_type_index(broker) -> None:
+    """A stored entity's row is updated in place when its types and creation time are unchanged (decision 0516):
+    an upsert or update that changes its type, or its further types, must still move it in the type index — queries
+    by the old type stop finding it, by the new one find it — whether it is alone or in a batch with unchanged ones."""
+    json_headers = {"Content-Type": "application/json"}
+
+    async def upsert(entities: list[dict], options: str | None = None) -> None:
+        params = {"options": options} if options else {}
+        r = await broker.client.post(f"{BASE}/entityOperations/upsert", content=orjson.dumps(entities),
+                                     headers=json_headers, params=params)
+        assert r.status_code in (201, 204), r.text
+
+    async def of_type(t: str) -> list[str]:
+        r = await broker.client.get(f"{BASE}/entities", params={"type": t, "limit": 100})
+        assert r.status_code == 200, r.text
+        return sorted(e["id"].rsplit("m", 1)[1] for e in r.json())
+
+    await upsert([_meter(i, 1.0) for i in range(3)])
+    moved = {**_meter(1, 2.0), "type": "Meter"}
+    await upsert([_meter(0, 2.0), moved, _meter(2, 2.0)])  # a batch: two unchanged, one changing type
+    assert await of_type("Device") == ["0", "2"]
+    assert await of_type("Meter") == ["1"]
+    await upsert([{**_meter(2, 3.0), "type": ["Device", "Gauge"]}])  # alone, a further type added
+    assert await of_type("Gauge") == ["2"]
+    assert await of_type("Device") == ["0", "2"]
+    await upsert([{**_meter(2, 4.0), "type": "Device"}])  # replaced: the further type goes
+    assert await of_type("Gauge") == []
+    await upsert([{"id": "urn:ngsi-ld:Device:m0", "type": "Meter",
+                   "activePowerImport": {"type": "Property", "value": 9.0}}], options="update")
+    assert await of_type("Meter") == ["0", "1"]  # options=update merges the types: m0 is both now
+    assert await of_type("Device") == ["0", "2"]
+    r = await broker.client.get(f"{BASE}/entities", params={"type": "Device", "q": "activePowerImport>5"})
+    assert [e["id"] for e in r.json()] == ["urn:ngsi-ld:Device:m0"]

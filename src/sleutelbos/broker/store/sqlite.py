@@ -90,7 +90,12 @@ _UPSERT = (
     " scalars=excluded.scalars"
 )
 _HISTORY = "INSERT INTO broker_entity_history (tenant, entity_id, modified_at, deleted, instances) VALUES (?,?,?,?,?)"
-_FETCH_ONE = "SELECT doc FROM broker_entities WHERE tenant = ? AND id = ?"
+# An update of a stored entity whose types and creation time are what this transaction read: the upsert minus the
+# columns that did not change, so that SQLite leaves the (tenant, type, id) index alone (an UPDATE rewrites the index
+# entries of every column it assigns, equal or not: ~15 % of a batch upsert's statement time, decision 0516).
+_UPDATE_KNOWN = ("UPDATE broker_entities SET modified_at=?, doc=?, geo_minx=?, geo_miny=?, geo_maxx=?, geo_maxy=?,"
+                 " scalars=? WHERE tenant=? AND id=?")
+_FETCH_ONE = "SELECT doc, type, types, created_at FROM broker_entities WHERE tenant = ? AND id = ?"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
@@ -158,6 +163,9 @@ class _SqliteTransaction(StoreTransaction):
         self.conn = conn
         self.tenant = tenant
         self.extra_types = extra_types  # the store's cache: tenant → types some entity has as a further type
+        # id → (type, types, created_at) of the stored rows this transaction has read or written: the writer lock
+        # is held from BEGIN IMMEDIATE to COMMIT, so they are the stored values until this transaction changes them
+        self._stored: dict[str, tuple[str, str, str]] = {}
 
     def _in_chunks(self, columns: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
@@ -172,17 +180,45 @@ class _SqliteTransaction(StoreTransaction):
     async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
         if len(ids) == 1:  # a single update's read: one prepared statement from SQLite's cache, no IN list to build
             row = self.conn.execute(_FETCH_ONE, (self.tenant, ids[0])).fetchone()
-            return {} if row is None else {ids[0]: orjson.loads(row[0])}
-        return {r[0]: orjson.loads(r[1]) for r in self._in_chunks("id, doc", ids)}
+            if row is None:
+                return {}
+            self._stored[ids[0]] = row[1:]
+            return {ids[0]: orjson.loads(row[0])}
+        stored = self._stored
+        out: dict[str, Entity] = {}
+        for r in self._in_chunks("id, doc, type, types, created_at", ids):
+            stored[r[0]] = r[2:]
+            out[r[0]] = orjson.loads(r[1])
+        return out
 
     async def existing(self, ids: Sequence[str]) -> dict[str, str]:
-        return dict(self._in_chunks("id, created_at", ids))  # type: ignore[arg-type]
+        stored = self._stored
+        out: dict[str, str] = {}
+        for r in self._in_chunks("id, type, types, created_at", ids):
+            stored[r[0]] = r[1:]
+            out[r[0]] = r[3]
+        return out
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        if len(entities) == 1:
-            self.conn.execute(_UPSERT, entity_row(self.tenant, entities[0]))
+        rows = [entity_row(self.tenant, e) for e in entities]
+        stored = self._stored
+        if len(rows) == 1:
+            row = rows[0]
+            if stored.get(row[1]) == row[2:5]:
+                self.conn.execute(_UPDATE_KNOWN, (*row[5:], row[0], row[1]))
+            else:
+                self.conn.execute(_UPSERT, row)
+            stored[row[1]] = row[2:5]
         else:
-            self.conn.executemany(_UPSERT, [entity_row(self.tenant, e) for e in entities])
+            known = [r for r in rows if stored.get(r[1]) == r[2:5]]
+            if known and len({r[1] for r in rows}) == len(rows):  # one row per id: the two statements' order is free
+                if len(known) < len(rows):
+                    self.conn.executemany(_UPSERT, [r for r in rows if stored.get(r[1]) != r[2:5]])
+                self.conn.executemany(_UPDATE_KNOWN, [(*r[5:], r[0], r[1]) for r in known])
+            else:
+                self.conn.executemany(_UPSERT, rows)
+            for r in rows:
+                stored[r[1]] = r[2:5]
         multi = [e for e in entities if len(e["type"]) > 1]
         if multi or self.extra_types.get(self.tenant):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
@@ -193,6 +229,8 @@ class _SqliteTransaction(StoreTransaction):
             self.extra_types.setdefault(self.tenant, set()).update(t for e in multi for t in e["type"][1:])
 
     async def delete(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            self._stored.pop(i, None)
         pairs = [(self.tenant, i) for i in ids]
         self.conn.executemany("DELETE FROM broker_entities WHERE tenant = ? AND id = ?", pairs)
         self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?", pairs)
