@@ -2,7 +2,8 @@
 "notification behaviour": entity created/updated/deleted, attribute created/updated/deleted).
 
 :class:`ObservedStore` wraps the broker's :class:`~sleutelbos.broker.store.EntityStore`; every service operation
-already runs in one ``store.transaction`` and reads the entities it changes (``fetch``/``existing``) before it writes
+already runs in one ``store.transaction`` (a single-entity update, ``update_entity``, is run in one here when
+the tenant is observed) and reads the entities it changes (``fetch``/``existing``) before it writes
 them (``upsert``/``delete``) and their history rows. The wrapper watches those calls and, only once the transaction
 has committed, hands the list of :class:`Change` to a listener — synchronously and cheaply (the listener only puts
 work on queues), so that notifying never blocks or fails a write. When no subscription exists for the tenant the
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 import orjson
 
 from sleutelbos.broker.entity import Entity, now_iso
-from sleutelbos.broker.store import EntityFilter, EntityStore, HistoryRow, StoreTransaction
+from sleutelbos.broker.store import EntityChange, EntityFilter, EntityStore, HistoryRow, StoreTransaction
+from sleutelbos.broker.store.base import update_in_transaction
 
 
 @dataclass(slots=True)
@@ -148,3 +150,11 @@ class ObservedStore:
             observed = _ObservedTransaction(tx, tenant, self.listener.wants_previous(tenant))
             yield observed
         self.listener.publish(observed.changes())
+
+    async def update_entity(self, tenant: str, entity_id: str, change: EntityChange) -> bool:
+        """A single-entity update: the inner store's own way (PostgreSQL's optimistic one, decision 0514) when no
+        subscription observes the tenant; otherwise in an observed :meth:`transaction`, so that the change feed
+        sees the read and the writes exactly as for every other operation."""
+        if not self.listener.observes(tenant):
+            return await self.inner.update_entity(tenant, entity_id, change)
+        return await update_in_transaction(self, tenant, entity_id, change)
