@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from sleutelbos.broker.entity import Entity
+from sleutelbos.broker.notifications.changes import Change, ObservedStore
 from sleutelbos.broker.store import EntityStore, HistoryRow, open_store
+from sleutelbos.broker.store.base import update_in_transaction
 from tests.broker.conftest import BASE, Broker
 
 EID = "urn:ngsi-ld:Device:contended"
@@ -181,3 +183,60 @@ async def test_concurrent_partial_updates_and_appends_lose_nothing(broker: Broke
         assert {f"{prefix}{i}": got.get(f"{prefix}{i}") for i in range(ATTRS)} == \
             {f"{prefix}{i}": ROUNDS - 1 for i in range(ATTRS)}
     assert await broker.service.store.history_count("", EID) == 1 + 3 * ATTRS * ROUNDS
+
+
+class Listener:
+    """A change-feed listener that observes every tenant and keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.published: list[list[Change]] = []
+
+    def observes(self, tenant: str) -> bool:
+        return True
+
+    def wants_previous(self, tenant: str) -> bool:
+        return True
+
+    def publish(self, changes: list[Change]) -> None:
+        self.published.append(changes)
+
+
+async def test_the_change_feed_sees_an_update_as_from_a_transaction(store: EntityStore) -> None:
+    """``ObservedStore.update_entity`` (the store's own way) publishes what the same change publishes when it runs
+    in an observed transaction: two identical entities, each change applied to one each way."""
+    listener = Listener()
+    observed = ObservedStore(store, listener)
+    twin = "urn:ngsi-ld:Device:twin"
+    async with store.transaction("") as tx:
+        await tx.upsert([{**(await store.get("", EID) or {}), "id": twin}])
+
+    def same(fast: Change, slow: Change) -> None:
+        def plain(c: Change) -> tuple[Any, ...]:
+            return ({**(c.previous or {}), "id": "-"}, {**(c.entity or {}), "id": "-"}, c.attrs, c.created,
+                    c.deleted, c.at)
+
+        assert plain(fast) == plain(slow)
+
+    for value, (fast, slow) in ((1, (EID, twin)), (2, (twin, EID))):
+        await observed.update_entity("", fast, set_attr("https://example.org/a", value))
+        await update_in_transaction(observed, "", slow, set_attr("https://example.org/a", value))
+        [fast_change], [slow_change] = listener.published[-2:]
+        same(fast_change, slow_change)
+        assert fast_change.entity_id == fast and slow_change.entity_id == slow
+        assert fast_change.attrs == {"https://example.org/a": "attributeUpdated" if value == 2 else "attributeCreated"}
+    assert fast_change.previous["https://example.org/a"][0]["value"] == 1  # type: ignore[index]
+    await observed.update_entity("", EID, lambda e: None)
+    await update_in_transaction(observed, "", EID, lambda e: None)
+    assert listener.published[-2:] == [[], []]
+
+
+async def test_the_change_feed_records_the_try_that_was_written(store: EntityStore, database_url: str) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("only PostgreSQL has the optimistic path")
+    listener = Listener()
+    change, _ = interleaving(database_url, 1, "https://example.org/mine", "mine")
+    assert await ObservedStore(store, listener).update_entity("", EID, change)
+    [[c]] = listener.published
+    assert c.previous is not None and "https://example.org/other-1" in c.previous  # the fresh read, not the first
+    assert c.entity is not None and c.entity["https://example.org/other-1"][0]["value"] == 1
+    assert c.attrs == {"https://example.org/mine": "attributeCreated"}
