@@ -240,3 +240,23 @@ async def test_the_change_feed_records_the_try_that_was_written(store: EntitySto
     assert c.previous is not None and "https://example.org/other-1" in c.previous  # the fresh read, not the first
     assert c.entity is not None and c.entity["https://example.org/other-1"][0]["value"] == 1
     assert c.attrs == {"https://example.org/mine": "attributeCreated"}
+
+
+async def test_an_error_of_the_change_keeps_the_connections(store: EntityStore) -> None:
+    """A change that raises (a PATCH of a missing attribute: ResourceNotFound) writes nothing; on PostgreSQL the
+    lean connection it read on is kept, not dropped as broken (that would cost a reconnect per such request)."""
+    from sleutelbos.broker.errors import ResourceNotFound
+
+    def missing(entity: Entity) -> HistoryRow:
+        raise ResourceNotFound("no such attribute")
+
+    readers = getattr(store, "readers", None)
+    await store.get("", EID)  # a lean connection opened and idle
+    before = list(readers._idle) if readers else []
+    for _ in range(3):
+        with pytest.raises(ResourceNotFound):
+            await store.update_entity("", EID, missing)
+    assert await store.history_count("", EID) == 1
+    if readers:
+        assert before and all(not c.is_closed() for c in before)
+        assert readers._open == len(before)

@@ -369,24 +369,28 @@ class PostgresEntityStore(EntityStore):
         no BEGIN/COMMIT and no pool; the locking transaction after ``OPTIMISTIC_TRIES`` conflicts, or when the change
         touches the entity's types or id, or on a tenant this store has not seen yet."""
         if tenant in self._tenants:
+            # two uses of the lean connections, not one held across ``change``: an error it raises (an NgsiLdError)
+            # must not count as a broken connection, and the connection is not idle while Python works
             for _ in range(self.OPTIMISTIC_TRIES):
                 async with self.readers.use() as conn:
                     found = await conn.fetchrow(_READ_VERSIONED, tenant, entity_id)
-                    if found is None:
-                        return False
-                    entity = orjson.loads(found[0])
-                    types = list(entity["type"])
-                    row = change(entity)
-                    if row is None:
-                        return True
-                    if entity["type"] != types or entity["id"] != entity_id:
-                        break
-                    _, _, _, _, created_at, modified_at, doc, minx, miny, maxx, maxy = entity_row(tenant, entity)
-                    instances = None if row.instances is None else orjson.dumps(row.instances).decode()
-                    if await conn.fetchval(_UPDATE_IF_UNCHANGED, tenant, entity_id, created_at, modified_at, doc,
-                                           minx, miny, maxx, maxy, found[1], row.entity_id, row.modified_at,
-                                           row.deleted, instances):
-                        return True
+                if found is None:
+                    return False
+                entity = orjson.loads(found[0])
+                types = list(entity["type"])
+                row = change(entity)
+                if row is None:
+                    return True
+                if entity["type"] != types or entity["id"] != entity_id:
+                    break
+                _, _, _, _, created_at, modified_at, doc, minx, miny, maxx, maxy = entity_row(tenant, entity)
+                instances = None if row.instances is None else orjson.dumps(row.instances).decode()
+                async with self.readers.use() as conn:
+                    written = await conn.fetchval(_UPDATE_IF_UNCHANGED, tenant, entity_id, created_at, modified_at,
+                                                  doc, minx, miny, maxx, maxy, found[1], row.entity_id,
+                                                  row.modified_at, row.deleted, instances)
+                if written:
+                    return True
         return await super().update_entity(tenant, entity_id, change)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
