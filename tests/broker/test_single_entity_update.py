@@ -260,3 +260,20 @@ async def test_an_error_of_the_change_keeps_the_connections(store: EntityStore) 
     if readers:
         assert before and all(not c.is_closed() for c in before)
         assert readers._open == len(before)
+
+
+async def test_concurrent_replaces_keep_created_at_and_the_type(broker: Broker) -> None:
+    """PUT /entities/{id} (5.6.18) shares the path: replaces racing each other each write a whole entity, keep the
+    creation time, take the stored type when the body has none, and each has its history row."""
+    assert (await broker.create({"id": EID, "type": "Device", "a": {"type": "Property", "value": 0}})).status_code \
+        == 201
+    created = (await broker.client.get(f"{BASE}/entities/{EID}", params={"options": "sysAttrs"})).json()["createdAt"]
+
+    async def put(i: int) -> None:
+        r = await broker.client.put(f"{BASE}/entities/{EID}", json={"a": {"type": "Property", "value": i}})
+        assert r.status_code == 204, r.text
+
+    await asyncio.gather(*(put(i) for i in range(1, 13)))
+    got = (await broker.client.get(f"{BASE}/entities/{EID}", params={"options": "sysAttrs"})).json()
+    assert got["createdAt"] == created and got["type"] == "Device" and got["a"]["value"] in range(1, 13)
+    assert await broker.service.store.history_count("", EID) == 13

@@ -40,7 +40,6 @@ from sleutelbos.broker.store import (
     EntityFilter,
     EntityStore,
     HistoryRow,
-    StoreTransaction,
 )
 
 
@@ -182,12 +181,6 @@ class BrokerService:
             raise ResourceNotFound(f"entity {entity_id} not found")
         return doc
 
-    async def _load(self, tx: StoreTransaction, entity_id: str) -> Entity:
-        found = await tx.fetch([entity_id])
-        if entity_id not in found:
-            raise ResourceNotFound(f"entity {entity_id} not found")
-        return found[entity_id]
-
     async def _update_one(self, tenant: str, entity_id: str, change: EntityChange) -> None:
         """A read-modify-write of one entity through the store (``EntityStore.update_entity``, decision 0514):
         ``change`` may run more than once, each time on a fresh read, and only the last run's result is written."""
@@ -199,14 +192,18 @@ class BrokerService:
         if entity.get("id", entity_id) != entity_id:
             raise BadRequestData(f"the body's id {entity['id']} differs from {entity_id}")
         await self.require_tenant(tenant)
-        async with self.store.transaction(tenant) as tx:
-            old = await self._load(tx, entity_id)
-            entity["id"] = entity_id
-            entity["createdAt"] = old["createdAt"]
-            if "type" not in entity:
-                entity["type"] = old["type"]
-            await tx.upsert([entity])
-            await tx.history([change(entity_id, entity["modifiedAt"], attributes(entity))])
+        keep_type = "type" not in entity
+        entity["id"] = entity_id
+
+        def put(stored: Entity) -> HistoryRow:
+            new = {**entity, "createdAt": stored["createdAt"]}
+            if keep_type:
+                new["type"] = stored["type"]
+            stored.clear()
+            stored.update(new)
+            return change(entity_id, new["modifiedAt"], attributes(new))
+
+        await self._update_one(tenant, entity_id, put)
 
     async def merge(self, tenant: str, entity_id: str, fragment: Entity, now: str) -> None:
         """PATCH /entities/{id} (5.6.17 merge entity)."""
