@@ -365,7 +365,7 @@ class PostgresEntityStore(EntityStore):
         self._tenants.add(tenant)
 
     async def update_entity(self, tenant: str, entity_id: str, change: EntityChange) -> bool:
-        """Optimistic read-modify-write (module docstring, decision 0514): two round trips on one lean connection,
+        """Optimistic read-modify-write (module docstring, decision 0514): two round trips on the lean connections,
         no BEGIN/COMMIT and no pool; the locking transaction after ``OPTIMISTIC_TRIES`` conflicts, or when the change
         touches the entity's types or id, or on a tenant this store has not seen yet."""
         if tenant in self._tenants:
