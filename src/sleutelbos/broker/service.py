@@ -34,7 +34,13 @@ from sleutelbos.broker.errors import (
     NonexistentTenant,
     ResourceNotFound,
 )
-from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter, EntityStore, HistoryRow, StoreTransaction
+from sleutelbos.broker.store import (
+    DEFAULT_TENANT,
+    EntityChange,
+    EntityFilter,
+    EntityStore,
+    HistoryRow,
+)
 
 
 @dataclass
@@ -105,15 +111,19 @@ def merge_instance(old: AttributeInstance, new: AttributeInstance, now: str) -> 
 
 
 def _replace_instances(existing: list[AttributeInstance] | None, new: list[AttributeInstance],
-                       now: str) -> list[AttributeInstance]:
-    """Put each new instance in place of the one with its datasetId; keep createdAt of the one it replaces."""
+                       now: str) -> tuple[list[AttributeInstance], list[AttributeInstance]]:
+    """Put each new instance in place of the one with its datasetId, keeping createdAt of the one it replaces:
+    ``(the attribute's instances, the instances written)``. ``new`` is left as it is (an instance that takes an
+    older createdAt is a copy), so that a store may apply the same change again to a fresh read (decision 0514)."""
     by_ds = {i.get("datasetId"): i for i in existing or []}
+    written: list[AttributeInstance] = []
     for inst in new:
         old = by_ds.get(inst.get("datasetId"))
         if old is not None:
-            inst["createdAt"] = old.get("createdAt", now)
+            inst = {**inst, "createdAt": old.get("createdAt", now)}
         by_ds[inst.get("datasetId")] = inst
-    return list(by_ds.values())
+        written.append(inst)
+    return list(by_ds.values()), written
 
 
 class BrokerService:
@@ -171,36 +181,36 @@ class BrokerService:
             raise ResourceNotFound(f"entity {entity_id} not found")
         return doc
 
-    async def _load(self, tx: StoreTransaction, entity_id: str) -> Entity:
-        found = await tx.fetch([entity_id])
-        if entity_id not in found:
+    async def _update_one(self, tenant: str, entity_id: str, change: EntityChange) -> None:
+        """A read-modify-write of one entity through the store (``EntityStore.update_entity``, decision 0514):
+        ``change`` may run more than once, each time on a fresh read, and only the last run's result is written."""
+        if not await self.store.update_entity(tenant, entity_id, change):
             raise ResourceNotFound(f"entity {entity_id} not found")
-        return found[entity_id]
 
     async def replace(self, tenant: str, entity_id: str, entity: Entity) -> None:
         """PUT /entities/{id} (5.6.18): all attributes replaced; id must match; type may change."""
         if entity.get("id", entity_id) != entity_id:
             raise BadRequestData(f"the body's id {entity['id']} differs from {entity_id}")
         await self.require_tenant(tenant)
-        async with self.store.transaction(tenant) as tx:
-            old = await self._load(tx, entity_id)
-            entity["id"] = entity_id
-            entity["createdAt"] = old["createdAt"]
-            if "type" not in entity:
-                entity["type"] = old["type"]
-            await tx.upsert([entity])
-            await tx.history([change(entity_id, entity["modifiedAt"], attributes(entity))])
+        keep_type = "type" not in entity
+        entity["id"] = entity_id
+
+        def put(stored: Entity) -> HistoryRow:
+            new = {**entity, "createdAt": stored["createdAt"]}
+            if keep_type:
+                new["type"] = stored["type"]
+            stored.clear()
+            stored.update(new)
+            return change(entity_id, new["modifiedAt"], attributes(new))
+
+        await self._update_one(tenant, entity_id, put)
 
     async def merge(self, tenant: str, entity_id: str, fragment: Entity, now: str) -> None:
         """PATCH /entities/{id} (5.6.17 merge entity)."""
         if fragment.get("id", entity_id) != entity_id:
             raise BadRequestData(f"the body's id {fragment['id']} differs from {entity_id}")
         await self.require_tenant(tenant)
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
-            row = self._merge_into(entity, fragment, now)
-            await tx.upsert([entity])
-            await tx.history([row])
+        await self._update_one(tenant, entity_id, lambda entity: self._merge_into(entity, fragment, now))
 
     def _merge_into(self, entity: Entity, fragment: Entity, now: str) -> HistoryRow:
         written: dict[str, Any] = {}
@@ -244,8 +254,10 @@ class BrokerService:
         """POST /entities/{id}/attrs (5.6.3): add attributes, overwrite existing ones unless ``noOverwrite``."""
         await self.require_tenant(tenant)
         result = UpdateResult()
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
+
+        def append(entity: Entity) -> HistoryRow:
+            nonlocal result
+            result = UpdateResult()
             written: dict[str, Any] = {}
             for key, instances in fragment.items():
                 if key in ENTITY_MEMBERS:
@@ -262,20 +274,22 @@ class BrokerService:
                     if not fresh:
                         continue
                     instances = fresh
-                entity[key] = _replace_instances(entity.get(key), instances, now)
-                written[key] = instances
+                entity[key], written[key] = _replace_instances(entity.get(key), instances, now)
                 result.updated.append(key)
             entity["modifiedAt"] = now
-            await tx.upsert([entity])
-            await tx.history([HistoryRow(entity_id, now, written)])
+            return HistoryRow(entity_id, now, written)
+
+        await self._update_one(tenant, entity_id, append)
         return result
 
     async def update_attrs(self, tenant: str, entity_id: str, fragment: Entity, now: str) -> UpdateResult:
         """PATCH /entities/{id}/attrs (5.6.2): replace attributes that exist; report the others as not updated."""
         await self.require_tenant(tenant)
         result = UpdateResult()
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
+
+        def update(entity: Entity) -> HistoryRow | None:
+            nonlocal result
+            result = UpdateResult()
             written: dict[str, Any] = {}
             for key, instances in fragment.items():
                 if key in ENTITY_MEMBERS:
@@ -286,21 +300,22 @@ class BrokerService:
                     result.not_updated.append((key, "attribute (or this datasetId) does not exist"))
                 if not known:
                     continue
-                entity[key] = _replace_instances(entity.get(key), known, now)
-                written[key] = known
+                entity[key], written[key] = _replace_instances(entity.get(key), known, now)
                 result.updated.append(key)
-            if written:
-                entity["modifiedAt"] = now
-                await tx.upsert([entity])
-                await tx.history([HistoryRow(entity_id, now, written)])
+            if not written:
+                return None
+            entity["modifiedAt"] = now
+            return HistoryRow(entity_id, now, written)
+
+        await self._update_one(tenant, entity_id, update)
         return result
 
     async def patch_attr(self, tenant: str, entity_id: str, attr: str, patch: AttributeInstance, now: str) -> None:
         """PATCH /entities/{id}/attrs/{attr} (5.6.4 partial attribute update): merge into the instance with the
         patch's datasetId."""
         await self.require_tenant(tenant)
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
+
+        def merge(entity: Entity) -> HistoryRow:
             dataset_id = patch.get("datasetId")
             instances = entity.get(attr, [])
             for i, old in enumerate(instances):
@@ -312,29 +327,31 @@ class BrokerService:
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {attr}"
                                        + (f" with datasetId {dataset_id}" if dataset_id else ""))
             entity["modifiedAt"] = now
-            await tx.upsert([entity])
-            await tx.history([HistoryRow(entity_id, now, {attr: [merged]})])
+            return HistoryRow(entity_id, now, {attr: [merged]})
+
+        await self._update_one(tenant, entity_id, merge)
 
     async def replace_attr(self, tenant: str, entity_id: str, attr: str, instances: list[AttributeInstance],
                            now: str) -> None:
         """PUT /entities/{id}/attrs/{attr} (5.6.19): the attribute (instance per datasetId) must exist."""
         await self.require_tenant(tenant)
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
+
+        def replace(entity: Entity) -> HistoryRow:
             if attr not in entity:
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {attr}")
-            entity[attr] = _replace_instances(entity[attr], instances, now)
+            entity[attr], written = _replace_instances(entity[attr], instances, now)
             entity["modifiedAt"] = now
-            await tx.upsert([entity])
-            await tx.history([HistoryRow(entity_id, now, {attr: instances})])
+            return HistoryRow(entity_id, now, {attr: written})
+
+        await self._update_one(tenant, entity_id, replace)
 
     async def delete_attr(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None = None,
                           delete_all: bool = False) -> None:
         """DELETE /entities/{id}/attrs/{attr} (5.6.5): the default instance, one datasetId, or all instances."""
         await self.require_tenant(tenant)
         now = now_iso()
-        async with self.store.transaction(tenant) as tx:
-            entity = await self._load(tx, entity_id)
+
+        def delete(entity: Entity) -> HistoryRow:
             instances = entity.get(attr)
             if not instances:
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {attr}")
@@ -352,8 +369,9 @@ class BrokerService:
                 else:
                     del entity[attr]
             entity["modifiedAt"] = now
-            await tx.upsert([entity])
-            await tx.history([deletion(entity_id, now, attr, removed)])
+            return deletion(entity_id, now, attr, removed)
+
+        await self._update_one(tenant, entity_id, delete)
 
     async def purge(self, tenant: str, entity_filter: EntityFilter) -> list[str]:
         """DELETE /entities?type=... (5.6.21 purge entities)."""
@@ -401,7 +419,7 @@ class BrokerService:
             prev = by_id.get(e["id"])
             if prev is not None:  # the same id twice in one batch: the later one is merged into the earlier
                 for key, value in attributes(e):
-                    prev[key] = _replace_instances(prev.get(key), value, e["modifiedAt"])
+                    prev[key], _ = _replace_instances(prev.get(key), value, e["modifiedAt"])
             else:
                 by_id[e["id"]] = e
         async with self.store.transaction(tenant) as tx:
@@ -414,8 +432,8 @@ class BrokerService:
                         result.created.append(entity_id)
                         rows.append(creation(e))
                         continue
-                    for key, value in attributes(e):
-                        old[key] = _replace_instances(old.get(key), value, e["modifiedAt"])
+                    for key, value in attributes(e):  # e's history row (creation) holds the instances written
+                        old[key], e[key] = _replace_instances(old.get(key), value, e["modifiedAt"])
                     rows.append(creation(e))
                     old["type"] = list(dict.fromkeys([*old["type"], *e["type"]]))
                     old["modifiedAt"] = e["modifiedAt"]
@@ -446,8 +464,7 @@ class BrokerService:
                     instances = [i for i in instances if i.get("datasetId") not in have]
                     if not instances:
                         continue
-                entity[key] = _replace_instances(entity.get(key), instances, f["modifiedAt"])
-                written[key] = instances
+                entity[key], written[key] = _replace_instances(entity.get(key), instances, f["modifiedAt"])
             entity["modifiedAt"] = f["modifiedAt"]
             return HistoryRow(f["id"], f["modifiedAt"], written)
 

@@ -2,7 +2,8 @@
 "notification behaviour": entity created/updated/deleted, attribute created/updated/deleted).
 
 :class:`ObservedStore` wraps the broker's :class:`~sleutelbos.broker.store.EntityStore`; every service operation
-already runs in one ``store.transaction`` and reads the entities it changes (``fetch``/``existing``) before it writes
+already runs in one ``store.transaction`` (or, for one entity, ``update_entity``, whose change function is
+watched the same way) and reads the entities it changes (``fetch``/``existing``) before it writes
 them (``upsert``/``delete``) and their history rows. The wrapper watches those calls and, only once the transaction
 has committed, hands the list of :class:`Change` to a listener — synchronously and cheaply (the listener only puts
 work on queues), so that notifying never blocks or fails a write. When no subscription exists for the tenant the
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from sleutelbos.broker.entity import Entity, now_iso
-from sleutelbos.broker.store import EntityFilter, EntityStore, HistoryRow, StoreTransaction
+from sleutelbos.broker.store import EntityChange, EntityFilter, EntityStore, HistoryRow, StoreTransaction
 
 
 @dataclass(slots=True)
@@ -51,7 +52,10 @@ class ChangeListener(Protocol):
 
 
 class _ObservedTransaction(StoreTransaction):
-    def __init__(self, tx: StoreTransaction, tenant: str, copy_previous: bool) -> None:
+    """Forwards to the store's transaction and records what it read and wrote (``tx`` is None when it only records:
+    ``ObservedStore.update_entity``)."""
+
+    def __init__(self, tx: StoreTransaction | None, tenant: str, copy_previous: bool) -> None:
         self.tx = tx
         self.tenant = tenant
         self.copy_previous = copy_previous
@@ -66,26 +70,37 @@ class _ObservedTransaction(StoreTransaction):
         return getattr(self.tx, name)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Entity]:
+        assert self.tx is not None
         found = await self.tx.fetch(ids)
+        self.read(found)
+        return found
+
+    def read(self, found: dict[str, Entity]) -> None:
+        """Record entities as read, before any change to them."""
         for entity_id, entity in found.items():
             self.existed.add(entity_id)
             self.previous_keys.setdefault(entity_id, set(entity))
             if self.copy_previous and entity_id not in self.previous:
                 self.previous[entity_id] = orjson.loads(orjson.dumps(entity))
-        return found
 
     async def existing(self, ids: Sequence[str]) -> dict[str, str]:
+        assert self.tx is not None
         found = await self.tx.existing(ids)
         self.existed.update(found)
         return found
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
+        assert self.tx is not None
         await self.tx.upsert(entities)
+        self.upserted(entities)
+
+    def upserted(self, entities: Sequence[Entity]) -> None:
         for entity in entities:
             self.written[entity["id"]] = entity
             self.deleted.pop(entity["id"], None)
 
     async def delete(self, ids: Sequence[str]) -> None:
+        assert self.tx is not None
         missing = [i for i in ids if i not in self.previous]
         before = await self.tx.fetch(missing) if missing else {}
         await self.tx.delete(ids)
@@ -94,13 +109,19 @@ class _ObservedTransaction(StoreTransaction):
             self.written.pop(entity_id, None)
 
     async def delete_by_filter(self, entity_filter: EntityFilter) -> list[str]:
+        assert self.tx is not None
         ids = await self.tx.delete_by_filter(entity_filter)
         for entity_id in ids:
             self.deleted[entity_id] = None
         return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
+        assert self.tx is not None
         await self.tx.history(rows)
+        self.historied(rows)
+
+    def historied(self, rows: Sequence[HistoryRow]) -> None:
+        """Record the attributes each history row says were created, updated or deleted."""
         for row in rows:
             if row.deleted or not row.instances:
                 continue
@@ -148,3 +169,29 @@ class ObservedStore:
             observed = _ObservedTransaction(tx, tenant, self.listener.wants_previous(tenant))
             yield observed
         self.listener.publish(observed.changes())
+
+    async def update_entity(self, tenant: str, entity_id: str, change: EntityChange) -> bool:
+        """A single-entity update the inner store's own way (PostgreSQL's is optimistic, decision 0514), its
+        read and writes recorded as an observed transaction records them (``read``, ``upserted``, ``historied``):
+        the same :class:`Change`, published once it is written. The store may apply ``change`` several times, each
+        time to a fresh read; only the last one is written, so each try starts a fresh record."""
+        if not self.listener.observes(tenant):
+            return await self.inner.update_entity(tenant, entity_id, change)
+        copy_previous = self.listener.wants_previous(tenant)
+        record: _ObservedTransaction | None = None
+
+        def observed(entity: Entity) -> HistoryRow | None:
+            nonlocal record
+            record = _ObservedTransaction(None, tenant, copy_previous)
+            record.read({entity_id: entity})
+            row = change(entity)
+            if row is not None:
+                record.upserted([entity])
+                record.historied([row])
+            return row
+
+        if not await self.inner.update_entity(tenant, entity_id, observed):
+            return False
+        assert record is not None
+        self.listener.publish(record.changes())
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sleutelbos.broker.store.base import (
     DEFAULT_TENANT,
+    EntityChange,
     EntityFilter,
     EntityStore,
     HistoryRow,
@@ -14,6 +15,7 @@ from sleutelbos.core.database import parse_database_url
 
 __all__ = [
     "DEFAULT_TENANT",
+    "EntityChange",
     "EntityFilter",
     "EntityStore",
     "HistoryRow",

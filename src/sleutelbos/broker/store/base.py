@@ -23,13 +23,15 @@ prefixed ``broker_`` because one database may be shared by several components):
     Hosted @contexts of ``/jsonldContexts`` (clause 5.13).
 
 Writes go through :class:`StoreTransaction`: read what the operation needs (``fetch``/``existing``), then write rows
-and history — one transaction per request or per batch, committed before the client is answered.
+and history — one transaction per request or per batch, committed before the client is answered. A read-modify-write
+of one entity goes through :meth:`EntityStore.update_entity` instead, which a store may run without an explicit
+transaction (PostgreSQL: optimistically, decision 0514); the default runs it in :meth:`EntityStore.transaction`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -117,6 +119,29 @@ def _flatten(coords: Any) -> list[tuple[float, float]]:
     return out
 
 
+#: A single-entity read-modify-write (:meth:`EntityStore.update_entity`): given the stored entity (a fresh copy the
+#: function may change in place), the history row of the change, or ``None`` to write nothing. It may raise (an
+#: ``NgsiLdError``: nothing is written). A store may call it more than once, each time on a fresh copy, so it must
+#: not depend on what an earlier call did: its result is a function of the entity it is given.
+EntityChange = Callable[[Entity], HistoryRow | None]
+
+
+async def update_in_transaction(store: Any, tenant: str, entity_id: str, change: EntityChange) -> bool:
+    """:meth:`EntityStore.update_entity` in one ``store.transaction``: the read locks the row where the database
+    can (``fetch``), the entity and its history row are written together. Any object with ``transaction`` will do
+    (the change feed's ``ObservedStore`` runs it on its observed transactions)."""
+    async with store.transaction(tenant) as tx:
+        found = await tx.fetch([entity_id])
+        entity = found.get(entity_id)
+        if entity is None:
+            return False
+        row = change(entity)
+        if row is not None:
+            await tx.upsert([entity])
+            await tx.history([row])
+    return True
+
+
 class StoreTransaction(abc.ABC):
     """One write transaction on one tenant."""
 
@@ -167,6 +192,12 @@ class EntityStore(abc.ABC):
     @abc.abstractmethod
     def transaction(self, tenant: str) -> AbstractAsyncContextManager[StoreTransaction]:
         """A write transaction; creates the tenant on first write (clause 4.14: tenants are created implicitly)."""
+
+    async def update_entity(self, tenant: str, entity_id: str, change: EntityChange) -> bool:
+        """Read entity ``entity_id``, apply ``change`` to it and write the result with its history row, atomically
+        and durably, as if no other write ran in between (no lost update); ``False`` when the entity does not exist
+        (``change`` is not called). This default runs it in one :meth:`transaction`."""
+        return await update_in_transaction(self, tenant, entity_id, change)
 
     @abc.abstractmethod
     async def get(self, tenant: str, entity_id: str) -> Entity | None: ...

@@ -5,7 +5,9 @@ per call against ~80-100 µs for the same ``fetchval`` on a connection held dire
 ``release`` go through ``asyncio.timeout``, ``shield``, ``ensure_future`` and per-connection inactivity callbacks,
 which is more than the query itself. A single ``GET /entities/{id}`` on PostgreSQL spent most of its broker CPU there.
 The read path needs none of it: each use is one statement in autocommit mode (no transaction, no session state —
-the reason decision 0554 already skipped the pool's reset query), so a connection goes back as it came.
+the reason decision 0554 already skipped the pool's reset query), so a connection goes back as it came. The
+optimistic single-entity update (decision 0514) uses them the same way: its read, then its one autocommit write
+statement, each a use of its own.
 
 :class:`ReadConnections` keeps idle connections in a list, opens new ones on demand up to ``max_size`` and queues
 callers beyond that in FIFO order. A connection that failed in any way other than a server-side SQL error
