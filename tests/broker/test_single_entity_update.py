@@ -89,9 +89,9 @@ def interleaving(database_url: str, times: int, attr: str, value: Any) -> tuple[
     return change, seen
 
 
+# SQLite runs the change inside its write transaction: no other write can come in between
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_write_between_read_and_update_is_not_lost(store: EntityStore, database_url: str) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite runs the change inside its write transaction: no other write can come in between")
     change, seen = interleaving(database_url, 1, "https://example.org/mine", "mine")
     assert await store.update_entity("", EID, change)
     entity = await store.get("", EID)
@@ -103,9 +103,9 @@ async def test_a_write_between_read_and_update_is_not_lost(store: EntityStore, d
     assert await store.history_count("", EID) == 3  # creation, the other write, this one: no history of the try
 
 
+# only PostgreSQL has the optimistic path
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_repeated_conflicts_end_in_the_locking_transaction(store: EntityStore, database_url: str) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("only PostgreSQL has the optimistic path")
     tries = store.OPTIMISTIC_TRIES  # type: ignore[attr-defined]
     change, seen = interleaving(database_url, tries, "https://example.org/mine", "mine")
     assert await store.update_entity("", EID, change)
@@ -230,9 +230,9 @@ async def test_the_change_feed_sees_an_update_as_from_a_transaction(store: Entit
     assert listener.published[-2:] == [[], []]
 
 
+# only PostgreSQL has the optimistic path
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_the_change_feed_records_the_try_that_was_written(store: EntityStore, database_url: str) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("only PostgreSQL has the optimistic path")
     listener = Listener()
     change, _ = interleaving(database_url, 1, "https://example.org/mine", "mine")
     assert await ObservedStore(store, listener).update_entity("", EID, change)
