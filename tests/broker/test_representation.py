@@ -216,7 +216,7 @@ def test_concise_input(concise, normalized):
 
 
 def test_normalized_instances_copied_or_taken_apart_render_alike():
-    """Plain instances take the copy path (decision 0614), those with a sub-attribute, ``vocab`` or ``objectType``
+    """Plain instances take the copy path (decision 0615), those with a sub-attribute, ``vocab`` or ``objectType``
     the member-by-member loop; both drop ``instanceId``/``deletedAt`` always and the system members unless asked."""
     ctx = asyncio.run(ContextStore().compile(None))
     power = "https://uri.etsi.org/ngsi-ld/default-context/power"

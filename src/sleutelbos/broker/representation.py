@@ -136,7 +136,7 @@ class _Renderer:
         if self.form == "normalized" and self.lang is None and inst.keys() <= _COPIED_MEMBERS:
             # The common instance (a value, observedAt, unitCode, ... and no sub-attribute): normalized output is the
             # instance minus its hidden members, which the loop below would produce key by key. Notifications render
-            # every notified entity through here (decision 0614).
+            # every notified entity through here (decision 0615).
             dropped = _HIDDEN if self.sys_attrs else _HIDDEN_OR_SYS
             return {key: value for key, value in inst.items() if key not in dropped}
         kind = inst.get("type", "Property")
