@@ -23,7 +23,7 @@ What it does:
    each, at most 4 requests in flight) for ``--seconds``, no subscription — the updates/s the broker takes and each
    request's answer time;
 3. measured pass: two subscriptions on the meters' ``power`` — one to an HTTP receiver (a minimal asyncio HTTP/1.1
-   server), one to ``mqtt://127.0.0.1:1883/...`` read back by an MQTT client — both receivers in a
+   server), one to ``mqtt://127.0.0.1:<port>/...`` (the Mosquitto above) read back by an MQTT client — both receivers in a
    second process of the script, so that reading the notifications does not slow the update stream's client — and
    the same update stream again. Each update carries the time its request was sent in ``observedAt``; each receiver
    records, per notified entity, receive time − send time (when the broker cannot take the target rate, requests
@@ -44,8 +44,9 @@ subscribers: a notification written while the previous one is not yet acknowledg
 p99 after the update's answer (decision 0611), a property of that configuration rather than of the broker.
 
 ``--server-src DIR`` runs the broker from another source tree (e.g. main's ``src``) with this script, for a
-before/after pair in one session. The header also prints the broker process's CPU per updated entity in each pass
-(all its threads, from ``/proc``), so a ratio can be read against what the process spent.
+before/after pair in one session. Each pass also prints the broker's CPU per update by thread (from ``/proc``, thread
+names from ``py-spy dump``) and the CPU of the run's other processes, so a ratio can be read against what the
+process spent; ``--py-spy DIR`` records the broker's stacks per thread during each pass (decision 0614).
 """
 
 from __future__ import annotations
