@@ -213,3 +213,32 @@ async def _fetch_sdm(url: str, timeout_s: float):
 ])
 def test_concise_input(concise, normalized):
     assert expand_concise_attribute(concise) == normalized
+
+
+def test_normalized_instances_copied_or_taken_apart_render_alike():
+    """Plain instances take the copy path (decision 0615), those with a sub-attribute, ``vocab`` or ``objectType``
+    the member-by-member loop; both drop ``instanceId``/``deletedAt`` always and the system members unless asked."""
+    ctx = asyncio.run(ContextStore().compile(None))
+    power = "https://uri.etsi.org/ngsi-ld/default-context/power"
+    owner = "https://uri.etsi.org/ngsi-ld/default-context/owner"
+    sys_members = {"createdAt": NOW, "modifiedAt": NOW}
+    entity = {
+        "id": "urn:ngsi-ld:Device:m1", "type": ["https://uri.etsi.org/ngsi-ld/default-context/Device"], **sys_members,
+        power: [{"type": "Property", "value": 5, "unitCode": "KWT", "observedAt": NOW, "datasetId": "urn:a",
+                 "instanceId": "urn:i:1", **sys_members},
+                {"type": "Property", "value": {"a": 1}, "deletedAt": NOW, "instanceId": "urn:i:2",
+                 power: [{"type": "Property", "value": 1, **sys_members}], **sys_members}],
+        owner: [{"type": "Relationship", "object": "urn:ngsi-ld:Person:p",
+                 "objectType": ["https://uri.etsi.org/ngsi-ld/default-context/Person"], **sys_members}],
+    }
+    plain = {"type": "Property", "value": 5, "unitCode": "KWT", "observedAt": NOW, "datasetId": "urn:a"}
+    nested = {"type": "Property", "value": {"a": 1}, "power": {"type": "Property", "value": 1}}
+    relation = {"type": "Relationship", "object": "urn:ngsi-ld:Person:p", "objectType": "Person"}
+    assert render(entity, ctx) == {"id": "urn:ngsi-ld:Device:m1", "type": "Device", "power": [plain, nested],
+                                   "owner": relation}
+    with_sys = render(entity, ctx, sys_attrs=True)
+    assert with_sys["power"] == [{**plain, **sys_members},
+                                 {**nested, "power": {"type": "Property", "value": 1, **sys_members}, **sys_members}]
+    assert with_sys["owner"] == {**relation, **sys_members}
+    assert list(with_sys["power"][0]) == ["type", "value", "unitCode", "observedAt", "datasetId", "createdAt",
+                                          "modifiedAt"]

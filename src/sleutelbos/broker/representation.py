@@ -47,6 +47,9 @@ _HIDDEN: Final = frozenset({"deletedAt", "instanceId"})
 _GEOJSON_TYPES: Final = frozenset({"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
                                    "GeometryCollection"})
 _VALUE_MEMBERS: Final = {member: kind for kind, member in VALUE_MEMBER.items() if kind != "GeoProperty"}
+_COPIED_MEMBERS: Final = INSTANCE_MEMBERS - {"vocab", "objectType"}
+"""Instance members that a normalized rendering without ``lang`` copies as they are (or drops, see _HIDDEN/_SYS)."""
+_HIDDEN_OR_SYS: Final = _HIDDEN | _SYS
 
 
 # --- language negotiation (clause 4.15) -----------------------------------------------------------------------------
@@ -130,6 +133,12 @@ class _Renderer:
         return value
 
     def instance(self, inst: dict[str, Any], bare_allowed: bool = True) -> Any:
+        if self.form == "normalized" and self.lang is None and inst.keys() <= _COPIED_MEMBERS:
+            # The common instance (a value, observedAt, unitCode, ... and no sub-attribute): normalized output is the
+            # instance minus its hidden members, which the loop below would produce key by key. Notifications render
+            # every notified entity through here (decision 0615).
+            dropped = _HIDDEN if self.sys_attrs else _HIDDEN_OR_SYS
+            return {key: value for key, value in inst.items() if key not in dropped}
         kind = inst.get("type", "Property")
         out: dict[str, Any] = {}
         has_more = False
@@ -175,7 +184,8 @@ class _Renderer:
 
 
 def render(entity: Entity, ctx: CompiledContext, *, form: str = "normalized", sys_attrs: bool = False,
-           pick: set[str] | None = None, omit: set[str] | None = None, attrs: Iterable[str] | None = None,
+           pick: set[str] | frozenset[str] | None = None, omit: set[str] | None = None,
+           attrs: Iterable[str] | None = None,
            lang: str | None = None, dataset_id: list[str] | None = None) -> dict[str, Any]:
     """The entity as the client asked for it (see the module docstring); ``entity`` is not modified."""
     if form not in FORMS:

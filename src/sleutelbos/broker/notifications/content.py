@@ -56,8 +56,7 @@ def render_entity(sub: Subscription, item: Item) -> dict[str, Any]:
     cached = item.rendered.get(key)
     if cached is not None:
         return cached
-    pick = None if sub.attributes is None else {*sub.attributes, "type", "createdAt", "modifiedAt", "scope"}
-    out = render(item.entity, ctx, form=sub.format, sys_attrs=sub.sys_attrs, pick=pick, lang=sub.lang)
+    out = render(item.entity, ctx, form=sub.format, sys_attrs=sub.sys_attrs, pick=sub.render_pick, lang=sub.lang)
     if sub.show_changes and item.previous is not None and sub.format != "keyValues":
         _previous_values(out, item, sub)
     item.rendered[key] = out

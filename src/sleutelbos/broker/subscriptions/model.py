@@ -136,6 +136,14 @@ class Subscription:
         return (id(self.ctx), self.format, self.attributes, self.sys_attrs, self.lang, self.show_changes)
 
     @cached_property
+    def render_pick(self) -> frozenset[str] | None:
+        """The entity members a notification keeps (``notification.attributes`` plus the entity's own members);
+        worked out once per subscription rather than once per notified entity."""
+        if self.attributes is None:
+            return None
+        return frozenset({*self.attributes, "type", "createdAt", "modifiedAt", "scope"})
+
+    @cached_property
     def selects_by_type(self) -> bool:
         """Whether being of one of ``entities``' types is all :meth:`selects` asks (no id, idPattern, q, geoQ): then
         the matcher's index by type has already answered it (decision 0610)."""
