@@ -22,7 +22,8 @@ What it does, per store, in one run:
    ``--catch-up`` the time of one temporal read at the end, which first brings the materialisation up to date;
    by default (``--settle``) the materialiser is let catch up (timed) after the batch passes and after the single
    updates, so that each phase is measured without the deferred work of the ones before, and the batch rate is
-   printed once more with that catch-up time included (``batch_incl_materialise_per_s``); ``--no-settle`` runs the
+   printed once more with that catch-up time included (``batch_incl_materialise_per_s``); on PostgreSQL settling
+   also runs ``VACUUM (ANALYZE)`` (timed), what autovacuum does on a default server — the test server runs without; ``--no-settle`` runs the
    phases back to back, the batches' backlog then materialised during the single updates and queries;
 5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
    database with ``executemany`` in batches of 1,000 (one transaction each): created with the first pass's values,
@@ -184,6 +185,22 @@ async def settle(port: int) -> float:
     return time.perf_counter() - t0
 
 
+async def vacuum(dsn: str) -> float:
+    """Seconds of a ``VACUUM (ANALYZE)`` of the broker's database: what a default PostgreSQL's autovacuum does on its
+    own once a fifth of a table's rows changed. The project's test and CI server runs with ``autovacuum = off``
+    (``SHOW autovacuum``), where the update passes would otherwise leave every row's dead versions to every later
+    phase and the planner with no statistics (decision 0518). Part of settling (``--settle``, the default)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        t0 = time.perf_counter()
+        await conn.execute("VACUUM (ANALYZE)")
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
 def history_backlog(kind: str, db: str) -> int | None:
     """History rows the temporal materialiser has not yet taken (SQLite: read from the file, WAL lets us read
     beside the broker; PostgreSQL's cursor is a snapshot, not a count: None)."""
@@ -331,6 +348,8 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
             # every batch pass (create included) with the temporal tables brought up to date: the rate at which the
             # broker absorbs batches for good, history materialised for the temporal API
             results["batch_incl_materialise_per_s"] = n * (1 + args.rounds) / (batch_seconds + catch_up)
+            if kind == "postgresql":
+                results["vacuum_after_batches_s"] = await vacuum(db)
 
         rnd = random.Random(7)
         singles = [http_request("PATCH", *single_patch(rnd, n)) for _ in range(args.singles)]
@@ -340,6 +359,8 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
             results["history_backlog_after_patch"] = backlog
         if args.settle:
             results["materialise_catch_up_after_patch_s"] = await settle(port)
+            if kind == "postgresql":
+                results["vacuum_after_patch_s"] = await vacuum(db)
 
         query = http_request("GET", f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20")
         await run_requests(port, [query] * 50, 4, {200})  # warm-up
