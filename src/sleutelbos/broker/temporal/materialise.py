@@ -299,7 +299,12 @@ class HistoryMaterialiser:
         if not await self.db.fetchval(_PENDING_POSTGRES):  # one index probe when nothing is new
             return total
         async with self.db.connection() as conn, conn.transaction(isolation="repeatable_read"):
-            # the first statement fixes the transaction's snapshot: the one recorded is the one the rows are read in
+            # A plan for this step's snapshot, not the read pool's generic one (decision 0633): with the snapshot a
+            # parameter the planner cannot see that the xid range is the last fraction of a second, and the generic
+            # plan scans the whole history partition (in parallel) on every step. SET takes no snapshot.
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            # the first statement that reads fixes the transaction's snapshot: the one recorded is the one the rows
+            # are read in
             snap, prev = await conn.fetchrow(
                 "SELECT pg_current_snapshot()::text, snap FROM broker_temporal_cursor WHERE name = 'history'")
             rest = _instance_rows(await conn.fetch(_MATERIALISE_POSTGRES_NEW, prev))
