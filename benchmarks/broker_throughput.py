@@ -23,7 +23,8 @@ What it does, per store, in one run:
    by default (``--settle``) the materialiser is let catch up (timed) after the batch passes and after the single
    updates, so that each phase is measured without the deferred work of the ones before, and the batch rate is
    printed once more with that catch-up time included (``batch_incl_materialise_per_s``); on PostgreSQL settling
-   also runs ``VACUUM (ANALYZE)`` (timed), what autovacuum does on a default server — the test server runs without; ``--no-settle`` runs the
+   also runs ``VACUUM (ANALYZE)`` and ``CHECKPOINT`` (timed), what autovacuum and the phase's WAL do on a default server
+   anyway — the test server runs without autovacuum; ``--no-settle`` runs the
    phases back to back, the batches' backlog then materialised during the single updates and queries;
 5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
    database with ``executemany`` in batches of 1,000 (one transaction each): created with the first pass's values,
@@ -186,16 +187,19 @@ async def settle(port: int) -> float:
 
 
 async def vacuum(dsn: str) -> float:
-    """Seconds of a ``VACUUM (ANALYZE)`` of the broker's database: what a default PostgreSQL's autovacuum does on its
-    own once a fifth of a table's rows changed. The project's test and CI server runs with ``autovacuum = off``
-    (``SHOW autovacuum``), where the update passes would otherwise leave every row's dead versions to every later
-    phase and the planner with no statistics (decision 0518). Part of settling (``--settle``, the default)."""
+    """Seconds of a ``VACUUM (ANALYZE)`` of the broker's database and a ``CHECKPOINT``: what a default PostgreSQL's
+    autovacuum does on its own once a fifth of a table's rows changed, and the checkpoint the phase's WAL will cause
+    anyway. The project's test and CI server runs with ``autovacuum = off`` (``SHOW autovacuum``), where the update
+    passes would otherwise leave every row's dead versions to every later phase and the planner with no statistics;
+    and a checkpoint that the batches' gigabytes of WAL start would otherwise write their dirty pages out during the
+    next phase (decision 0518). Part of settling (``--settle``, the default)."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
         t0 = time.perf_counter()
         await conn.execute("VACUUM (ANALYZE)")
+        await conn.execute("CHECKPOINT")
         return time.perf_counter() - t0
     finally:
         await conn.close()
