@@ -34,6 +34,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from sleutelbos.core.http_bounds import BoundedHttpToolsProtocol, HeadTooLarge
 from sleutelbos.policy.api import (
     PREFIX,
     UNSUPPORTED_MEDIA_TYPE,
@@ -91,13 +92,12 @@ def _decision_domain(url: bytes) -> str | None:
         return domain
 
 
-class PdpHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the decision endpoint answered in the parser callbacks (see the module
+class PdpHttpProtocol(BoundedHttpToolsProtocol):
+    """uvicorn's httptools protocol, with the request head and read time bounded (``core.http_bounds``, whose
+    deadline and 431 it shares), and the decision endpoint answered in the parser callbacks (see the module
     docstring). Select it with ``uvicorn.run(..., http="sleutelbos.policy.fast_http:PdpHttpProtocol")``; with any
-    application that is not (or does not wrap) a :class:`.api.DecisionFastPath` it behaves exactly like uvicorn's."""
-
-    max_head_bytes = 64 * 1024
-    """URL and headers of one request together; beyond: 431 and close (llhttp itself sets no bound)."""
+    application that is not (or does not wrap) a :class:`.api.DecisionFastPath` it behaves like the bounded
+    protocol."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -112,56 +112,14 @@ class PdpHttpProtocol(HttpToolsProtocol):
         self.media_type: bytes | None = None
         self.body_parts: list[bytes] = []
         self.body_size = 0
-        self.refused = False  # a response was sent before the body was read; the connection closes after it
-        self.head_bytes = 0
-        # one timer per connection, re-armed lazily: the per-request cost is a clock read, not a TimerHandle
-        self.deadline: float | None = None
-        self.deadline_timer: asyncio.TimerHandle | None = None
         self.reading_paused_for_writes = False
         self.default_head: tuple[object, bytes] = (None, b"")
 
     # --- connection -------------------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._set_deadline(self.read_timeout_s)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.deadline = None
-        if self.deadline_timer is not None:
-            self.deadline_timer.cancel()
-            self.deadline_timer = None
-        super().connection_lost(exc)
-
-    def _set_deadline(self, seconds: float) -> None:
-        deadline = self.deadline = self.loop.time() + seconds
-        timer = self.deadline_timer
-        if timer is None or timer.when() > deadline:  # a later deadline is checked when the timer fires
-            if timer is not None:
-                timer.cancel()
-            self.deadline_timer = self.loop.call_at(deadline, self._check_deadline)
-
-    def _check_deadline(self) -> None:
-        """Close a connection whose request did not arrive in time (or that stayed idle too long after a fast
-        answer); a connection waiting for the application's answer (ASGI path) is not the client's fault."""
-        self.deadline_timer = None
-        if self.deadline is None or self.transport.is_closing():
-            return
-        now = self.loop.time()
-        # reading paused by uvicorn while the application answers (a pipelined request waits behind it, or the
-        # application has not taken the body yet): not the client's fault
-        busy = (self.cycle is not None and not self.cycle.response_complete and self.flow.read_paused
-                and not self.reading_paused_for_writes)
-        if busy or now < self.deadline:
-            self.deadline_timer = self.loop.call_at(max(self.deadline, now + 1.0) if busy else self.deadline,
-                                                    self._check_deadline)
-            return
-        self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        if self.refused:  # the fast path already answered (e.g. 431) and is closing
-            return
-        super().send_400_response(msg)
+    def _waiting_for_application(self) -> bool:
+        # reading paused by this protocol for a client that does not read its answers is the client's doing
+        return super()._waiting_for_application() and not self.reading_paused_for_writes
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -201,13 +159,13 @@ class PdpHttpProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self.refused = True
         self._write(431, b"text/plain; charset=utf-8", b"Request Header Fields Too Large", keep_alive=False)
-        raise _HeadTooLarge()  # stops the parser; uvicorn's 400 is suppressed by ``refused``
+        raise HeadTooLarge()  # stops the parser; uvicorn's 400 is suppressed by ``refused``
 
     def _to_application(self) -> None:
         """uvicorn's path for this request: its scope (built by uvicorn's ``on_message_begin``, keeping the URL and
         headers read so far) and the ASGI cycle."""
         url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)  # uvicorn's, not the bounded one's: the deadline runs on
         self.url, self.expect_100_continue = url, expect_100_continue
         self.headers.extend(headers)  # the list uvicorn's scope holds
         super().on_headers_complete()
@@ -259,8 +217,7 @@ class PdpHttpProtocol(HttpToolsProtocol):
                     close=False)
 
     def on_message_complete(self) -> None:
-        if not self.fast:
-            self.deadline = None  # the application answers now; uvicorn arms its keep-alive timeout after that
+        if not self.fast:  # the application answers now (the deadline ends; uvicorn's keep-alive timer follows)
             super().on_message_complete()
             return
         self.fast = False
@@ -307,6 +264,3 @@ class PdpHttpProtocol(HttpToolsProtocol):
             self.reading_paused_for_writes = True
             self.flow.pause_reading()
 
-
-class _HeadTooLarge(Exception):
-    """Raised in a parser callback to stop parsing a request head over the bound."""
