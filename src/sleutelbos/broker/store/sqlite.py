@@ -167,6 +167,13 @@ class _SqliteTransaction(StoreTransaction):
         # is held from BEGIN IMMEDIATE to COMMIT, so they are the stored values until this transaction changes them
         self._stored: dict[str, tuple[str, str, str]] = {}
 
+    def _execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One row: ``execute`` (a single update's statement, from SQLite's cache); more: ``executemany``."""
+        if len(rows) == 1:
+            self.conn.execute(sql, rows[0])
+        else:
+            self.conn.executemany(sql, rows)
+
     def _in_chunks(self, columns: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
         unique = list(dict.fromkeys(ids))
@@ -202,23 +209,18 @@ class _SqliteTransaction(StoreTransaction):
     async def upsert(self, entities: Sequence[Entity]) -> None:
         rows = [entity_row(self.tenant, e) for e in entities]
         stored = self._stored
-        if len(rows) == 1:
-            row = rows[0]
-            if stored.get(row[1]) == row[2:5]:
-                self.conn.execute(_UPDATE_KNOWN, (*row[5:], row[0], row[1]))
-            else:
-                self.conn.execute(_UPSERT, row)
-            stored[row[1]] = row[2:5]
-        else:
+        known: list[tuple[Any, ...]] = []
+        other = rows
+        if len({r[1] for r in rows}) == len(rows):  # one row per id: the two statements' order is free
             known = [r for r in rows if stored.get(r[1]) == r[2:5]]
-            if known and len({r[1] for r in rows}) == len(rows):  # one row per id: the two statements' order is free
-                if len(known) < len(rows):
-                    self.conn.executemany(_UPSERT, [r for r in rows if stored.get(r[1]) != r[2:5]])
-                self.conn.executemany(_UPDATE_KNOWN, [(*r[5:], r[0], r[1]) for r in known])
-            else:
-                self.conn.executemany(_UPSERT, rows)
-            for r in rows:
-                stored[r[1]] = r[2:5]
+            if known:
+                other = [r for r in rows if stored.get(r[1]) != r[2:5]]
+        if other:
+            self._execute(_UPSERT, other)
+        if known:
+            self._execute(_UPDATE_KNOWN, [(*r[5:], r[0], r[1]) for r in known])
+        for r in rows:
+            stored[r[1]] = r[2:5]
         multi = [e for e in entities if len(e["type"]) > 1]
         if multi or self.extra_types.get(self.tenant):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
@@ -242,10 +244,8 @@ class _SqliteTransaction(StoreTransaction):
         return ids
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
-        if len(rows) == 1:
-            self.conn.execute(_HISTORY, history_row(self.tenant, rows[0]))
-        elif rows:
-            self.conn.executemany(_HISTORY, [history_row(self.tenant, r) for r in rows])
+        if rows:
+            self._execute(_HISTORY, [history_row(self.tenant, r) for r in rows])
 
 
 class _WriteTransaction:
