@@ -72,16 +72,11 @@ import aiomqtt
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
+from broker_workload import ROOT, free_port, start_broker, thread_cpu_s
+
 SERVER_SRC = str(ROOT / "src")
 """The source tree the broker runs from (``--server-src``: another checkout's, for a before/after pair)."""
 ANSWERED: dict[str, float] = {}  # observedAt stamp of a request → when the broker answered it (time.time())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Stats:
@@ -208,19 +203,6 @@ class PrivateMosquitto:
                 self.proc.wait()
 
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) each thread of the process has used so far, by thread id."""
-    out: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def others_cpu_s(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by the run's other processes (the receivers, Mosquitto, this client): on a small
     machine they compete with the broker for the same cores."""
@@ -266,21 +248,6 @@ def py_spy(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen[by
     return subprocess.Popen([args.py_spy_bin, "record", "--pid", str(pid), "--threads", "--format", "raw",
                              "--rate", "100", "--duration", str(duration), "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def start_broker(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": SERVER_SRC, "SLEUTELBOS_LOG_LEVEL": "WARNING", "SLEUTELBOS_MQTT_PORT": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
-                             "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("broker did not start")
 
 
 async def update_stream(client: httpx.AsyncClient, meters: int, rate: int, seconds: float,
@@ -352,7 +319,7 @@ async def run(args: argparse.Namespace) -> None:
         mqtt_port, mqtt_desc = mosquitto.port, f"private {binary} on 127.0.0.1:{mosquitto.port}, set_tcp_nodelay true"
     print(f"Mosquitto: {mqtt_desc}", flush=True)
     try:
-        proc = start_broker(db, port, tmp)
+        proc = start_broker(db, port, tmp, SERVER_SRC, SLEUTELBOS_MQTT_PORT="0")
     except BaseException:
         if mosquitto is not None:
             mosquitto.stop()

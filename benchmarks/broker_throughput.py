@@ -41,12 +41,8 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,10 +50,7 @@ from typing import Any
 
 import orjson
 
-from broker_workload import BASE, meter, single_patch
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from broker_workload import BASE, ROOT, free_port, meter, process_cpu_s, single_patch, start_broker, stop_broker
 
 # --- workload ---------------------------------------------------------------------------------------------
 
@@ -126,44 +119,6 @@ SERVER_SRC = str(ROOT / "src")
 
 def _absolute(path: str) -> str:
     return str(Path(path).resolve())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(db: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": SERVER_SRC, "SLEUTELBOS_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
-                             "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("broker exited at start") from None
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("broker did not start")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU time (user + system, all threads) the broker process has used so far, from ``/proc`` (Linux): per request
-    it is far less disturbed by the shared machine's load than the rates are."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def phase(name: str, port: int, pid: int, requests: list[bytes], concurrency: int, ok: set[int],
@@ -323,7 +278,7 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
     port = free_port()
     n = args.entities
     batch = 1000
-    proc = start_server(db, port, data_dir)
+    proc = start_broker(db, port, data_dir, SERVER_SRC)
     results: dict[str, float] = {}
     try:
         upsert = f"{BASE}/entityOperations/upsert"
@@ -381,7 +336,7 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
             # writes that whole backlog into the file the raw reference below then runs on (not the default's state).
             results["temporal_catch_up_at_end_s"] = await settle(port)
     finally:
-        stop_server(proc)
+        stop_broker(proc)
 
     # the same rows as the broker's passes: created with round 0's values, then updated with each measured round's
     create = store_rows([meter(i, 0) for i in range(n)])

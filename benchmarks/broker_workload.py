@@ -1,14 +1,24 @@
-"""The broker benchmarks' shared workload: the Dutch fleet's meter entity and one request through the ASGI app.
+"""The broker benchmarks' shared parts: the Dutch fleet's meter entity, one request through the ASGI app, and the
+broker server as a subprocess (start, stop, its CPU time from ``/proc``).
 
 Not a benchmark itself; the scripts beside it import it (they run with ``benchmarks/`` first on ``sys.path``)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BASE = "/ngsi-ld/v1"
 PROPS = (("activeEnergyImport", "KWH"), ("activeEnergyExport", "KWH"), ("activePowerImport", "KWT"),
@@ -62,3 +72,58 @@ async def call(app: Any, method: str, path: str, query: bytes = b"", body: bytes
 
     await app(scope, receive, send)
     return status, b"".join(chunks)
+
+
+# --- the broker as a subprocess ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(db: str, port: int, data_dir: Path, src: str, **env: str) -> subprocess.Popen[bytes]:
+    """``sleutelbos serve broker`` from the source tree ``src`` (``--server-src``: another checkout's, for a
+    before/after pair), returned once it accepts connections (uvicorn listens after the application started)."""
+    environ = {**os.environ, "PYTHONPATH": src, "SLEUTELBOS_LOG_LEVEL": "WARNING", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "sleutelbos", "serve", "broker", "--db", db, "--port", str(port),
+                             "--data-dir", str(data_dir)], cwd=ROOT, env=environ, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("broker exited at start") from None
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("broker did not start")
+
+
+def stop_broker(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each thread of the process has used so far, by thread id (Linux ``/proc``): per
+    request far less disturbed by the shared machine's load than the rates are."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds the process has used so far, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
