@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from tests.broker.conftest import BASE
 from tests.broker.test_notifications import running_broker, status
 from tests.broker.test_subscriptions import meter, patch_power, subscribe, subscription
-from tests.conftest import free_port
+from tests.conftest import free_port, missing_part, port_open
 
 
 class MqttListener:
@@ -148,3 +149,86 @@ async def test_qos0_message_mqtt_cannot_carry_fails_that_delivery_only(mosquitto
             assert (await listener.wait_for(1))[0]["body"] == {"n": 1}
     finally:
         await sender.close()
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it: (CA, certificate, key) PEM files."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sleutelbos test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+          .not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    """A private Mosquitto with a plain listener (for the test's reader) and a TLS one (for the broker's
+    ``mqtts://`` endpoint), its certificate signed by a throw-away CA: (plain port, TLS port, CA file)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        missing_part("the mosquitto binary (a TLS listener of the test's own)")
+    ca, cert, key = _tls_files(tmp_path)
+    plain, tls = free_port(), free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"user root\nallow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\n"
+                      f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    proc = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (port_open("127.0.0.1", plain) and port_open("127.0.0.1", tls)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the test's TLS Mosquitto did not start")
+            time.sleep(0.05)
+        yield plain, tls, ca
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("qos", ["0", "1"])  # the broker's own QoS 0 publisher, and aiomqtt
+async def test_mqtts_endpoint(database_url: str, tmp_path: Path, tls_mosquitto: tuple[int, int, Path],
+                              monkeypatch: pytest.MonkeyPatch, qos: str) -> None:
+    """``mqtts://`` publishes over TLS and verifies the broker's certificate: trusted through the CA the operator
+    configures for the process (OpenSSL's ``SSL_CERT_FILE``), delivered; not trusted, a recorded failure."""
+    plain, tls, ca = tls_mosquitto
+    topic = f"sleutelbos/tls/{time.monotonic_ns()}"
+    async with MqttListener("127.0.0.1", plain, topic) as listener, running_broker(database_url, tmp_path) as broker:
+        untrusted = await subscribe(broker, mqtt_subscription(f"mqtts://127.0.0.1:{tls}/{topic}", "mqtt3.1.1", qos))
+        await broker.create(meter(1, 1.0))
+        failed = await status(broker, untrusted)
+        assert failed["timesSent"] == 0 and failed["timesFailed"] >= 1 and listener.messages == []
+        assert (await broker.client.delete(f"{BASE}/subscriptions/{untrusted}")).status_code == 204
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # read when the next TLS context is made
+        sub_id = await subscribe(broker, mqtt_subscription(f"mqtts://127.0.0.1:{tls}/{topic}", "mqtt3.1.1", qos))
+        await patch_power(broker, 1, 2.0)
+        messages = await listener.wait_for(1)
+        assert messages[-1]["body"]["subscriptionId"] == sub_id
+        assert messages[-1]["body"]["data"] == [{"id": "urn:ngsi-ld:Device:m1", "type": "Device", "power": 2.0}]
+        assert (await status(broker, sub_id))["timesSent"] == 1

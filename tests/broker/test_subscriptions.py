@@ -89,6 +89,7 @@ async def test_crud_with_every_member_and_status(broker: Broker, receiver: HttpR
     await asyncio.sleep(1.2)  # the status is flushed once a second
     got = (await broker.client.get(f"{BASE}/subscriptions/{sub_id}")).json()
     assert got["notification"]["timesSent"] == 1 and got["notification"]["lastSuccess"]
+    assert got["notification"]["lastNotification"] <= got["notification"]["lastSuccess"]  # sent, then answered
     assert got["notification"]["status"] == "ok"
 
     r = await broker.client.patch(f"{BASE}/subscriptions/{sub_id}",
