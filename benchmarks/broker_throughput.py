@@ -26,6 +26,10 @@ What it does, per store, in one run:
    also runs ``VACUUM (ANALYZE)`` and ``CHECKPOINT`` (timed), what autovacuum and the phase's WAL do on a default server
    anyway — the test server runs without autovacuum; ``--no-settle`` runs the
    phases back to back, the batches' backlog then materialised during the single updates and queries;
+   the CPU per batch update is printed split by process — the broker (all threads), this client, PostgreSQL's
+   processes — for the measured passes (``batch_update_*_cpu_us``) and for every pass with the catch-up
+   (``batch_incl_materialise_*_cpu_us``), with the cores they kept busy (``*_cores_busy``): on this 2-core machine
+   that says whether a rate is bound by CPU (decision 0700);
 5. the reference: the same entity rows the store writes, already serialized, upserted straight into the same
    database with ``executemany`` in batches of 1,000 (one transaction each): created with the first pass's values,
    then updated with each measured pass's (median) — the ratio is ours / that. Upserting rows identical to the
@@ -50,7 +54,17 @@ from typing import Any
 
 import orjson
 
-from broker_workload import BASE, ROOT, free_port, meter, process_cpu_s, single_patch, start_broker, stop_broker
+from broker_workload import (
+    BASE,
+    ROOT,
+    free_port,
+    meter,
+    process_cpu_s,
+    single_patch,
+    start_broker,
+    stop_broker,
+    thread_cpu_s,
+)
 
 # --- workload ---------------------------------------------------------------------------------------------
 
@@ -130,6 +144,60 @@ async def phase(name: str, port: int, pid: int, requests: list[bytes], concurren
     results[f"{name}_server_cpu_us"] = (process_cpu_s(pid) - c0) / len(requests) * 1e6
     results[f"{name}_p50_ms"] = pct(lat, 50) * 1000
     results[f"{name}_p99_ms"] = pct(lat, 99) * 1000
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL process on the machine (backends, WAL writer, checkpointer):
+    the server's share of the batches' cost (the benchmark's PostgreSQL serves nothing else while it runs)."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                total += process_cpu_s(int(comm.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
+class BatchCpu:
+    """CPU per batch update, split by who spends it — the broker (all its threads: the event loop and, on SQLite,
+    the temporal materialiser's thread), this client process, and PostgreSQL's processes — with the cores they kept
+    busy: against the machine's 2 cores this says whether a rate is bounded by CPU (decision 0700)."""
+
+    def __init__(self, pid: int, kind: str, *, start: bool = True) -> None:
+        self.pid, self.kind = pid, kind
+        self.spent = {"server": 0.0, "server_loop": 0.0, "client": 0.0, "postgres": 0.0}
+        self.wall = 0.0
+        self._mark: tuple[float, dict[str, float]] | None = None
+        if start:
+            self.resume()
+
+    def _now(self) -> dict[str, float]:
+        now = {"server": process_cpu_s(self.pid), "server_loop": thread_cpu_s(self.pid).get(self.pid, 0.0),
+               "client": time.process_time()}
+        if self.kind == "postgresql":
+            now["postgres"] = postgres_cpu_s()
+        return now
+
+    def resume(self) -> None:
+        self._mark = (time.perf_counter(), self._now())
+
+    def pause(self) -> None:
+        assert self._mark is not None
+        t0, before = self._mark
+        now = self._now()
+        self.wall += time.perf_counter() - t0
+        for key, value in now.items():
+            self.spent[key] += value - before[key]
+        self._mark = None
+
+    def report(self, name: str, updates: int, results: dict[str, float]) -> None:
+        keys = ("server", "client", "postgres") if self.kind == "postgresql" else ("server", "client")
+        for key in keys:
+            results[f"{name}_{key}_cpu_us"] = self.spent[key] / updates * 1e6
+        # the broker's event loop (its main thread) and the rest of its threads (SQLite: the materialiser's)
+        results[f"{name}_server_loop_cpu_us"] = self.spent["server_loop"] / updates * 1e6
+        results[f"{name}_cores_busy"] = sum(self.spent[k] for k in keys) / self.wall if self.wall else 0.0
 
 
 async def settle(port: int) -> float:
@@ -284,20 +352,25 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
         upsert = f"{BASE}/entityOperations/upsert"
         first = [http_request("POST", upsert, orjson.dumps([meter(i, 0) for i in range(s, min(n, s + batch))]))
                  for s in range(0, n, batch)]
+        cpu_all = BatchCpu(proc.pid, kind)
         t0 = time.perf_counter()
         await run_requests(port, first, 2, {201, 204})
         batch_seconds = time.perf_counter() - t0
         results["batch_create_per_s"] = n / batch_seconds
         rates = []
+        cpu_updates = BatchCpu(proc.pid, kind, start=False)
         for round_ in range(1, args.rounds + 1):
             reqs = [http_request("POST", upsert, orjson.dumps([meter(i, round_) for i in range(s, min(n, s + batch))]))
                     for s in range(0, n, batch)]
+            cpu_updates.resume()
             t0 = time.perf_counter()
             await run_requests(port, reqs, 2, {204})
             elapsed = time.perf_counter() - t0
+            cpu_updates.pause()
             batch_seconds += elapsed
             rates.append(n / elapsed)
         results["batch_update_per_s"] = statistics.median(rates)
+        cpu_updates.report("batch_update", n * args.rounds, results)
         backlog = history_backlog(kind, db)
         if backlog is not None:  # the temporal materialiser's work still to do when the next phase starts
             results["history_backlog_after_batches"] = backlog
@@ -307,6 +380,8 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
             # every batch pass (create included) with the temporal tables brought up to date: the rate at which the
             # broker absorbs batches for good, history materialised for the temporal API
             results["batch_incl_materialise_per_s"] = n * (1 + args.rounds) / (batch_seconds + catch_up)
+            cpu_all.pause()  # (the requests built between the passes count as client time here)
+            cpu_all.report("batch_incl_materialise", n * (1 + args.rounds), results)
             if kind == "postgresql":
                 results["vacuum_after_batches_s"] = await vacuum(db)
 
