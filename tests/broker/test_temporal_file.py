@@ -251,3 +251,39 @@ async def test_in_memory_database_keeps_one_database(tmp_path: Path) -> None:
         assert (await client.delete(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 204
         assert await instances(client, 1) == []
     assert not list(tmp_path.glob("*temporal*"))  # noqa: ASYNC240 - a test's check
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite:///:memory:"])
+async def test_deleting_the_latest_history_does_not_hand_its_seq_out_again(url: str, tmp_path: Path) -> None:
+    """SQLite's history ``seq`` is a rowid (largest + 1): ``DELETE /temporal/entities/{id}`` of the entity with the
+    latest history rows, after the cursor passed them, used to give the next change a ``seq`` the cursor was
+    already past — never materialised. A keeper row holds the largest ``seq``."""
+    url = f"sqlite:///{tmp_path / 'broker.sqlite'}" if url == "file" else url
+    async with running(url, tmp_path) as (client, temporal):
+        await create(client, 1)
+        await create(client, 2)
+        await temporal.materialiser.catch_up()
+        assert (await client.delete(f"{BASE}/temporal/entities/{meter(2)}")).status_code == 204
+        await patch(client, 1, 1.0, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+        assert await temporal.store.history_count("") == 2  # the keeper row is no entity's history
+
+
+async def test_cursor_past_the_history_after_lost_commits(tmp_path: Path) -> None:
+    """The store's file lost its last commits (a power loss with ``synchronous=NORMAL``) while the temporal file
+    kept the step that materialised them: the cursor is past the largest history ``seq``. The next start keeps that
+    ``seq`` taken, so that new changes come after the cursor and are materialised."""
+    db = tmp_path / "broker.sqlite"
+    url = f"sqlite:///{db}"
+    async with running(url, tmp_path) as (client, _):
+        await create(client, 1)
+        await patch(client, 1, 1.0, 1)
+        await patch(client, 1, 2.0, 2)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
+    conn = sqlite3.connect(db)
+    with conn:  # the last two commits of the store's file, gone
+        conn.execute("DELETE FROM broker_entity_history WHERE seq > 1")
+    conn.close()
+    async with running(url, tmp_path) as (client, _):
+        await patch(client, 1, 3.0, 3)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0, 3.0]

@@ -497,7 +497,7 @@ class SqliteEntityStore(EntityStore):
 
     async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
         assert self._reader is not None
-        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ?"
+        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ? AND entity_id <> ''"  # no keeper rows
         params: list[Any] = [tenant]
         if entity_id is not None:
             sql += " AND entity_id = ?"

@@ -26,6 +26,12 @@ INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
 _INSTANCE_RE: Final = re.compile(r"^urn:ngsi-ld:Instance:(\d{1,18})$")
 
 
+# A history row that holds a ``seq`` and nothing else (SQLite): no tenant, no entity (``''`` is no entity id), no
+# instances (the materialiser takes no instances from it), inserted only when no row has that ``seq`` or a larger one.
+KEEP_SEQUENCE = ("INSERT INTO broker_entity_history (seq, tenant, entity_id, modified_at, deleted, instances)"
+                 " SELECT ?, '', '', '', 1, NULL WHERE NOT EXISTS (SELECT 1 FROM broker_entity_history WHERE seq >= ?)")
+
+
 def instance_id(seq: int) -> str:
     return f"{INSTANCE_PREFIX}{seq}"
 
@@ -245,8 +251,7 @@ class AttributeHistory:
             async with self.db.transaction() as tx:
                 removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
                                            [tenant, entity_id])
-                removed += await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
-                                            [tenant, entity_id])
+                removed += await self._delete_history_rows(tx, tenant, entity_id)
             return removed
         async with self.db.temporal_lock:
             async with self.db.temporal_transaction(lock_held=True) as tx:
@@ -256,5 +261,18 @@ class AttributeHistory:
 
     async def _delete_history(self, tenant: str, entity_id: str) -> int:
         """Step 2 of :meth:`delete_entity` on a SQLite database file (apart so that tests can fail between)."""
-        return await self.db.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
-                                     [tenant, entity_id])
+        async with self.db.transaction() as tx:
+            return await self._delete_history_rows(tx, tenant, entity_id)
+
+    async def _delete_history_rows(self, tx: Any, tenant: str, entity_id: str) -> int:
+        """The entity's history rows. On SQLite the history's ``seq`` is a rowid — the next row gets the largest
+        one + 1 — and the materialiser's cursor is a ``seq``: deleting the rows with the largest ``seq`` would hand
+        those numbers out again, to rows the cursor is already past, which would never be materialised. So when
+        the deleted rows include the largest ``seq``, a keeper row takes its place (:func:`keep_sequence`).
+        PostgreSQL's sequence never goes back."""
+        top = None if self.pg else (await tx.fetch("SELECT MAX(seq) FROM broker_entity_history"))[0][0]
+        removed = await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
+                                   [tenant, entity_id])
+        if top is not None:
+            await tx.execute(KEEP_SEQUENCE, [top, top])
+        return removed

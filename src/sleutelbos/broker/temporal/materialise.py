@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
 from sleutelbos.broker.database import BrokerDatabase, numbered
+from sleutelbos.broker.temporal.history import KEEP_SEQUENCE
 from sleutelbos.broker.temporal.instants import instant
 
 log = logging.getLogger("sleutelbos.broker.temporal")
@@ -184,6 +185,24 @@ class HistoryMaterialiser:
         # SQLite database file: the step's own connection, used only on the step's own thread
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+
+    async def prepare(self) -> None:
+        """Before the broker serves (SQLite database file): the history's ``seq`` beyond the cursor.
+
+        The cursor (in the temporal file) and the history (in the store's file) are committed by two files. With
+        ``synchronous=NORMAL`` a power loss or an OS crash — not a process crash: a commit is in the OS's page cache
+        before it returns — can keep a materialiser step in the temporal file and lose the history rows it took in
+        the store's file. The cursor is then past the largest ``seq``, and SQLite would hand those ``seq`` out again
+        to new history rows that the cursor is already past. A keeper row at the cursor's ``seq`` (no instances)
+        makes the next history row's ``seq`` larger than the cursor (docs/decisions/0710)."""
+        if not self.db.temporal_apart:
+            return
+        cursor = await self.db.fetchval(_CURSOR)
+        if cursor:
+            async with self.db.transaction() as tx:
+                if await tx.execute(KEEP_SEQUENCE, [int(cursor), int(cursor)]):
+                    log.warning("temporal cursor %s was past the history's last seq (the store's file lost commits"
+                                " the temporal file kept): a keeper row holds that seq", cursor)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="temporal materialiser")
