@@ -241,7 +241,7 @@ class AttributeHistory:
 
         A crash between the two leaves history rows without instances: the temporal reads, which read only the
         instances, show the entity's evolution deleted, as after step 2; the materialiser does not bring those
-        rows back (its cursor, committed with the instances, is past them — a temporal read caught up before the
+        rows back (its cursor, committed with the instances, is past them — the service caught up before the
         delete started); and a repeated ``DELETE`` finds the history rows and completes. The other order would
         leave instances without history: a deleted evolution still readable. The temporal lock is held across both
         steps so that the materialiser's write step, which inserts the staged instances of the history rows that
@@ -268,7 +268,7 @@ class AttributeHistory:
         """The entity's history rows. On SQLite the history's ``seq`` is a rowid — the next row gets the largest
         one + 1 — and the materialiser's cursor is a ``seq``: deleting the rows with the largest ``seq`` would hand
         those numbers out again, to rows the cursor is already past, which would never be materialised. So when
-        the deleted rows include the largest ``seq``, a keeper row takes its place (:func:`keep_sequence`).
+        the deleted rows include the largest ``seq``, a keeper row takes its place (``KEEP_SEQUENCE``).
         PostgreSQL's sequence never goes back."""
         top = None if self.pg else (await tx.fetch("SELECT MAX(seq) FROM broker_entity_history"))[0][0]
         removed = await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",

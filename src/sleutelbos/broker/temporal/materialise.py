@@ -101,7 +101,7 @@ _RESTAGE_SQLITE = ("INSERT INTO temp.broker_temporal_staging (" + _COLUMNS  # no
 _STORED_OBSERVED_SQLITE = (
     "CASE length(observed_at) WHEN 20 THEN substr(observed_at, 1, 19) || '.000000Z'"
     " WHEN 24 THEN substr(observed_at, 1, 23) || '000Z' ELSE observed_at END")
-# The write step, under the writer lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
+# The write step, under the temporal lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
 # return to Python for the GIL). Rows of a history row deleted since it was staged (``DELETE /temporal/entities``
 # between the two steps) are left out: the history row is the truth.
 # ``BEGIN`` (deferred), not ``BEGIN IMMEDIATE``, which would take the write lock of every attached database — the
