@@ -177,15 +177,16 @@ async def test_write_step_and_entity_writes_take_separate_writer_locks(tmp_path:
         # a writer of the temporal file holding its SQLite lock (as the write step does while it commits): the
         # entity writes and reads go on; the store's connection does not even have the file attached
         other = sqlite3.connect(temporal_path(db), isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("UPDATE broker_temporal_cursor SET seq = seq")
         try:
-            async with temporal.db.temporal_lock:
+            async with temporal.materialiser._lock, temporal.db.temporal_lock:  # no step of ours meanwhile
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("UPDATE broker_temporal_cursor SET seq = seq")
                 await asyncio.wait_for(patch(client, 1, 2.0, 2), 5)
                 r = await client.get(f"{BASE}/entities/{meter(1)}")
                 assert r.json()["power"]["value"] == 2.0
         finally:
-            other.execute("ROLLBACK")
+            if other.in_transaction:
+                other.execute("ROLLBACK")
             other.close()
         assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
 
