@@ -74,7 +74,8 @@ async def bulk_load(service: Any, meters: int, days: int) -> float:
     if db.dialect == "sqlite":
         import sqlite3
 
-        conn = sqlite3.connect(str(db.store.path), isolation_level=None)
+        # the instances' own file (decision 0710), or the store's file for a broker that keeps them there
+        conn = sqlite3.connect(str(getattr(db.store, "temporal_file", None) or db.store.path), isolation_level=None)
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
         for m in range(meters):

@@ -233,8 +233,13 @@ def history_backlog(kind: str, db: str) -> int | None:
     beside the broker; PostgreSQL's cursor is a snapshot, not a count: None)."""
     if kind != "sqlite":
         return None
-    conn = sqlite3.connect(db.split("///", 1)[1])
+    path = Path(db.split("///", 1)[1])
+    conn = sqlite3.connect(path)
     try:
+        # the temporal tables' own file (decision 0710), when the broker has one: unqualified names find them there
+        temporal = path.with_name(f"{path.stem}-temporal{path.suffix}")
+        if temporal.exists():
+            conn.execute("ATTACH DATABASE ? AS temporal", (str(temporal),))
         row = conn.execute("SELECT (SELECT MAX(seq) FROM broker_entity_history)"
                            " - (SELECT seq FROM broker_temporal_cursor WHERE name = 'history')").fetchone()
         return int(row[0] or 0)

@@ -192,7 +192,7 @@ async def test_instances_staged_before_their_history_was_deleted_are_not_written
         found = await m._on_thread(m._read_step)
         async with m.db.transaction() as tx:
             await tx.execute("DELETE FROM broker_entity_history WHERE tenant = '' AND entity_id = ?", [meter(1)])
-        async with m.db.store._lock:
+        async with m.db.temporal_lock:  # the write step's lock: the temporal file's own (decision 0710)
             await m._on_thread(functools.partial(m._write_step, *found))
     rows = await m.db.fetch("SELECT entity_id FROM broker_temporal_instances")
     assert [r[0] for r in rows] == [meter(2)]

@@ -9,7 +9,12 @@ interface over both engines: statements are written with ``?`` placeholders and 
   thread, a second writer connection could otherwise wait on SQLite's file lock while blocking the loop.
 * Reads: on PostgreSQL a small ``asyncpg`` pool of our own whose sessions use ``plan_cache_mode =
   force_generic_plan`` (docs/decisions/0604); on SQLite a reader connection of our own made the way the store makes
-  its own (WAL: readers never wait for the writer).
+  its own (WAL: readers never wait for the writer), with the temporal file attached.
+* SQLite database files keep the temporal tables in a second file (docs/decisions/0710): writes of those tables
+  (instance modification and deletion from the API) go through :meth:`BrokerDatabase.temporal_transaction` — a
+  connection of our own with that file attached and :attr:`BrokerDatabase.temporal_lock`, the lock the temporal
+  materialiser's write step takes too — and never take the store's writer lock. Elsewhere (PostgreSQL, the shared
+  in-memory SQLite database) a temporal transaction is the store's write transaction, as before.
 
 Why generic plans: every read here is one statement of fixed shape on a partitioned table (``broker_temporal_instances``
 has a partition per month, a dozen with the months prepared ahead). PostgreSQL's default plan cache keeps planning
@@ -22,6 +27,8 @@ own pool and the server default for its statements.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -47,10 +54,29 @@ class BrokerDatabase:
         self.dialect: str = store.dialect
         self._reader: sqlite3.Connection | None = None
         self._read_pool: Any = None
+        #: SQLite database file: the temporal tables are in a file of their own, with a writer of their own
+        self.temporal_apart: bool = self.dialect == "sqlite" and getattr(store, "path", None) is not None
+        self._temporal_writer: sqlite3.Connection | None = None
+        self._temporal_lock: asyncio.Lock | None = None
+
+    @property
+    def temporal_lock(self) -> asyncio.Lock:
+        """Held by every writer of the temporal tables on SQLite (the materialiser's write step and the API's
+        temporal transactions): the temporal file's own when the tables are in it, else the store's writer lock.
+        Writers queue on it on the event loop rather than in SQLite's busy handler."""
+        if self.temporal_apart:
+            if self._temporal_lock is None:
+                self._temporal_lock = asyncio.Lock()
+            return self._temporal_lock
+        lock: asyncio.Lock = self.store._lock
+        return lock
 
     async def open(self) -> None:
         if self.dialect == "sqlite":
-            self._reader = self.store._connect()  # the store's own connection recipe (pragmas, functions)
+            # the store's own connection recipe (pragmas, functions), with the temporal file attached
+            self._reader = self.store._connect(temporal=True)
+            if self.temporal_apart:
+                self._temporal_writer = self.store._connect(temporal=True)
         else:
             import asyncpg
 
@@ -58,9 +84,10 @@ class BrokerDatabase:
                 self.store.dsn, min_size=1, max_size=4, server_settings={"plan_cache_mode": "force_generic_plan"})
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        for conn in (self._reader, self._temporal_writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._temporal_writer = None
         if self._read_pool is not None:
             await self._read_pool.close()
             self._read_pool = None
@@ -94,6 +121,43 @@ class BrokerDatabase:
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.store.transaction(DEFAULT_TENANT) as store_tx:
             yield Transaction(self.dialect, store_tx.conn)
+
+    @asynccontextmanager
+    async def temporal_transaction(self, *, lock_held: bool = False) -> AsyncIterator[Transaction]:
+        """A write transaction of the temporal tables only. SQLite database file: the temporal writer connection
+        under :attr:`temporal_lock` (``lock_held``: the caller holds it already), committed in the temporal file
+        alone; elsewhere the store's write transaction.
+
+        ``BEGIN`` (deferred), not ``BEGIN IMMEDIATE``: IMMEDIATE takes the write lock of every attached database,
+        the store's file included; a deferred transaction takes the write lock of the file its first write statement
+        writes — the temporal file. Nobody else writes that file without the lock (the materialiser's write step holds
+        it too), so that statement never waits in SQLite's busy handler on the event loop."""
+        if not self.temporal_apart:
+            async with self.transaction() as tx:
+                yield tx
+            return
+        conn = self._temporal_writer
+        assert conn is not None
+        async with contextlib.AsyncExitStack() as stack:
+            if not lock_held:
+                await stack.enter_async_context(self.temporal_lock)
+            conn.execute("BEGIN")
+            try:
+                yield Transaction(self.dialect, conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    async def temporal_execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement on the temporal tables in its own :meth:`temporal_transaction`; the rows it changed."""
+        async with self.temporal_transaction() as tx:
+            return await tx.execute(sql, params)
 
 
 class Transaction:

@@ -20,6 +20,15 @@ the cost of a batch upsert.
 Writers are serialised by an ``asyncio.Lock`` and ``BEGIN IMMEDIATE`` (SQLite has one writer anyway), so a
 read-modify-write cannot interleave with another; readers use their own connection, which WAL lets read while the
 writer writes.
+
+A database file comes with a second one beside it, ``<stem>-temporal<suffix>`` (:func:`temporal_path`), holding
+``broker_temporal_instances`` and ``broker_temporal_cursor`` (docs/decisions/0710): SQLite has one writer lock per
+file, and the temporal materialiser's writes took turns with the entity writes on this one. The connections that read
+the temporal tables ATTACH it as ``temporal`` (``_connect(temporal=True)``); SQLite resolves an unqualified table name
+in ``main`` first and then in the attached databases, so the temporal statements are the same text whether the tables
+are in the second file or, on the shared in-memory database (which keeps today's single database), in ``main``. The
+entity writer does not attach it: ``BEGIN IMMEDIATE`` takes the write lock of every attached database. The two files
+are one data set: back them up together.
 """
 
 from __future__ import annotations
@@ -47,7 +56,13 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
-from sleutelbos.broker.temporal.schema import SQLITE_MIGRATIONS
+from sleutelbos.broker.temporal.schema import (
+    SQLITE_MIGRATIONS,
+    SQLITE_TEMPORAL_FILE,
+    SQLITE_TEMPORAL_FILE_COPY,
+    SQLITE_TEMPORAL_KEPT,
+    SQLITE_TEMPORAL_MOVED,
+)
 from sleutelbos.core.database import migrate_sqlite
 
 MIGRATIONS: list[str] = [
@@ -97,6 +112,12 @@ _UPDATE_KNOWN = ("UPDATE broker_entities SET modified_at=?, doc=?, geo_minx=?, g
                  " scalars=? WHERE tenant=? AND id=?")
 _FETCH_ONE = "SELECT doc, type, types, created_at FROM broker_entities WHERE tenant = ? AND id = ?"
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
+
+
+def temporal_path(path: Path) -> Path:
+    """The temporal file of the store's database file ``path``: ``broker.sqlite`` → ``broker-temporal.sqlite``
+    (a name of its own, not a ``-wal``/``-shm``-like suffix an operator could take for SQLite's transient files)."""
+    return path.with_name(f"{path.stem}-temporal{path.suffix}")
 
 
 def _regexp(pattern: str, value: Any) -> bool:
@@ -320,15 +341,28 @@ class SqliteEntityStore(EntityStore):
             return f"file:sleutelbos-broker-{id(self)}?mode=memory&cache=shared", True
         return str(self.path), False
 
-    def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
+    @property
+    def temporal_file(self) -> Path | None:
+        """The second database file of the temporal tables (None: the shared in-memory database keeps them)."""
+        return None if self.path is None else temporal_path(self.path)
+
+    def _connect(self, check_same_thread: bool = True, temporal: bool = False) -> sqlite3.Connection:
+        """A connection with the store's pragmas; ``temporal``: with the temporal file ATTACHed as ``temporal`` (same
+        per-database pragmas) — for the connections that read or write the temporal tables, never the entity
+        writer's (a no-op on the in-memory database, whose ``main`` holds them)."""
         target, uri = self._target()
         conn = sqlite3.connect(target, isolation_level=None, uri=uri, check_same_thread=check_same_thread)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
-        conn.execute("PRAGMA mmap_size=1073741824")  # read pages through mmap, not a read() per page
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # per connection, every attached file: the checkpointer's job
+        schemas = ["main"]
+        if temporal and self.temporal_file is not None:
+            conn.execute("ATTACH DATABASE ? AS temporal", (str(self.temporal_file),))
+            schemas.append("temporal")
+        for schema in schemas:
+            conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
+            conn.execute(f"PRAGMA {schema}.synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA {schema}.cache_size=-65536")  # 64 MiB of page cache per connection and file
+            conn.execute(f"PRAGMA {schema}.mmap_size=1073741824")  # read pages through mmap, not a read() per page
         conn.create_function("regexp", 2, _regexp, deterministic=True)
         for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
             conn.create_function(name, nargs, fn, deterministic=True)
@@ -343,7 +377,14 @@ class SqliteEntityStore(EntityStore):
         target, uri = self._target()
         async with aiosqlite.connect(target, isolation_level=None, uri=uri) as conn:
             await conn.execute("PRAGMA journal_mode=WAL")
-            await migrate_sqlite(conn, "broker", MIGRATIONS)
+            if self.temporal_file is None:
+                await migrate_sqlite(conn, "broker", [*MIGRATIONS, SQLITE_TEMPORAL_KEPT])
+            else:
+                # the temporal tables' move into their own file (temporal/schema.py): the versions before it, the
+                # temporal file's own migration (which copies them while this file still has them), then the drop
+                await migrate_sqlite(conn, "broker", MIGRATIONS)
+                await self._migrate_temporal_file()
+                await migrate_sqlite(conn, "broker", [*MIGRATIONS, SQLITE_TEMPORAL_MOVED])
             await migrate_sqlite(conn, "broker_scalars", SCALARS_MIGRATIONS)
         if self._writer is None:
             self._writer = self._connect()
@@ -352,8 +393,22 @@ class SqliteEntityStore(EntityStore):
         for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
             self._extra_types.setdefault(tenant, set()).add(type_)
         if self.path is not None:
-            self._checkpointer = self._connect(check_same_thread=False)
+            # both files: PRAGMA wal_checkpoint without a schema checkpoints every attached database
+            self._checkpointer = self._connect(check_same_thread=False, temporal=True)
             self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
+
+    async def _migrate_temporal_file(self) -> None:
+        """The temporal file's own migrations (component ``broker_temporal``, recorded in that file), on a connection
+        whose main database is the temporal file and which reads the store's file as ``broker``: one transaction of
+        one file each, so a crash leaves each file either migrated or not (temporal/schema.py)."""
+        assert self.path is not None and self.temporal_file is not None
+        async with aiosqlite.connect(str(self.temporal_file), isolation_level=None) as conn:
+            await conn.execute("ATTACH DATABASE ? AS broker", (str(self.path),))
+            async with conn.execute("SELECT 1 FROM broker.sqlite_master WHERE type = 'table'"
+                                    " AND name = 'broker_temporal_instances'") as cur:
+                old_tables = await cur.fetchone() is not None
+            first = SQLITE_TEMPORAL_FILE_COPY if old_tables else SQLITE_TEMPORAL_FILE
+            await migrate_sqlite(conn, "broker_temporal", [first], journal_mode="WAL")
 
     async def _checkpoint_loop(self) -> None:
         assert self._checkpointer is not None
@@ -442,7 +497,7 @@ class SqliteEntityStore(EntityStore):
 
     async def history_count(self, tenant: str, entity_id: str | None = None) -> int:
         assert self._reader is not None
-        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ?"
+        sql = "SELECT COUNT(*) FROM broker_entity_history WHERE tenant = ? AND entity_id <> ''"  # no keeper rows
         params: list[Any] = [tenant]
         if entity_id is not None:
             sql += " AND entity_id = ?"

@@ -26,6 +26,12 @@ INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
 _INSTANCE_RE: Final = re.compile(r"^urn:ngsi-ld:Instance:(\d{1,18})$")
 
 
+# A history row that holds a ``seq`` and nothing else (SQLite): no tenant, no entity (``''`` is no entity id), no
+# instances (the materialiser takes no instances from it), inserted only when no row has that ``seq`` or a larger one.
+KEEP_SEQUENCE = ("INSERT INTO broker_entity_history (seq, tenant, entity_id, modified_at, deleted, instances)"
+                 " SELECT ?, '', '', '', 1, NULL WHERE NOT EXISTS (SELECT 1 FROM broker_entity_history WHERE seq >= ?)")
+
+
 def instance_id(seq: int) -> str:
     return f"{INSTANCE_PREFIX}{seq}"
 
@@ -201,14 +207,17 @@ class AttributeHistory:
             [seq, tenant, entity_id, attr])
         return InstanceRow(int(rows[0][0]), rows[0][1], rows[0][2], rows[0][3], _json(rows[0][4])) if rows else None
 
+    # The modifications below change the temporal tables only (the history is not rewritten, decision 0600): on a
+    # SQLite database file they are transactions of the temporal file alone (``temporal_execute``), under the
+    # temporal file's lock, not the store's (docs/decisions/0710).
     async def replace_instance(self, tenant: str, entity_id: str, seq: int, instance: dict[str, Any],
                                observed_at: str | None) -> int:
-        return await self.db.execute(
+        return await self.db.temporal_execute(
             "UPDATE broker_temporal_instances SET instance = ?, observed_at = ? WHERE seq = ? AND tenant = ?"
             " AND entity_id = ?", [orjson.dumps(instance).decode(), observed_at, seq, tenant, entity_id])
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> int:
-        return await self.db.execute(
+        return await self.db.temporal_execute(
             "DELETE FROM broker_temporal_instances WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ?",
             [seq, tenant, entity_id, attr])
 
@@ -219,13 +228,51 @@ class AttributeHistory:
         if not delete_all:
             sql += " AND dataset_id IS NULL" if dataset_id is None else " AND dataset_id = ?"
             params += [] if dataset_id is None else [dataset_id]
-        return await self.db.execute(sql, params)
+        return await self.db.temporal_execute(sql, params)
 
     async def delete_entity(self, tenant: str, entity_id: str) -> int:
-        """The entity's instances and its rows of the core's history (clause 5.6.16 deletes the temporal evolution)."""
+        """The entity's instances and its rows of the core's history (clause 5.6.16 deletes the temporal evolution).
+
+        One transaction where both tables are in one database. On a SQLite database file they are in two files,
+        which no transaction commits atomically together (docs/decisions/0710), so two transactions in this order,
+        both under the temporal lock:
+
+        1. the instances, in the temporal file; 2. the history rows, in the store's file.
+
+        A crash between the two leaves history rows without instances: the temporal reads, which read only the
+        instances, show the entity's evolution deleted, as after step 2; the materialiser does not bring those
+        rows back (its cursor, committed with the instances, is past them — the service caught up before the
+        delete started); and a repeated ``DELETE`` finds the history rows and completes. The other order would
+        leave instances without history: a deleted evolution still readable. The temporal lock is held across both
+        steps so that the materialiser's write step, which inserts the staged instances of the history rows that
+        still exist in its snapshot of the store's file, cannot run between them and put back instances of rows
+        step 2 is about to delete."""
+        if not self.db.temporal_apart:
+            async with self.db.transaction() as tx:
+                removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
+                                           [tenant, entity_id])
+                removed += await self._delete_history_rows(tx, tenant, entity_id)
+            return removed
+        async with self.db.temporal_lock:
+            async with self.db.temporal_transaction(lock_held=True) as tx:
+                removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
+                                           [tenant, entity_id])
+            return removed + await self._delete_history(tenant, entity_id)
+
+    async def _delete_history(self, tenant: str, entity_id: str) -> int:
+        """Step 2 of :meth:`delete_entity` on a SQLite database file (apart so that tests can fail between)."""
         async with self.db.transaction() as tx:
-            removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
-                                       [tenant, entity_id])
-            removed += await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
-                                        [tenant, entity_id])
+            return await self._delete_history_rows(tx, tenant, entity_id)
+
+    async def _delete_history_rows(self, tx: Any, tenant: str, entity_id: str) -> int:
+        """The entity's history rows. On SQLite the history's ``seq`` is a rowid — the next row gets the largest
+        one + 1 — and the materialiser's cursor is a ``seq``: deleting the rows with the largest ``seq`` would hand
+        those numbers out again, to rows the cursor is already past, which would never be materialised. So when
+        the deleted rows include the largest ``seq``, a keeper row takes its place (``KEEP_SEQUENCE``).
+        PostgreSQL's sequence never goes back."""
+        top = None if self.pg else (await tx.fetch("SELECT MAX(seq) FROM broker_entity_history"))[0][0]
+        removed = await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",
+                                   [tenant, entity_id])
+        if top is not None:
+            await tx.execute(KEEP_SEQUENCE, [top, top])
         return removed

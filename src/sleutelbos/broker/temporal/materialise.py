@@ -11,11 +11,14 @@ nothing. The steps do not compete with the write path (docs/decisions/0630):
   releases the GIL while SQLite executes, so the SQL (taking the JSON apart, inserting, maintaining two indexes) runs
   on another core than the event loop. The batch's bounds are read, and its instances taken apart into a temporary
   table of that connection, in a read transaction (WAL: no lock; the temporary table is the connection's own,
-  decision 0508); the write — copying the staged rows and moving the cursor — takes the store's writer lock, which
-  the event loop awaits as an ``asyncio`` lock (writers queue, the loop keeps serving), and is a single
+  decision 0508); the write — copying the staged rows and moving the cursor — takes the temporal tables' writer
+  lock, which the event loop awaits as an ``asyncio`` lock (writers queue, the loop keeps serving), and is a single
   ``executescript`` call so that the thread comes back for the GIL once per step, not once per row, while the
-  writers wait. The single writer orders the history, so ``seq`` is the cursor. A shared in-memory database (no
-  path) runs the step on the store's writer connection.
+  writers wait. The instances and the cursor are in a database file of their own (docs/decisions/0710), attached
+  to the step's connection: the write step takes that file's writer lock and ``BrokerDatabase.temporal_lock``, never
+  the store's, so the entity writes do not wait for it nor it for them. The single writer of the store's file
+  orders the history, so ``seq`` is the cursor. A shared in-memory database (no path) keeps one database and runs
+  the step on the store's writer connection under the store's lock.
 * PostgreSQL: sequence values are handed out in order but committed out of order, so ``seq`` alone cannot be a cursor
   without waiting for the writers in flight (formerly ``LOCK TABLE ... IN SHARE MODE``, which every write then waited
   for). Every history row records its transaction (``xid``, default ``pg_current_xact_id()``) and the cursor keeps
@@ -46,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
 from sleutelbos.broker.database import BrokerDatabase, numbered
+from sleutelbos.broker.temporal.history import KEEP_SEQUENCE
 from sleutelbos.broker.temporal.instants import instant
 
 log = logging.getLogger("sleutelbos.broker.temporal")
@@ -97,11 +101,14 @@ _RESTAGE_SQLITE = ("INSERT INTO temp.broker_temporal_staging (" + _COLUMNS  # no
 _STORED_OBSERVED_SQLITE = (
     "CASE length(observed_at) WHEN 20 THEN substr(observed_at, 1, 19) || '.000000Z'"
     " WHEN 24 THEN substr(observed_at, 1, 23) || '000Z' ELSE observed_at END")
-# The write step, under the writer lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
+# The write step, under the temporal lock: copy the staged rows, move the cursor, commit — one ``executescript`` (one
 # return to Python for the GIL). Rows of a history row deleted since it was staged (``DELETE /temporal/entities``
 # between the two steps) are left out: the history row is the truth.
+# ``BEGIN`` (deferred), not ``BEGIN IMMEDIATE``, which would take the write lock of every attached database — the
+# store's file too: the INSERT is the transaction's first statement, and takes the write lock of the file it writes
+# (the temporal file; the store's file is only read, in a WAL snapshot) when it starts.
 _MATERIALISE_SQLITE_SCRIPT = (
-    "BEGIN IMMEDIATE; INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id,"  # noqa: S608
+    "BEGIN; INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id,"  # noqa: S608
     " observed_at, modified_at, instance) SELECT history_seq, tenant, entity_id, attr, dataset_id, "
     + _STORED_OBSERVED_SQLITE + ", modified_at, instance FROM temp.broker_temporal_staging s"
     " WHERE EXISTS (SELECT 1 FROM broker_entity_history h WHERE h.seq = s.history_seq) ORDER BY s.rowid;"
@@ -179,6 +186,24 @@ class HistoryMaterialiser:
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
 
+    async def prepare(self) -> None:
+        """Before the broker serves (SQLite database file): the history's ``seq`` beyond the cursor.
+
+        The cursor (in the temporal file) and the history (in the store's file) are committed by two files. With
+        ``synchronous=NORMAL`` a power loss or an OS crash — not a process crash: a commit is in the OS's page cache
+        before it returns — can keep a materialiser step in the temporal file and lose the history rows it took in
+        the store's file. The cursor is then past the largest ``seq``, and SQLite would hand those ``seq`` out again
+        to new history rows that the cursor is already past. A keeper row at the cursor's ``seq`` (no instances)
+        makes the next history row's ``seq`` larger than the cursor (docs/decisions/0710)."""
+        if not self.db.temporal_apart:
+            return
+        cursor = await self.db.fetchval(_CURSOR)
+        if cursor:
+            async with self.db.transaction() as tx:
+                if await tx.execute(KEEP_SEQUENCE, [int(cursor), int(cursor)]):
+                    log.warning("temporal cursor %s was past the history's last seq (the store's file lost commits"
+                                " the temporal file kept): a keeper row holds that seq", cursor)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="temporal materialiser")
 
@@ -219,8 +244,8 @@ class HistoryMaterialiser:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-materialiser")
 
         def run() -> T:
-            if self._conn is None:
-                self._conn = self.db.store._connect(check_same_thread=False)
+            if self._conn is None:  # the temporal file attached (docs/decisions/0710)
+                self._conn = self.db.store._connect(check_same_thread=False, temporal=True)
                 self._conn.execute("PRAGMA temp_store=MEMORY")  # the staging table (below) in memory, not a file
             return fn(self._conn)
 
@@ -247,7 +272,9 @@ class HistoryMaterialiser:
             else:
                 found = await self._on_thread(self._read_step)
                 if found[2]:
-                    async with store._lock:  # writers queue on the asyncio lock; the loop stays free
+                    # the temporal file's writers queue on the asyncio lock; the loop stays free, and the entity
+                    # writers, on the store's lock and file, do not wait at all
+                    async with self.db.temporal_lock:
                         await self._on_thread(functools.partial(self._write_step, *found))
             total += found[2]
             if found[2] < self.batch:
@@ -278,7 +305,11 @@ class HistoryMaterialiser:
     @staticmethod
     def _write_step(cursor: int, upper: int, count: int, conn: sqlite3.Connection) -> None:
         """Copy the staged instances of the history rows in (cursor, upper] and move the cursor in one write
-        transaction (the caller holds the writer lock, and only this materialiser moves the cursor).
+        transaction of the file that holds both (the caller holds the temporal lock, and only this materialiser
+        moves the cursor). The instances of history rows deleted since they were staged are left out: the check
+        reads the store's file in this transaction's snapshot, and ``DELETE /temporal/entities`` deletes the
+        history rows while holding the temporal lock (``AttributeHistory.delete_entity``), so that snapshot is
+        either before that delete began or after it ended.
 
         One ``executescript`` call: the writers wait for this step, and every return from SQLite to Python on this
         thread has to take the GIL back from the event loop (up to the interpreter's switch interval), so the step

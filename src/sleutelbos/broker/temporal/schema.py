@@ -53,6 +53,50 @@ _SQLITE = _SUBSCRIPTIONS_SQLITE + """
 
 SQLITE_MIGRATIONS: list[str] = [_SQLITE + _TEMPORAL_INDEXES]
 
+# --- SQLite database files: the temporal tables in a file of their own (docs/decisions/0710) ---------------------
+# ``broker_temporal_instances`` and ``broker_temporal_cursor`` move to ``<stem>-temporal<suffix>`` beside the store's
+# file (see ``store/sqlite.py``), so that the materialiser's write step takes that file's writer lock and never the
+# entity writes'. The move is two migrations in two files, each one transaction of one file (SQLite in WAL mode
+# commits the files of a multi-file transaction one after the other, the main file first: a single transaction that
+# created the new tables and dropped the old ones could, on a crash between the two commits, leave neither):
+#
+# 1. the temporal file's own component ``broker_temporal`` (its own ``schema_migrations``), applied on a connection
+#    whose main database is the temporal file, with the store's file ATTACHed as ``broker``: creates the tables and
+#    copies the instances and the cursor from the store's file — ``SQLITE_TEMPORAL_FILE_COPY`` when the store's file
+#    still holds them, ``SQLITE_TEMPORAL_FILE`` (an empty table and the cursor at 0: the materialiser rebuilds the
+#    instances from the history) when it does not (a new data directory, or a temporal file that was lost);
+# 2. then the store's component ``broker``, one version later: drops the old tables (``SQLITE_TEMPORAL_MOVED``).
+#
+# A crash after 1 and before 2 leaves both copies and version 1 recorded in the temporal file: the next start skips 1
+# and applies 2. A crash inside 1 or 2 rolls that file's transaction back. The shared in-memory database (no file)
+# keeps the tables where they are: its version of 2 is a no-op (``SQLITE_TEMPORAL_KEPT``).
+_TEMPORAL_FILE_TABLES = """
+    CREATE TABLE broker_temporal_instances (
+        seq INTEGER PRIMARY KEY, history_seq INTEGER NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL,
+        attr TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0, instance TEXT NOT NULL
+    );
+    CREATE TABLE broker_temporal_cursor (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+"""
+_TEMPORAL_FILE_INDEXES = """
+    CREATE INDEX broker_temporal_instances_observed ON broker_temporal_instances (tenant, entity_id, attr, observed_at);
+    CREATE INDEX broker_temporal_instances_modified ON broker_temporal_instances (tenant, entity_id, attr, modified_at);
+"""
+_CURSOR_AT_START = "INSERT INTO broker_temporal_cursor (name, seq) VALUES ('history', 0);"
+SQLITE_TEMPORAL_FILE = _TEMPORAL_FILE_TABLES + _TEMPORAL_FILE_INDEXES + _CURSOR_AT_START
+# the rows first, the indexes after (one sort each instead of a random insert per row)
+_COPY = """
+    INSERT INTO main.broker_temporal_instances
+        (seq, history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, deleted, instance)
+        SELECT seq, history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, deleted, instance
+        FROM broker.broker_temporal_instances ORDER BY seq;
+    INSERT INTO main.broker_temporal_cursor (name, seq) SELECT name, seq FROM broker.broker_temporal_cursor;
+    INSERT OR IGNORE INTO main.broker_temporal_cursor (name, seq) VALUES ('history', 0);
+"""
+SQLITE_TEMPORAL_FILE_COPY = _TEMPORAL_FILE_TABLES + _COPY + _TEMPORAL_FILE_INDEXES
+SQLITE_TEMPORAL_MOVED = "DROP TABLE broker_temporal_instances; DROP TABLE broker_temporal_cursor;"
+SQLITE_TEMPORAL_KEPT = "SELECT 1;"
+
 _POSTGRES = """
     CREATE TABLE broker_subscriptions (
         tenant TEXT NOT NULL, id TEXT NOT NULL, doc JSONB NOT NULL, created_at TEXT NOT NULL,

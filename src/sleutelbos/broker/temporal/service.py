@@ -98,6 +98,7 @@ class TemporalService:
         self._maintenance: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.materialiser.prepare()
         self.materialiser.start()
         if self.db.dialect == "postgresql":
             await self.partitions.maintain()

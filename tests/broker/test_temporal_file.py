@@ -1,0 +1,290 @@
+"""SQLite database files keep the temporal tables in a file of their own (docs/decisions/0710): the migration from a
+data directory of the previous schema version (and its crash window), the materialiser's write step and the entity
+writes on separate writer locks, and ``DELETE /temporal/entities/{id}`` across the two files with a crash between its
+two commits. The shared in-memory database keeps one database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import httpx
+import pytest
+
+from sleutelbos.broker.store.sqlite import MIGRATIONS, SCALARS_MIGRATIONS, SqliteEntityStore, temporal_path
+from sleutelbos.core.database import migrate_sqlite
+from sleutelbos.stack import StackContext, build_app
+from tests.broker.conftest import BASE, _settings
+
+JSON = {"Content-Type": "application/json"}
+POWER = "https://uri.etsi.org/ngsi-ld/default-context/power"
+
+
+def meter(i: int) -> str:
+    return f"urn:ngsi-ld:Device:m-{i}"
+
+
+def reading(value: float, minute: int) -> dict[str, Any]:
+    return {"type": "Property", "value": value, "observedAt": f"2026-03-01T00:{minute:02d}:00.000000Z"}
+
+
+@asynccontextmanager
+async def running(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    app = build_app(StackContext(settings=_settings(url, tmp_path)), expose=("broker",))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:
+        yield client, app.state.context.services["broker.temporal"]
+
+
+async def create(client: httpx.AsyncClient, i: int) -> None:
+    r = await client.post(f"{BASE}/entities", content=json.dumps({"id": meter(i), "type": "Device",
+                                                                   "power": reading(0.0, 0)}), headers=JSON)
+    assert r.status_code == 201, r.text
+
+
+async def patch(client: httpx.AsyncClient, i: int, value: float, minute: int) -> None:
+    r = await client.patch(f"{BASE}/entities/{meter(i)}/attrs", content=json.dumps({"power": reading(value, minute)}),
+                           headers=JSON)
+    assert r.status_code == 204, r.text
+
+
+async def instances(client: httpx.AsyncClient, i: int) -> list[tuple[str, float]]:
+    """(instanceId, value) of the meter's power instances in time order; [] when the meter has no evolution."""
+    r = await client.get(f"{BASE}/temporal/entities/{meter(i)}", params={"attrs": "power"})
+    if r.status_code == 404:
+        return []
+    assert r.status_code == 200, r.text
+    got = r.json().get("power", [])
+    return [(inst["instanceId"], inst["value"]) for inst in (got if isinstance(got, list) else [got])]
+
+
+def tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+def history_rows(path: Path, entity_id: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM broker_entity_history WHERE entity_id = ?",
+                                (entity_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def previous_version(path: Path) -> None:
+    """A data directory as the previous schema version left it (broker versions 1-3: the temporal tables in the
+    store's file): meter 1 with three history rows, the first two materialised (instance ids 10 and 11, the first
+    modified through the temporal API since: value 5.0 instead of 0.0), the cursor after them."""
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        assert await migrate_sqlite(conn, "broker", MIGRATIONS) == 3
+        await migrate_sqlite(conn, "broker_scalars", SCALARS_MIGRATIONS)
+    entity = {"id": meter(1), "type": ["https://uri.etsi.org/ngsi-ld/default-context/Device"],
+              "createdAt": "2026-03-01T00:00:00.000000Z", "modifiedAt": "2026-03-01T00:02:00.000000Z",
+              POWER: [reading(2.0, 2)]}
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO broker_entities (tenant, id, type, types, created_at, modified_at, doc)"
+                     " VALUES ('', ?, ?, ?, ?, ?, ?)", (meter(1), entity["type"][0], json.dumps(entity["type"]),
+                                                        entity["createdAt"], entity["modifiedAt"], json.dumps(entity)))
+        for seq in (1, 2, 3):
+            conn.execute("INSERT INTO broker_entity_history (seq, tenant, entity_id, modified_at, instances)"
+                         " VALUES (?, '', ?, ?, ?)", (seq, meter(1), f"2026-03-01T00:0{seq - 1}:00.000000Z",
+                                                      json.dumps({POWER: [reading(float(seq - 1), seq - 1)]})))
+        for seq, history_seq, value in ((10, 1, 5.0), (11, 2, 1.0)):
+            inst = reading(value, history_seq - 1)
+            conn.execute("INSERT INTO broker_temporal_instances (seq, history_seq, tenant, entity_id, attr,"
+                         " observed_at, modified_at, instance) VALUES (?, ?, '', ?, ?, ?, ?, ?)",
+                         (seq, history_seq, meter(1), POWER, inst["observedAt"], inst["observedAt"],
+                          json.dumps(inst)))
+        conn.execute("UPDATE broker_temporal_cursor SET seq = 2")
+    conn.close()
+
+
+EXPECTED_AFTER_MIGRATION = [("urn:ngsi-ld:Instance:10", 5.0), ("urn:ngsi-ld:Instance:11", 1.0),
+                            ("urn:ngsi-ld:Instance:12", 2.0)]
+
+
+async def test_previous_version_moves_instances_and_cursor_into_the_temporal_file(tmp_path: Path) -> None:
+    db = tmp_path / "broker.sqlite"
+    await previous_version(db)
+    async with running(f"sqlite:///{db}", tmp_path) as (client, _):
+        # copied, not rebuilt (the modified value and the ids survive), the cursor with them (rows 1-2 not taken
+        # again), and the history row past the cursor materialised into the new file
+        assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION
+        await patch(client, 1, 3.0, 3)
+        assert [v for _, v in await instances(client, 1)] == [5.0, 1.0, 2.0, 3.0]
+    assert temporal_path(db) == tmp_path / "broker-temporal.sqlite"
+    assert {"broker_temporal_instances", "broker_temporal_cursor"} <= tables(temporal_path(db))
+    assert not {"broker_temporal_instances", "broker_temporal_cursor"} & tables(db)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT MAX(version) FROM schema_migrations WHERE component = 'broker'").fetchone()[0] == 4
+    conn.close()
+    conn = sqlite3.connect(temporal_path(db))
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    versions = conn.execute("SELECT version FROM schema_migrations WHERE component = 'broker_temporal'").fetchall()
+    assert versions == [(1,)]
+    conn.close()
+
+
+async def test_migration_crash_after_the_copy_before_the_drop(tmp_path: Path) -> None:
+    """The copy into the temporal file committed, the store's file not yet migrated (a crash between the two
+    files' migrations): the next start does not copy again and drops the old tables."""
+    db = tmp_path / "broker.sqlite"
+    await previous_version(db)
+    await SqliteEntityStore(db)._migrate_temporal_file()
+    assert "broker_temporal_instances" in tables(db) and "broker_temporal_instances" in tables(temporal_path(db))
+    async with running(f"sqlite:///{db}", tmp_path) as (client, _):
+        assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION
+    assert "broker_temporal_instances" not in tables(db)
+
+
+async def test_a_lost_temporal_file_is_rebuilt_from_the_history(tmp_path: Path) -> None:
+    db = tmp_path / "broker.sqlite"
+    url = f"sqlite:///{db}"
+    async with running(url, tmp_path) as (client, _):
+        await create(client, 1)
+        await patch(client, 1, 1.0, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{temporal_path(db)}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - a test's setup
+    async with running(url, tmp_path) as (client, _):
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+
+
+async def test_write_step_and_entity_writes_take_separate_writer_locks(tmp_path: Path) -> None:
+    """The materialiser's write step no longer waits for the store's writer lock, and the entity writes do not wait
+    for a transaction holding the temporal file's."""
+    db = tmp_path / "broker.sqlite"
+    async with running(f"sqlite:///{db}", tmp_path) as (client, temporal):
+        await create(client, 1)
+        store = temporal.db.store
+        async with temporal.materialiser._lock:  # the background task waits; this test takes the steps
+            await patch(client, 1, 1.0, 1)
+            async with store._lock:  # an entity writer in its transaction
+                # a hang guard: the write step took this lock before (decision 0630)
+                assert await asyncio.wait_for(temporal.materialiser._catch_up_sqlite(), 10) == 2
+        # a writer of the temporal file holding its SQLite lock (as the write step does while it commits): the
+        # entity writes and reads go on; the store's connection does not even have the file attached
+        other = sqlite3.connect(temporal_path(db), isolation_level=None)
+        try:
+            async with temporal.materialiser._lock, temporal.db.temporal_lock:  # no step of ours meanwhile
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("UPDATE broker_temporal_cursor SET seq = seq")
+                await asyncio.wait_for(patch(client, 1, 2.0, 2), 5)
+                r = await client.get(f"{BASE}/entities/{meter(1)}")
+                assert r.json()["power"]["value"] == 2.0
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
+
+
+async def test_delete_temporal_entity_crash_between_the_two_files(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DELETE /temporal/entities/{id}`` deletes the instances (temporal file) first, then the history rows (store's
+    file). Failing between the two commits leaves a state the reads cannot tell from the finished delete, that a
+    restart's materialiser does not undo, and that the repeated request completes."""
+    from sleutelbos.broker.temporal.history import AttributeHistory
+
+    db = tmp_path / "broker.sqlite"
+    url = f"sqlite:///{db}"
+    async with running(url, tmp_path) as (client, _):
+        for i in (1, 2):
+            await create(client, i)
+            await patch(client, i, 1.0, 1)
+        assert len(await instances(client, 1)) == 2
+
+        async def crash(self: AttributeHistory, tenant: str, entity_id: str) -> int:
+            raise RuntimeError("crash between the two commits")
+
+        monkeypatch.setattr(AttributeHistory, "_delete_history", crash)
+        r = await client.delete(f"{BASE}/temporal/entities/{meter(1)}")
+        assert r.status_code == 500  # the failure logged, the client told the delete did not complete
+        monkeypatch.undo()
+        assert await instances(client, 1) == []
+        assert (await client.get(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 404
+    assert history_rows(db, meter(1)) > 0  # the history rows are still there
+    async with running(url, tmp_path) as (client, temporal):
+        await temporal.materialiser.catch_up()
+        assert await instances(client, 1) == []  # not brought back: the cursor is past them
+        assert [v for _, v in await instances(client, 2)] == [0.0, 1.0]
+        r = await client.delete(f"{BASE}/temporal/entities/{meter(1)}")
+        assert r.status_code == 204, r.text
+    assert history_rows(db, meter(1)) == 0
+
+
+async def test_instance_modification_writes_only_the_temporal_file(tmp_path: Path) -> None:
+    """Modifying and deleting instances is a transaction of the temporal file: it does not wait for an entity
+    writer holding the store's lock."""
+    db = tmp_path / "broker.sqlite"
+    async with running(f"sqlite:///{db}", tmp_path) as (client, temporal):
+        await create(client, 1)
+        await patch(client, 1, 1.0, 1)
+        (first, _), (second, _) = await instances(client, 1)
+        async with temporal.db.store._lock:
+            r = await asyncio.wait_for(client.patch(
+                f"{BASE}/temporal/entities/{meter(1)}/attrs/power/{first}",
+                content=json.dumps({"type": "Property", "value": 7.0}), headers=JSON), 5)
+            assert r.status_code == 204, r.text
+            r = await asyncio.wait_for(client.delete(f"{BASE}/temporal/entities/{meter(1)}/attrs/power/{second}"), 5)
+            assert r.status_code == 204, r.text
+        assert await instances(client, 1) == [(first, 7.0)]
+
+
+async def test_in_memory_database_keeps_one_database(tmp_path: Path) -> None:
+    async with running("sqlite:///:memory:", tmp_path) as (client, temporal):
+        assert not temporal.db.temporal_apart
+        await create(client, 1)
+        await patch(client, 1, 1.0, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+        assert (await client.delete(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 204
+        assert await instances(client, 1) == []
+    assert not list(tmp_path.glob("*temporal*"))  # noqa: ASYNC240 - a test's check
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite:///:memory:"])
+async def test_deleting_the_latest_history_does_not_hand_its_seq_out_again(url: str, tmp_path: Path) -> None:
+    """SQLite's history ``seq`` is a rowid (largest + 1): ``DELETE /temporal/entities/{id}`` of the entity with the
+    latest history rows, after the cursor passed them, used to give the next change a ``seq`` the cursor was
+    already past — never materialised. A keeper row holds the largest ``seq``."""
+    url = f"sqlite:///{tmp_path / 'broker.sqlite'}" if url == "file" else url
+    async with running(url, tmp_path) as (client, temporal):
+        await create(client, 1)
+        await create(client, 2)
+        await temporal.materialiser.catch_up()
+        assert (await client.delete(f"{BASE}/temporal/entities/{meter(2)}")).status_code == 204
+        await patch(client, 1, 1.0, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+        assert await temporal.store.history_count("") == 2  # the keeper row is no entity's history
+
+
+async def test_cursor_past_the_history_after_lost_commits(tmp_path: Path) -> None:
+    """The store's file lost its last commits (a power loss with ``synchronous=NORMAL``) while the temporal file
+    kept the step that materialised them: the cursor is past the largest history ``seq``. The next start keeps that
+    ``seq`` taken, so that new changes come after the cursor and are materialised."""
+    db = tmp_path / "broker.sqlite"
+    url = f"sqlite:///{db}"
+    async with running(url, tmp_path) as (client, _):
+        await create(client, 1)
+        await patch(client, 1, 1.0, 1)
+        await patch(client, 1, 2.0, 2)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
+    conn = sqlite3.connect(db)
+    with conn:  # the last two commits of the store's file, gone
+        conn.execute("DELETE FROM broker_entity_history WHERE seq > 1")
+    conn.close()
+    async with running(url, tmp_path) as (client, _):
+        await patch(client, 1, 3.0, 3)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0, 3.0]
