@@ -31,10 +31,12 @@ Layouts (the reference is the first):
 
 It prints, per layout and pass, CPU and wall µs per meter update of the write step, the ratio of the last passes'
 median to the store's, the database size, and the median time to read one meter attribute's instances of the whole
-run (an index range or, for ``chunked``, one look per bucket).
+run (an index range or, for the bucketed layouts, one look per bucket). Then the temporal goal's read — a month of
+daily aggregates of one meter attribute, < 50 ms — on a month of data for ``--month-meters`` meters in the store's
+layout and in ``history_chunks`` (hourly buckets), with the ratio.
 
     PYTHONPATH=src python benchmarks/temporal_layouts.py [--meters 100000] [--passes 8] [--step 500]
-        [--layouts store,entity_clustered,grouped,chunked,history_chunks] [--quick]
+        [--layouts store,entity_clustered,grouped,chunked,history_chunks] [--month-meters 50] [--quick]
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +138,12 @@ READ = {
 }
 
 
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
 def slot(pass_: int) -> str:
-    """The pass's 15-minute ``observedAt``, in the store's form."""
-    return f"2026-11-28T{(pass_ // 4) % 24:02d}:{(pass_ % 4) * 15:02d}:00.000000Z"
+    """The pass's 15-minute ``observedAt`` (pass 0: 1 November 2026, 00:00), in the store's form."""
+    return (START + timedelta(minutes=15 * pass_)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def instance_rows(meters: int, pass_: int) -> list[tuple[Any, ...]]:
@@ -255,6 +261,51 @@ def run(name: str, args: argparse.Namespace, workdir: Path, out: Callable[[str],
     return result
 
 
+AGGREGATE = {
+    "store": "SELECT substr(observed_at, 1, 10) AS day, avg(json_extract(instance, '$.value')),"
+             " max(json_extract(instance, '$.value')) FROM inst WHERE tenant = '' AND entity_id = :entity"
+             " AND attr = :attr AND observed_at >= :start AND observed_at < :end GROUP BY day",
+    "history_chunks": "SELECT substr(json_extract(i.value, '$.observedAt'), 1, 10) AS day,"
+                      " avg(json_extract(i.value, '$.value')), max(json_extract(i.value, '$.value'))"
+                      " FROM inst, json_each(inst.changes) h, json_each(h.value, '$.\"' || :attr || '\"') i"
+                      " WHERE bucket IN (SELECT value FROM json_each(:buckets))"
+                      " AND e = (SELECT k FROM ent WHERE tenant = '' AND entity_id = :entity) GROUP BY day",
+}
+
+
+def month_aggregates(args: argparse.Namespace, workdir: Path) -> str:
+    """The temporal goal's read (a month of daily aggregates of one meter attribute, < 50 ms) on a month of data
+    for ``--month-meters`` meters, in the store's layout (the reference) and in ``history_chunks`` (hourly buckets):
+    median milliseconds and the ratio."""
+    meters, passes = args.month_meters, 30 * 96
+    buckets = [slot(b)[:13] for b in range(0, passes, 4)]
+    times: dict[str, float] = {}
+    for name in AGGREGATE:
+        layout = Layout(name, workdir / f"month-{name}.sqlite3", args.cache_mb)
+        if name == "store":
+            for p in range(passes):
+                layout.write(instance_rows(meters, p), args.step)
+        else:
+            for b in range(0, passes, 4):
+                layout.write_bucket([r for p in range(b, b + 4) for r in history_rows(meters, p)], slot(b)[:13])
+        layout.checkpoint()
+        rnd = random.Random(11)
+        samples = []
+        for _ in range(50):
+            params = {"entity": f"urn:ngsi-ld:Device:meter-{rnd.randrange(meters):07d}", "attr": ATTRS[1],
+                      "start": slot(0), "end": slot(passes), "buckets": orjson.dumps(buckets).decode()}
+            sql = AGGREGATE[name]
+            t0 = time.perf_counter()
+            days = layout.conn.execute(sql, {k: v for k, v in params.items() if f":{k}" in sql}).fetchall()
+            samples.append(time.perf_counter() - t0)
+            assert len(days) == 30, len(days)
+        times[name] = statistics.median(samples) * 1e3
+        layout.conn.close()
+    return (f"a month of daily aggregates (avg, max) of one meter attribute, {meters} meters × 30 days × 96:"
+            f" store {times['store']:.2f} ms, history_chunks {times['history_chunks']:.2f} ms"
+            f" ({times['history_chunks'] / times['store']:.2f}×; goal < 50 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--meters", type=int, default=100_000)
@@ -263,6 +314,8 @@ def main() -> None:
     parser.add_argument("--passes-per-bucket", type=int, default=4, help="chunked: passes per hour bucket")
     parser.add_argument("--layouts", default=",".join(SCHEMAS), help="comma-separated; 'store' is the reference")
     parser.add_argument("--cache-mb", type=int, default=CACHE_MB, help="page cache per connection (mmap: 4×, ≥ 1 GiB)")
+    parser.add_argument("--month-meters", type=int, default=50,
+                        help="meters for the month-of-aggregates read (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="10,000 meters, 4 passes")
     args = parser.parse_args()
     if args.quick:
@@ -275,6 +328,7 @@ def main() -> None:
         for name in names:
             results[name] = run(name, args, Path(tmp), lambda line: print(line, flush=True))
             (Path(tmp) / f"{name}.sqlite3").unlink()
+        month = month_aggregates(args, Path(tmp)) if args.month_meters else ""
     ref = results.get("store")
     print(f"median of the later passes, µs per meter update; ratio to 'store' (load {os.getloadavg()[0]:.2f}):")
     for name, r in results.items():
@@ -282,6 +336,8 @@ def main() -> None:
         wall_ratio = f" ({r['wall_us'] / ref['wall_us']:.2f}×)" if ref else ""
         print(f"  {name:<17} CPU {r['cpu_us']:6.1f}{cpu_ratio}  wall {r['wall_us']:6.1f}{wall_ratio}"
               f"  file {r['size_mb']:7.1f} MB  read one meter attribute {r['read_ms']:.3f} ms")
+    if month:
+        print(month)
 
 
 if __name__ == "__main__":
