@@ -24,6 +24,10 @@ Layouts (the reference is the first):
     Bucket-major chunks: once per hour bucket (``--passes-per-bucket`` passes), every series' instances of the bucket
     as one JSON array, written in key order ``(bucket, entity key, attr key)`` — appends, not scattered page writes.
     Readings not yet in a chunk would have to be read from elsewhere; that part is not measured here.
+``store_hourly``
+    The store's table and indexes, written once per hour bucket as ``chunked`` is, its rows sorted by the index key:
+    each series' leaf page then takes the bucket's four instances in one write (readings of the open hour would be
+    read from the history).
 ``history_chunks``
     As ``chunked``, but per entity rather than per attribute, and made of the history rows' instance text as the
     core wrote it (``{attribute IRI: [instances]}``, decision 0502), concatenated without taking the JSON apart: the
@@ -36,7 +40,7 @@ daily aggregates of one meter attribute, < 50 ms — on a month of data for ``--
 layout and in ``history_chunks`` (hourly buckets), with the ratio.
 
     PYTHONPATH=src python benchmarks/temporal_layouts.py [--meters 100000] [--passes 8] [--step 500]
-        [--layouts store,entity_clustered,grouped,chunked,history_chunks] [--month-meters 50] [--quick]
+        [--layouts store,entity_clustered,grouped,chunked,store_hourly,history_chunks] [--month-meters 50] [--quick]
 """
 
 from __future__ import annotations
@@ -89,6 +93,12 @@ SCHEMAS = {
     "chunked": KEYS + """
         CREATE TABLE inst (bucket TEXT NOT NULL, e INTEGER NOT NULL, a INTEGER NOT NULL, instances TEXT NOT NULL,
             PRIMARY KEY (bucket, e, a)) WITHOUT ROWID;""",
+    "store_hourly": """
+        CREATE TABLE inst (seq INTEGER PRIMARY KEY, history_seq INTEGER NOT NULL, tenant TEXT NOT NULL,
+            entity_id TEXT NOT NULL, attr TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL,
+            deleted INTEGER NOT NULL DEFAULT 0, instance TEXT NOT NULL);
+        CREATE INDEX inst_observed ON inst (tenant, entity_id, attr, observed_at);
+        CREATE INDEX inst_modified ON inst (tenant, entity_id, attr, modified_at);""",
     "history_chunks": KEYS + """
         CREATE TABLE inst (bucket TEXT NOT NULL, e INTEGER NOT NULL, changes TEXT NOT NULL,
             PRIMARY KEY (bucket, e)) WITHOUT ROWID;""",
@@ -114,6 +124,9 @@ COPY = {
                 " (SELECT tenant, entity_id, attr, '[' || group_concat(instance, ',') || ']' AS instances FROM"
                 " (SELECT * FROM stage ORDER BY tenant, entity_id, attr, observed_at) GROUP BY tenant, entity_id, attr) s"
                 " ORDER BY 2, 3"],
+    "store_hourly": ["INSERT INTO inst (history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at,"
+                     " instance) SELECT history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at,"
+                     " instance FROM stage ORDER BY tenant, entity_id, attr, observed_at"],
     "history_chunks": [NEW_KEYS[0],
                        "INSERT INTO inst (bucket, e, changes)"  # noqa: S608 - constants
                        f" SELECT :bucket, {ENT_KEY}, s.changes FROM"
@@ -132,6 +145,8 @@ READ = {
     "chunked": "SELECT instances FROM inst WHERE bucket IN (SELECT value FROM json_each(:buckets))"
                " AND e = (SELECT k FROM ent WHERE tenant = '' AND entity_id = :entity)"
                " AND a = (SELECT k FROM att WHERE attr = :attr)",
+    "store_hourly": "SELECT instance FROM inst WHERE tenant = '' AND entity_id = :entity AND attr = :attr"
+                    " ORDER BY observed_at",
     "history_chunks": "SELECT i.value FROM inst, json_each(inst.changes) h, json_each(h.value, '$.\"' || :attr || '\"') i"
                       " WHERE bucket IN (SELECT value FROM json_each(:buckets))"
                       " AND e = (SELECT k FROM ent WHERE tenant = '' AND entity_id = :entity)",
@@ -171,7 +186,7 @@ def history_rows(meters: int, pass_: int) -> list[tuple[Any, ...]]:
     return [(r[0], r[1], r[2], None, None, r[5], r[6], orjson.dumps(by_meter[r[0]]).decode()) for r in first]
 
 
-BUCKETED = {"chunked": instance_rows, "history_chunks": history_rows}
+BUCKETED = {"chunked": instance_rows, "store_hourly": instance_rows, "history_chunks": history_rows}
 
 
 class Layout:
