@@ -93,16 +93,11 @@ SCHEMAS = {
     "chunked": KEYS + """
         CREATE TABLE inst (bucket TEXT NOT NULL, e INTEGER NOT NULL, a INTEGER NOT NULL, instances TEXT NOT NULL,
             PRIMARY KEY (bucket, e, a)) WITHOUT ROWID;""",
-    "store_hourly": """
-        CREATE TABLE inst (seq INTEGER PRIMARY KEY, history_seq INTEGER NOT NULL, tenant TEXT NOT NULL,
-            entity_id TEXT NOT NULL, attr TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, modified_at TEXT NOT NULL,
-            deleted INTEGER NOT NULL DEFAULT 0, instance TEXT NOT NULL);
-        CREATE INDEX inst_observed ON inst (tenant, entity_id, attr, observed_at);
-        CREATE INDEX inst_modified ON inst (tenant, entity_id, attr, modified_at);""",
     "history_chunks": KEYS + """
         CREATE TABLE inst (bucket TEXT NOT NULL, e INTEGER NOT NULL, changes TEXT NOT NULL,
             PRIMARY KEY (bucket, e)) WITHOUT ROWID;""",
 }
+SCHEMAS["store_hourly"] = SCHEMAS["store"]  # the same table and indexes, written per hour, sorted
 
 COPY = {
     "store": ["INSERT INTO inst (history_seq, tenant, entity_id, attr, dataset_id, observed_at, modified_at, instance)"

@@ -21,13 +21,10 @@ from sleutelbos.broker.store.sqlite import MIGRATIONS, SCALARS_MIGRATIONS, Sqlit
 from sleutelbos.core.database import migrate_sqlite
 from sleutelbos.stack import StackContext, build_app
 from tests.broker.conftest import BASE, _settings
+from tests.broker.test_temporal_materialiser import create, meter, patch
 
 JSON = {"Content-Type": "application/json"}
 POWER = "https://uri.etsi.org/ngsi-ld/default-context/power"
-
-
-def meter(i: int) -> str:
-    return f"urn:ngsi-ld:Device:m-{i}"
 
 
 def reading(value: float, minute: int) -> dict[str, Any]:
@@ -40,18 +37,6 @@ async def running(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncCl
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:
         yield client, app.state.context.services["broker.temporal"]
-
-
-async def create(client: httpx.AsyncClient, i: int) -> None:
-    r = await client.post(f"{BASE}/entities", content=json.dumps({"id": meter(i), "type": "Device",
-                                                                   "power": reading(0.0, 0)}), headers=JSON)
-    assert r.status_code == 201, r.text
-
-
-async def patch(client: httpx.AsyncClient, i: int, value: float, minute: int) -> None:
-    r = await client.patch(f"{BASE}/entities/{meter(i)}/attrs", content=json.dumps({"power": reading(value, minute)}),
-                           headers=JSON)
-    assert r.status_code == 204, r.text
 
 
 async def instances(client: httpx.AsyncClient, i: int) -> list[tuple[str, float]]:
