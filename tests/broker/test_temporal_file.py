@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -100,10 +101,17 @@ EXPECTED_AFTER_MIGRATION = [("urn:ngsi-ld:Instance:10", 5.0), ("urn:ngsi-ld:Inst
                             ("urn:ngsi-ld:Instance:12", 2.0)]
 
 
-async def test_previous_version_moves_instances_and_cursor_into_the_temporal_file(tmp_path: Path) -> None:
+async def test_previous_version_moves_instances_and_cursor_into_the_temporal_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "broker.sqlite"
     await previous_version(db)
+    caplog.set_level(logging.INFO, logger="sleutelbos.broker.store")
     async with running(f"sqlite:///{db}", tmp_path) as (client, _):
+        # the operator sees the one-off copy (it can take minutes on a large history) start and end
+        moves = [r.getMessage() for r in caplog.records if r.name == "sleutelbos.broker.store"]
+        assert moves[0] == "moving the temporal instances of broker.sqlite into broker-temporal.sqlite" \
+            " (once, before the broker serves)"
+        assert moves[1].startswith("temporal instances in broker-temporal.sqlite after ")
         # copied, not rebuilt (the modified value and the ids survive), the cursor with them (rows 1-2 not taken
         # again), and the history row past the cursor materialised into the new file
         assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION
@@ -120,6 +128,15 @@ async def test_previous_version_moves_instances_and_cursor_into_the_temporal_fil
     versions = conn.execute("SELECT version FROM schema_migrations WHERE component = 'broker_temporal'").fetchall()
     assert versions == [(1,)]
     conn.close()
+
+
+async def test_a_new_data_directory_moves_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sleutelbos.broker.store")
+    async with running(f"sqlite:///{tmp_path / 'broker.sqlite'}", tmp_path) as (client, _):
+        await create(client, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0]
+    assert not [r for r in caplog.records if r.name == "sleutelbos.broker.store"]
+    assert {"broker_temporal_instances", "broker_temporal_cursor"} <= tables(tmp_path / "broker-temporal.sqlite")
 
 
 async def test_migration_crash_after_the_copy_before_the_drop(tmp_path: Path) -> None:

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -64,6 +66,8 @@ from sleutelbos.broker.temporal.schema import (
     SQLITE_TEMPORAL_MOVED,
 )
 from sleutelbos.core.database import migrate_sqlite
+
+log = logging.getLogger("sleutelbos.broker.store")
 
 MIGRATIONS: list[str] = [
     """
@@ -404,11 +408,28 @@ class SqliteEntityStore(EntityStore):
         assert self.path is not None and self.temporal_file is not None
         async with aiosqlite.connect(str(self.temporal_file), isolation_level=None) as conn:
             await conn.execute("ATTACH DATABASE ? AS broker", (str(self.path),))
-            async with conn.execute("SELECT 1 FROM broker.sqlite_master WHERE type = 'table'"
-                                    " AND name = 'broker_temporal_instances'") as cur:
-                old_tables = await cur.fetchone() is not None
+            old_tables = bool(await self._fetch_one(
+                conn, "SELECT EXISTS (SELECT 1 FROM broker.sqlite_master WHERE type = 'table'"
+                " AND name = 'broker_temporal_instances')"))
             first = SQLITE_TEMPORAL_FILE_COPY if old_tables else SQLITE_TEMPORAL_FILE
+            # one copy of every instance, in one transaction — minutes for tens of millions of rows: said when there
+            # are instances to copy and the copy has not been made (the new file has no instance table yet)
+            copying = old_tables and await self._fetch_one(
+                conn, "SELECT EXISTS (SELECT 1 FROM broker.broker_temporal_instances) AND NOT EXISTS (SELECT 1 FROM"
+                " main.sqlite_master WHERE type = 'table' AND name = 'broker_temporal_instances')")
+            started = time.monotonic()
+            if copying:
+                log.info("moving the temporal instances of %s into %s (once, before the broker serves)",
+                         self.path.name, self.temporal_file.name)
             await migrate_sqlite(conn, "broker_temporal", [first], journal_mode="WAL")
+            if copying:
+                log.info("temporal instances in %s after %.1f s", self.temporal_file.name, time.monotonic() - started)
+
+    @staticmethod
+    async def _fetch_one(conn: aiosqlite.Connection, sql: str) -> Any:
+        async with conn.execute(sql) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def _checkpoint_loop(self) -> None:
         assert self._checkpointer is not None
