@@ -94,8 +94,8 @@ def sqlite_select(conn: sqlite3.Connection, sql: str, params: list[Any]) -> set[
 
 # --- PostgreSQL ------------------------------------------------------------------------------------------------
 
-PG_ENTITIES = "CREATE TABLE broker_entities (tenant TEXT NOT NULL, id TEXT NOT NULL, doc JSONB NOT NULL, "\
-              "PRIMARY KEY (tenant, id))"
+PG_ENTITIES = 'CREATE TABLE broker_entities (tenant TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, '\
+              "doc JSONB NOT NULL, PRIMARY KEY (tenant, id))"  # as the store's (decision 0702)
 
 
 async def pg_table(conn: Any, entities: list[dict[str, Any]]) -> None:

@@ -1,12 +1,21 @@
-"""PostgreSQL storage parameters that the write rate depends on (decision 0701)."""
+"""PostgreSQL storage parameters: room on entity pages for updates (decision 0701), identifiers in byte order
+whatever the database's collation (decision 0702)."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import asyncpg
+import httpx
 import orjson
 import pytest
 
-from tests.broker.conftest import BASE, Broker
+from sleutelbos.stack import StackContext, build_app
+from tests.broker.conftest import BASE, Broker, _settings
 
 DEVICES = 300  # several pages of rows, the first ones full at the default fillfactor
 
@@ -49,3 +58,47 @@ async def test_meter_updates_stay_on_their_page(broker: Broker, database_url: st
     assert len(stayed) >= max(1, len(first_page) // 4), f"{len(stayed)} of {len(first_page)} rows kept their page"
     r = await broker.client.get(f"{BASE}/entities/{first_page[0]}")
     assert r.json()["reading"]["value"] == 9.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql-nl"])
+def dutch_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite, or a PostgreSQL database whose default collation is Dutch (ICU ``nl-NL``), as a Dutch operator may
+    create it: there ``'a' < 'B'``, where bytes say ``'B' < 'a'``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'broker.sqlite'}"
+        return
+    admin_dsn = request.getfixturevalue("pg_admin_dsn")
+    name = f"sb_nl_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'nl-NL'"
+                      " LOCALE 'C.UTF-8'"))
+    yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def test_listing_order_is_byte_order_whatever_the_database_collation(
+        dutch_database_url: str, tmp_path: Path) -> None:
+    """Entity listings and their pages come in the ids' byte order on both stores, also on a PostgreSQL database
+    created with a language collation (decision 0702)."""
+    ids = [f"urn:ngsi-ld:Device:{suffix}" for suffix in ("a", "B", "b", "A", "_x", "Z9", "z1")]
+    app = build_app(StackContext(settings=_settings(dutch_database_url, tmp_path)), expose=("broker",))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:
+        r = await client.post(f"{BASE}/entityOperations/create", content=orjson.dumps(
+            [device(0, 1.0) | {"id": eid} for eid in ids]), headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        listed = [e["id"] for e in (await client.get(f"{BASE}/entities", params={"type": "Device"})).json()]
+        paged = []
+        for offset in range(0, len(ids), 3):
+            page = await client.get(f"{BASE}/entities", params={"type": "Device", "limit": 3, "offset": offset})
+            paged += [e["id"] for e in page.json()]
+    expected = sorted(ids, key=lambda eid: eid.encode())
+    assert listed == expected
+    assert paged == expected

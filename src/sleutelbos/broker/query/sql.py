@@ -60,9 +60,10 @@ VALUE_INDEX_DDL: Final[dict[str, tuple[str, ...]]] = {
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_entity ON {VALUE_INDEX_TABLE} (tenant, entity_id)",
     ),
     "postgresql": (
+        # identifiers in byte order, as the store's tables (decision 0702): (tenant, entity_id) is compared with theirs
         f"CREATE TABLE IF NOT EXISTS {VALUE_INDEX_TABLE} ("
-        " tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL, kind CHAR(1) NOT NULL,"
-        ' num DOUBLE PRECISION, txt TEXT COLLATE "C", rel BOOLEAN NOT NULL DEFAULT false,'
+        ' tenant TEXT COLLATE "C" NOT NULL, entity_id TEXT COLLATE "C" NOT NULL, attr TEXT COLLATE "C" NOT NULL,'
+        ' kind CHAR(1) NOT NULL, num DOUBLE PRECISION, txt TEXT COLLATE "C", rel BOOLEAN NOT NULL DEFAULT false,'
         " vocab BOOLEAN NOT NULL DEFAULT false)",
         f"CREATE INDEX IF NOT EXISTS {VALUE_INDEX_TABLE}_num ON {VALUE_INDEX_TABLE} "
         " (attr, num, kind, rel, tenant, entity_id) WHERE num IS NOT NULL",

@@ -69,6 +69,25 @@ MIGRATIONS: list[str] = [
     # moves its row and inserts into all three indexes. Pages written before this migration fill up to 100 % and get
     # the room as their rows move (or at once with VACUUM FULL).
     "ALTER TABLE broker_entities SET (fillfactor = 70)",
+    # Identifiers compare byte by byte, whatever the database's default collation (decision 0702): an operator's
+    # database created with a language collation (ICU nl-NL, en_US.UTF-8) would otherwise order and index tenants,
+    # ids, types and attribute IRIs by that language's rules — another order of entity listings and pages than
+    # SQLite's, and up to 1.5× the server CPU per index entry. Indexes on these columns are rebuilt, tables are not.
+    """
+    ALTER TABLE broker_tenants ALTER COLUMN name TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_entities ALTER COLUMN tenant TYPE TEXT COLLATE "C", ALTER COLUMN id TYPE TEXT COLLATE "C",
+        ALTER COLUMN type TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_entity_extra_types ALTER COLUMN tenant TYPE TEXT COLLATE "C",
+        ALTER COLUMN type TYPE TEXT COLLATE "C", ALTER COLUMN id TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_entity_history ALTER COLUMN tenant TYPE TEXT COLLATE "C",
+        ALTER COLUMN entity_id TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_temporal_instances ALTER COLUMN tenant TYPE TEXT COLLATE "C",
+        ALTER COLUMN entity_id TYPE TEXT COLLATE "C", ALTER COLUMN attr TYPE TEXT COLLATE "C",
+        ALTER COLUMN dataset_id TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_subscriptions ALTER COLUMN tenant TYPE TEXT COLLATE "C", ALTER COLUMN id TYPE TEXT COLLATE "C";
+    ALTER TABLE broker_notifications_pending ALTER COLUMN tenant TYPE TEXT COLLATE "C",
+        ALTER COLUMN subscription_id TYPE TEXT COLLATE "C";
+    """,
 ]
 
 # Every upsert first drops the entity's rows in the further-types side table (a data-modifying CTE of the same
