@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -86,26 +87,39 @@ def pg_admin_dsn() -> str:
     return dsn  # type: ignore[return-value]
 
 
-@pytest.fixture
-def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+def pg_execute(dsn: str, sql: str) -> None:
+    """One statement on a connection of its own, from a synchronous fixture (creating and dropping databases and
+    schemas)."""
     import asyncio
 
     import asyncpg
 
-    name = f"sb_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_dsn)
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    parts = urlsplit(pg_admin_dsn)
-    yield parts._replace(path=f"/{name}").geturl()
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(run())
+
+
+@contextmanager
+def pg_scratch_database(admin_dsn: str, prefix: str, options: str = "") -> Iterator[str]:
+    """A new PostgreSQL database (``CREATE DATABASE ... <options>``) for the block, dropped after it: its URL."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    pg_execute(admin_dsn, f'CREATE DATABASE "{name}"{options}')
+    try:
+        yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+    finally:
+        pg_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with pg_scratch_database(pg_admin_dsn, "sb_test") as url:
+        yield url
 
 
 # --- SoftHSM2 -------------------------------------------------------------------------------------------

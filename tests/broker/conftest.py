@@ -17,6 +17,7 @@ import pytest
 
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
+from tests.conftest import pg_execute, pg_scratch_database
 
 SDM = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "ngsi-ld" / "smart-data-models"
 SDM_REMOTE = "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld"
@@ -83,24 +84,8 @@ def examples(sdm_context_url: str) -> dict[str, dict[str, Any]]:
 def pg_broker_database(pg_admin_dsn: str) -> Iterator[str]:
     """One PostgreSQL database for the broker tests of a session; each test gets its own schema in it (creating a
     database per test costs ~1.5 s here, a schema a few ms)."""
-    import asyncio
-    import secrets
-    from urllib.parse import urlsplit
-
-    import asyncpg
-
-    name = f"sb_broker_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield urlsplit(pg_admin_dsn)._replace(path=f"/{name}").geturl()
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with pg_scratch_database(pg_admin_dsn, "sb_broker") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -108,24 +93,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'broker.sqlite'}"
         return
-    import asyncio
     import secrets
-
-    import asyncpg
 
     base = request.getfixturevalue("pg_broker_database")
     schema = f"t_{secrets.token_hex(6)}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    pg_execute(base, f'CREATE SCHEMA "{schema}"')
     yield f"{base}?search_path={schema}"
-    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+    pg_execute(base, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 class Broker:

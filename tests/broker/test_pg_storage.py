@@ -3,11 +3,8 @@ whatever the database's collation (decision 0702)."""
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -16,6 +13,7 @@ import pytest
 
 from sleutelbos.stack import StackContext, build_app
 from tests.broker.conftest import BASE, Broker, _settings
+from tests.conftest import pg_scratch_database
 
 DEVICES = 300  # several pages of rows, the first ones full at the default fillfactor
 
@@ -67,20 +65,9 @@ def dutch_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'broker.sqlite'}"
         return
-    admin_dsn = request.getfixturevalue("pg_admin_dsn")
-    name = f"sb_nl_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'nl-NL'"
-                      " LOCALE 'C.UTF-8'"))
-    yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    options = " TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'nl-NL' LOCALE 'C.UTF-8'"
+    with pg_scratch_database(request.getfixturevalue("pg_admin_dsn"), "sb_nl", options) as url:
+        yield url
 
 
 async def test_listing_order_is_byte_order_whatever_the_database_collation(
