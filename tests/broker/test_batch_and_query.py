@@ -3,6 +3,7 @@ on both stores."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.broker.conftest import BASE, Broker
@@ -146,6 +147,29 @@ async def test_pagination_count_and_links(broker: Broker) -> None:
     assert 'rel="prev"' in r.headers["Link"] and 'rel="next"' not in r.headers["Link"]
     r = await broker.client.get(f"{BASE}/entities", params={"type": "Device", "limit": 0, "count": "true"})
     assert r.json() == [] and r.headers["NGSILD-Results-Count"] == "7"
+
+
+async def test_page_links_lead_through_the_same_query(broker: Broker) -> None:
+    """Following ``rel="next"`` from the first page visits every entity of the query once, in order, with the query's
+    other parameters (an encoded ``q``, ``count``) kept as sent; ``rel="prev"`` leads back."""
+    await broker.client.post(f"{BASE}/entityOperations/create", json=[meter(i, float(i)) for i in range(1, 8)])
+    r = await broker.client.get(f"{BASE}/entities", params={"type": "Device", "q": "power>=2;power<=6", "count": "true",
+                                                            "limit": 2, "offset": 0})
+    seen, pages = [], []
+    while True:
+        assert r.status_code == 200, r.text
+        assert r.headers["NGSILD-Results-Count"] == "5"
+        seen += [e["id"] for e in r.json()]
+        links = dict((rel, url) for url, rel in re.findall(r'<([^>]*)>; rel="(\w+)"', r.headers.get("Link", "")))
+        pages.append(links)
+        if "next" not in links:
+            break
+        assert "q=power%3E%3D2%3Bpower%3C%3D6" in links["next"] and links["next"].endswith("&limit=2")
+        r = await broker.client.get(links["next"])
+    assert seen == [f"urn:ngsi-ld:Device:m00{i}" for i in range(2, 7)]
+    assert len(pages) == 3 and "prev" not in pages[0]
+    back = await broker.client.get(pages[-1]["prev"])
+    assert [e["id"] for e in back.json()] == ["urn:ngsi-ld:Device:m004", "urn:ngsi-ld:Device:m005"]
 
 
 async def test_post_query_and_purge(broker: Broker) -> None:

@@ -16,10 +16,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import orjson
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -796,12 +795,13 @@ def _page_url(request: Request, offset: int, limit: int) -> str:
 
 @lru_cache(maxsize=1024)
 def _page_url_for(path: str, query_string: bytes, offset: int, limit: int) -> str:
-    """The next/previous page's URL (the same query with ``offset``/``limit`` replaced), memoised: a client paging
-    or polling repeats the same query string, and urlencode costs tens of microseconds."""
-    params = dict(QueryParams(query_string))
-    params["offset"] = str(offset)
-    params["limit"] = str(limit)
-    return f"{path}?{urlencode(params)}"
+    """The next/previous page's URL: the query string as the client sent it, its ``offset`` and ``limit`` dropped
+    and the new ones appended (last, so that they win over any other spelling of those names). Not parsed and
+    encoded again: with a query string that varies (other thresholds, other pages), ``QueryParams`` and
+    ``urlencode`` were a quarter of a query's CPU in the broker. Memoised for a client paging or polling one query."""
+    kept = [part for part in query_string.decode("latin-1").split("&")
+            if part and part.split("=", 1)[0] not in ("offset", "limit")]
+    return f"{path}?{'&'.join([*kept, f'offset={offset}', f'limit={limit}'])}"
 
 
 def _split(raw: str | None) -> list[str]:
