@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sleutelbos.broker.asgi import LeanEndpoint, LeanRequest
-from sleutelbos.broker.context import CompiledContext, context_from_link_header, link_header_for
+from sleutelbos.broker.context import CORE_CONTEXT_URL, CompiledContext, context_from_link_header, link_header_for
 from sleutelbos.broker.entity import Entity, now_iso
 from sleutelbos.broker.errors import (
     BadRequestData,
@@ -181,13 +181,13 @@ class BrokerApi:
                  ) -> Response:
         headers = dict(headers or {})
         if rc.accept == JSONLD:
-            ctx_value = rc.ctx.context if rc.ctx.context is not None else _core_url()
+            ctx_value = rc.ctx.context if rc.ctx.context is not None else CORE_CONTEXT_URL
             if isinstance(data, list):
                 data = [{**d, "@context": ctx_value} for d in data]
             elif isinstance(data, dict):
                 data = {**data, "@context": ctx_value}
         else:
-            headers["Link"] = link_header_for(rc.context_url or _core_url())
+            headers["Link"] = link_header_for(rc.context_url or CORE_CONTEXT_URL)
         return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
 
     def _respond_bytes(self, rc: RequestContext, body: bytes, status: int = 200,
@@ -196,7 +196,7 @@ class BrokerApi:
         :class:`RenderShape` puts there)."""
         headers = dict(headers or {})
         if rc.accept != JSONLD:
-            headers["Link"] = link_header_for(rc.context_url or _core_url())
+            headers["Link"] = link_header_for(rc.context_url or CORE_CONTEXT_URL)
         return Response(body, status_code=status, media_type=rc.accept, headers=headers)
 
     def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
@@ -488,7 +488,7 @@ class BrokerApi:
         pick, omit, attrs = projection
         body_context = None
         if rc.accept == JSONLD:
-            body_context = rc.ctx.context if rc.ctx.context is not None else _core_url()
+            body_context = rc.ctx.context if rc.ctx.context is not None else CORE_CONTEXT_URL
         return render_shape(rc.ctx, form=form, sys_attrs="sysAttrs" in options, pick=pick, omit=omit, attrs=attrs,
                             lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None,
                             body_context=body_context)
@@ -677,12 +677,6 @@ class BrokerApi:
 
 
 # --- parameter helpers -----------------------------------------------------------------------------------------
-
-def _core_url() -> str:
-    from sleutelbos.broker.context import CORE_CONTEXT_URL
-
-    return CORE_CONTEXT_URL
-
 
 def _body_contexts(body: Any) -> list[Any]:
     if isinstance(body, dict) and "@context" in body:
