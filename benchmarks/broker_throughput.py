@@ -57,6 +57,7 @@ import orjson
 from broker_workload import (
     BASE,
     ROOT,
+    connect_store_file,
     free_port,
     meter,
     process_cpu_s,
@@ -233,13 +234,8 @@ def history_backlog(kind: str, db: str) -> int | None:
     beside the broker; PostgreSQL's cursor is a snapshot, not a count: None)."""
     if kind != "sqlite":
         return None
-    path = Path(db.split("///", 1)[1])
-    conn = sqlite3.connect(path)
+    conn = connect_store_file(Path(db.split("///", 1)[1]))  # with the temporal tables' file (decision 0710)
     try:
-        # the temporal tables' own file (decision 0710), when the broker has one: unqualified names find them there
-        temporal = path.with_name(f"{path.stem}-temporal{path.suffix}")
-        if temporal.exists():
-            conn.execute("ATTACH DATABASE ? AS temporal", (str(temporal),))
         row = conn.execute("SELECT (SELECT MAX(seq) FROM broker_entity_history)"
                            " - (SELECT seq FROM broker_temporal_cursor WHERE name = 'history')").fetchone()
         return int(row[0] or 0)

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -127,3 +128,20 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds the process has used so far, all threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def temporal_file(path: Path) -> Path:
+    """The SQLite file that holds the broker's temporal tables (decision 0710: the store's own ``temporal_path``
+    beside it), or ``path`` itself for a broker that keeps them there (``--server-src`` of an older checkout)."""
+    from sleutelbos.broker.store.sqlite import temporal_path
+
+    temporal = temporal_path(path)
+    return temporal if temporal.exists() else path
+
+
+def connect_store_file(path: Path) -> sqlite3.Connection:
+    """The broker's SQLite file with its temporal file attached when there is one (unqualified names find both)."""
+    conn = sqlite3.connect(path)
+    if (temporal := temporal_file(path)) != path:
+        conn.execute("ATTACH DATABASE ? AS temporal", (str(temporal),))
+    return conn

@@ -156,29 +156,32 @@ def slot(pass_: int) -> str:
     return (START + timedelta(minutes=15 * pass_)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
-def instance_rows(meters: int, pass_: int) -> list[tuple[Any, ...]]:
-    """The instance rows the materialiser stages for one pass of ``meters`` batch updates (4 readings each)."""
+def meter_updates(meters: int, pass_: int) -> list[tuple[int, str, str, str, dict[str, dict[str, Any]]]]:
+    """One pass of ``meters`` batch updates: (history seq, entity id, observedAt, modifiedAt, {attribute IRI:
+    instance}), 4 readings each."""
     ts, modified = slot(pass_), f"2026-11-29T07:{pass_ % 60:02d}:00.000000Z"
-    rows = []
+    updates = []
     for i in range(meters):
         rnd = random.Random(i * 1000 + pass_)
-        entity = f"urn:ngsi-ld:Device:meter-{i:07d}"
-        for attr in ATTRS:
-            instance = {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts,
-                        "unitCode": "KWT", "modifiedAt": modified}
-            rows.append((pass_ * meters + i, "", entity, attr, None, ts, modified, orjson.dumps(instance).decode()))
-    return rows
+        readings = {attr: {"type": "Property", "value": round(rnd.uniform(0, 5), 3), "observedAt": ts,
+                           "unitCode": "KWT", "modifiedAt": modified} for attr in ATTRS}
+        updates.append((pass_ * meters + i, f"urn:ngsi-ld:Device:meter-{i:07d}", ts, modified, readings))
+    return updates
+
+
+def instance_rows(meters: int, pass_: int) -> list[tuple[Any, ...]]:
+    """The instance rows the materialiser stages for one pass of ``meters`` batch updates (4 readings each)."""
+    return [(seq, "", entity, attr, None, ts, modified, orjson.dumps(instance).decode())
+            for seq, entity, ts, modified, readings in meter_updates(meters, pass_)
+            for attr, instance in readings.items()]
 
 
 def history_rows(meters: int, pass_: int) -> list[tuple[Any, ...]]:
     """``history_chunks``: the core's history rows of the pass (one per meter update, its instances by attribute
     IRI as one JSON text), in the staging table's columns (no attribute, the text as ``instance``)."""
-    by_meter: dict[int, dict[str, list[Any]]] = {}
-    rows = instance_rows(meters, pass_)
-    for history_seq, _tenant, _entity, attr, _ds, _obs, _mod, instance in rows:
-        by_meter.setdefault(history_seq, {})[attr] = [orjson.loads(instance)]
-    first = rows[::4]
-    return [(r[0], r[1], r[2], None, None, r[5], r[6], orjson.dumps(by_meter[r[0]]).decode()) for r in first]
+    return [(seq, "", entity, None, None, ts, modified,
+             orjson.dumps({attr: [instance] for attr, instance in readings.items()}).decode())
+            for seq, entity, ts, modified, readings in meter_updates(meters, pass_)]
 
 
 BUCKETED = {"chunked": instance_rows, "store_hourly": instance_rows, "history_chunks": history_rows}

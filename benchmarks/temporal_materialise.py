@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from broker_workload import BASE, call, meter, single_patch
+from broker_workload import BASE, call, connect_store_file, meter, single_patch, temporal_file
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
 
@@ -59,22 +59,8 @@ class StepTimes:
                 d[k] = 0.0
 
 
-def temporal_file(path: Path) -> Path:
-    """The file of the temporal tables (decision 0710), or ``path`` itself for a broker that keeps them there."""
-    temporal = path.with_name(f"{path.stem}-temporal{path.suffix}")
-    return temporal if temporal.exists() else path
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """The store's file with the temporal file attached when there is one (unqualified names find the tables)."""
-    c = sqlite3.connect(path)
-    if temporal_file(path) != path:
-        c.execute("ATTACH DATABASE ? AS temporal", (str(temporal_file(path)),))
-    return c
-
-
 def instance_count(path: Path) -> tuple[int, int]:
-    with connect(path) as c:
+    with connect_store_file(path) as c:
         return (c.execute("SELECT COUNT(*) FROM broker_temporal_instances").fetchone()[0],
                 c.execute("SELECT MAX(seq) FROM broker_entity_history").fetchone()[0])
 
@@ -126,7 +112,7 @@ async def run(args: argparse.Namespace) -> None:
 
             async def measure(label: str) -> None:
                 before_inst, _ = instance_count(db)
-                with connect(db) as c:
+                with connect_store_file(db) as c:
                     first = c.execute("SELECT COALESCE(MAX(seq), 0) FROM broker_temporal_instances").fetchone()[0]
                     cur = c.execute("SELECT seq FROM broker_temporal_cursor").fetchone()[0]
                 times.reset()
