@@ -11,15 +11,18 @@ What it does:
 
 1. builds the broker in-process (the real app, migrations, materialiser) on a fresh database and creates one
    ``Device`` entity per meter through the service;
-2. bulk-loads the interval readings (allowed by the issue) straight into the temporal table
-   ``broker_temporal_instances`` — the per-attribute rows the materialiser would write — with ``executemany`` on
-   SQLite and ``COPY`` on PostgreSQL (monthly partitions prepared first);
+2. bulk-loads the interval readings (allowed by the issue) straight into the temporal tables, as the broker would
+   have left them: on SQLite the hourly buckets of history chunks the flusher writes (docs/decisions/0720; one chunk
+   per meter and hour holding its four history rows), with ``executemany``; on PostgreSQL the per-attribute rows of
+   ``broker_temporal_instances`` the materialiser writes, with ``COPY`` (monthly partitions prepared first);
 3. measures, over random meters and days, through the HTTP API (ASGI, in-process: request parsing, SQL, rendering):
    ``GET /temporal/entities/{id}?attrs=energy&timerel=between&timeAt=<day>&endTimeAt=<day+1>`` (96 instances),
    the same day with ``lastN=96`` and ``timerel=before``, and
    ``?options=aggregatedValues&aggrMethods=sum,avg,min,max,totalCount&aggrPeriodDuration=P1D`` over 30 days;
-4. the references: the raw SQL on the same table — the day's rows by ``(tenant, entity_id, attr, observed_at)``
-   range, and ``GROUP BY`` day with the same five aggregates — run the same number of times.
+4. the references: the raw SQL on the same tables — the day's readings (PostgreSQL: rows by ``(tenant, entity_id,
+   attr, observed_at)`` range; SQLite: the day's 24 chunks of the meter, their bucket numbers known to the script,
+   taken apart with ``json_each``), and ``GROUP BY`` day with the same five aggregates — run the same number of
+   times.
 
 Prints medians and p99 in milliseconds, the ratio API / raw SQL, and the goals (day < 10 ms, month of P1D < 50 ms).
 """
@@ -68,24 +71,51 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
+def hourly_buckets(meters: int, days: int, first_seq: int) -> Any:
+    """SQLite: per hour, the bucket the flusher would write — (bucket, its last seq, first and last reading's
+    second, chunk rows in key order) — one chunk per meter of its four history rows ``[seq, modifiedAt,
+    {attribute: [instance]}]`` (each reading recorded at its observedAt)."""
+    seq = first_seq
+    rnds = [random.Random(m) for m in range(meters)]
+    for hour in range(days * 24):
+        times = [stamp(T0 + timedelta(minutes=15 * (hour * 4 + k))) for k in range(4)]
+        rows = []
+        for m in range(meters):
+            entries = []
+            for t in times:
+                seq += 1
+                value = round(rnds[m].uniform(0.0, 2.5), 3)
+                entries.append([seq, t, {ATTR: [{"type": "Property", "value": value, "observedAt": t,
+                                                 "unitCode": "KWH"}]}])
+            rows.append((hour + 1, "", f"urn:ngsi-ld:Device:meter-{m:05d}", orjson.dumps(entries).decode()))
+        yield hour + 1, seq, times[0][:19], times[-1][:19], rows
+
+
 async def bulk_load(service: Any, meters: int, days: int) -> float:
     db = service.db
     started = time.perf_counter()
     if db.dialect == "sqlite":
         import sqlite3
 
-        # the instances' own file (decision 0710), or the store's file for a broker that keeps them there
-        conn = sqlite3.connect(str(getattr(db.store, "temporal_file", None) or db.store.path), isolation_level=None)
+        conn = sqlite3.connect(str(db.store.temporal_file), isolation_level=None)
         conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("ATTACH DATABASE ? AS broker", (str(db.store.path),))
+        first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM broker.broker_entity_history").fetchone()[0]
         conn.execute("BEGIN")
-        for m in range(meters):
-            conn.executemany(
-                "INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id, attr, dataset_id, observed_at,"
-                " modified_at, instance) VALUES (?,?,?,?,?,?,?,?)", rows_for(m, days))
-            if m % 50 == 49:
+        last = first
+        for bucket, last, lo, hi, rows in hourly_buckets(meters, days, first):
+            conn.executemany("INSERT INTO broker_temporal_chunks (bucket, tenant, entity_id, body) VALUES (?,?,?,?)",
+                             rows)
+            conn.execute("INSERT INTO broker_temporal_buckets (bucket, seq_hi, observed_lo, observed_hi, modified_lo,"
+                         " modified_hi) VALUES (?,?,?,?,?,?)", (bucket, last, lo, hi, lo, hi))
+            if bucket % 100 == 0:
                 conn.execute("COMMIT")
                 conn.execute("BEGIN")
         conn.execute("COMMIT")
+        # the seqs handed out here stay taken in the store's history (a keeper row, as the flusher leaves one)
+        conn.execute("DELETE FROM broker.broker_entity_history")
+        conn.execute("INSERT INTO broker.broker_entity_history (seq, tenant, entity_id, modified_at, deleted,"
+                     " instances) VALUES (?, '', '', '', 1, NULL)", (last,))
         conn.execute("ANALYZE")
         conn.close()
     else:
@@ -138,12 +168,14 @@ async def run(args: argparse.Namespace) -> None:
                                   headers={"Content-Type": "application/json"})
             assert r.status_code in (201, 204), r.text
         await temporal.materialiser.catch_up()
-        loaded = await temporal.db.fetchval("SELECT COUNT(*) FROM broker_temporal_instances")
+        count = ("SELECT COALESCE(SUM(json_array_length(body)), 0) FROM broker_temporal_chunks"
+                 if args.store == "sqlite" else "SELECT COUNT(*) FROM broker_temporal_instances")
+        loaded = await temporal.db.fetchval(count)
         if loaded >= meters * days * 96:
             print(f"kept database {args.keep_db}: {loaded:,} instances already loaded")
         else:
             seconds = await bulk_load(temporal, meters, days)
-            total = await temporal.db.fetchval("SELECT COUNT(*) FROM broker_temporal_instances")
+            total = await temporal.db.fetchval(count)
             print(f"bulk load: {total:,} instances in {seconds:.1f} s ({total / seconds:,.0f}/s)")
 
         rnd = random.Random(7)
@@ -181,19 +213,40 @@ async def run(args: argparse.Namespace) -> None:
         num = ("json_extract(instance, '$.value')" if db.dialect == "sqlite"
                else "(instance->>'value')::float8")
 
+        def hours(start: str, end: str) -> str:
+            """SQLite: the buckets (hours since T0, from 1) of [start, end), as the loader numbered them."""
+            first = int((datetime.fromisoformat(start) - T0).total_seconds() // 3600) + 1
+            last = int((datetime.fromisoformat(end) - T0).total_seconds() // 3600)
+            return f"c.bucket BETWEEN {first} AND {last}"
+
+        # SQLite: the meter's chunks of the range's buckets, the attribute's instances taken out of them
+        chunked = ("FROM broker_temporal_chunks c, json_each(c.body) j, json_each(j.value -> 2, '$.\"" + ATTR
+                   + "\"') i WHERE <hours> AND c.tenant = '' AND c.entity_id = ?")
+
         async def raw_day() -> None:
             meter, start, end = pick_day()
-            rows = await db.fetch(
-                "SELECT seq, observed_at, instance FROM broker_temporal_instances WHERE tenant = '' AND entity_id = ?"
-                " AND attr = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at", [meter, ATTR, start, end])
+            if db.dialect == "sqlite":
+                rows = await db.fetch("SELECT j.value ->> 0, i.value ->> '$.observedAt', i.value "
+                                      + chunked.replace("<hours>", hours(start, end)), [meter])
+            else:
+                rows = await db.fetch(
+                    "SELECT seq, observed_at, instance FROM broker_temporal_instances WHERE tenant = '' AND"
+                    " entity_id = ? AND attr = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at",
+                    [meter, ATTR, start, end])
             assert len(rows) == 96
 
         async def raw_month() -> None:
             meter, start, end = pick_month()
-            rows = await db.fetch(
-                f"SELECT substr(observed_at, 1, 10) AS d, SUM({num}), AVG({num}), MIN({num}), MAX({num}), COUNT(*)"  # noqa: S608
-                " FROM broker_temporal_instances WHERE tenant = '' AND entity_id = ? AND attr = ?"
-                " AND observed_at >= ? AND observed_at < ? GROUP BY d ORDER BY d", [meter, ATTR, start, end])
+            if db.dialect == "sqlite":
+                v = "(i.value ->> '$.value')"
+                rows = await db.fetch(
+                    f"SELECT substr(i.value ->> '$.observedAt', 1, 10) AS d, SUM({v}), AVG({v}), MIN({v}), MAX({v}),"
+                    " COUNT(*) " + chunked.replace("<hours>", hours(start, end)) + " GROUP BY d ORDER BY d", [meter])
+            else:
+                rows = await db.fetch(
+                    f"SELECT substr(observed_at, 1, 10) AS d, SUM({num}), AVG({num}), MIN({num}), MAX({num}),"  # noqa: S608
+                    " COUNT(*) FROM broker_temporal_instances WHERE tenant = '' AND entity_id = ? AND attr = ?"
+                    " AND observed_at >= ? AND observed_at < ? GROUP BY d ORDER BY d", [meter, ATTR, start, end])
             assert len(rows) == min(30, days)
 
         n = args.repeat

@@ -90,7 +90,12 @@ def pg_broker_database(pg_admin_dsn: str) -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
+    yield from database_url_of(request.param, request, tmp_path)
+
+
+def database_url_of(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A broker database of ``kind`` (``sqlite``: a file under ``tmp_path``; ``postgresql``: a schema of its own)."""
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'broker.sqlite'}"
         return
     import secrets
@@ -124,8 +129,14 @@ def _settings(url: str, tmp_path: Path, **kw: Any) -> Any:
 
 
 @pytest.fixture
-async def broker(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
-    app = build_app(StackContext(settings=_settings(database_url, tmp_path)), expose=("broker",))
+def broker_settings() -> dict[str, Any]:
+    """Settings of the ``broker`` fixture beyond the defaults (a test module may override it)."""
+    return {}
+
+
+@pytest.fixture
+async def broker(database_url: str, tmp_path: Path, broker_settings: dict[str, Any]) -> AsyncIterator[Broker]:
+    app = build_app(StackContext(settings=_settings(database_url, tmp_path, **broker_settings)), expose=("broker",))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:
         yield Broker(client, app, database_url)

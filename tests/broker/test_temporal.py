@@ -1,14 +1,18 @@
 """The temporal API (clauses 5.6.11-5.6.16, 5.7.3-5.7.4, 6.18-6.24) on SQLite and PostgreSQL with interval readings
 of a meter: create/add, timerel/timeAt/endTimeAt/timeproperty, lastN, attrs, q, type/id selection, temporalValues,
 aggregatedValues (every method, computed in the database and checked against Python arithmetic on the same readings),
-POST query, instance modification and deletion, truncation with 206 + Content-Range, bad input."""
+POST query, instance modification and deletion, truncation with 206 + Content-Range, bad input.
+
+SQLite runs every test twice (docs/decisions/0720): with the history in the head (``sqlite``, the default bucket of an
+hour) and with the head moved into a new bucket of chunks before every temporal read and modification
+(``sqlite-chunks``), so that reads, aggregation and modification are shown on both tiers and across many buckets."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pytest
 
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
-from tests.broker.conftest import BASE, Broker
+from tests.broker.conftest import BASE, Broker, database_url_of
 
 JSON = {"Content-Type": "application/json"}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -37,6 +41,17 @@ def reading(i: int) -> float:
 def readings(days: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"type": "Property", "value": reading(i), "observedAt": at(15 * i), "unitCode": "KWH"}
             for i in range(start, start + 96 * days)]
+
+
+@pytest.fixture(params=["sqlite", "sqlite-chunks", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url_of("sqlite" if request.param == "sqlite-chunks" else request.param, request, tmp_path)
+
+
+@pytest.fixture
+def broker_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    chunks = request.node.callspec.params.get("database_url") == "sqlite-chunks"
+    return {"broker_temporal_bucket_seconds": 0} if chunks else {}
 
 
 async def post_temporal(broker: Broker, body: dict[str, Any]) -> httpx.Response:
@@ -223,9 +238,9 @@ async def test_bad_writes_store_nothing(broker: Broker) -> None:
 
 
 @pytest.fixture
-async def small_pages(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
+async def small_pages(database_url: str, tmp_path: Path, broker_settings: dict[str, Any]) -> AsyncIterator[Broker]:
     settings = load_settings(data_dir=tmp_path, broker_database_url=database_url, broker_temporal_page_size=50,
-                             mqtt_port=None)
+                             mqtt_port=None, **broker_settings)
     app = build_app(StackContext(settings=settings), expose=("broker",))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:

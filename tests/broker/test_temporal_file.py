@@ -1,7 +1,8 @@
-"""SQLite database files keep the temporal tables in a file of their own (docs/decisions/0710): the migration from a
-data directory of the previous schema version (and its crash window), the materialiser's write step and the entity
-writes on separate writer locks, and ``DELETE /temporal/entities/{id}`` across the two files with a crash between its
-two commits. The shared in-memory database keeps one database."""
+"""SQLite database files keep the temporal tables in a file of their own (docs/decisions/0710), now the buckets of
+history chunks (0720): the migration from a data directory of the versions before (the instances in the store's file,
+then in the temporal file; and the crash window between the two files' migrations), the flush's write step and the
+entity writes on separate writer locks, and ``DELETE /temporal/entities/{id}`` across the two files with a crash
+between its two commits. The shared in-memory database keeps one database."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from sleutelbos.core.database import migrate_sqlite
 from sleutelbos.stack import StackContext, build_app
 from tests.broker.conftest import BASE, _settings
 from tests.broker.test_temporal_materialiser import create, meter, patch
+
+CHUNK_TABLES = {"broker_temporal_buckets", "broker_temporal_chunks"}
+INSTANCE_TABLES = {"broker_temporal_instances", "broker_temporal_cursor"}
 
 JSON = {"Content-Type": "application/json"}
 POWER = "https://uri.etsi.org/ngsi-ld/default-context/power"
@@ -97,8 +101,10 @@ async def previous_version(path: Path) -> None:
     conn.close()
 
 
-EXPECTED_AFTER_MIGRATION = [("urn:ngsi-ld:Instance:10", 5.0), ("urn:ngsi-ld:Instance:11", 1.0),
-                            ("urn:ngsi-ld:Instance:12", 2.0)]
+# the materialised instances (the modified value survives) in bucket 1, the row past the old cursor in the head; the
+# instance ids in the form of the chunks (decision 0720): history row, attribute, place
+EXPECTED_AFTER_MIGRATION = [("urn:ngsi-ld:Instance:1-0-0", 5.0), ("urn:ngsi-ld:Instance:2-0-0", 1.0),
+                            ("urn:ngsi-ld:Instance:3-0-0", 2.0)]
 
 
 async def test_previous_version_moves_instances_and_cursor_into_the_temporal_file(
@@ -112,21 +118,24 @@ async def test_previous_version_moves_instances_and_cursor_into_the_temporal_fil
         assert moves[0] == "moving the temporal instances of broker.sqlite into broker-temporal.sqlite" \
             " (once, before the broker serves)"
         assert moves[1].startswith("temporal instances in broker-temporal.sqlite after ")
-        # copied, not rebuilt (the modified value and the ids survive), the cursor with them (rows 1-2 not taken
-        # again), and the history row past the cursor materialised into the new file
+        # copied, not rebuilt from the history (the modified value survives), into bucket 1 up to the old cursor (rows
+        # 1-2 not taken twice), and the history row past the cursor in the head
         assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION
         await patch(client, 1, 3.0, 3)
         assert [v for _, v in await instances(client, 1)] == [5.0, 1.0, 2.0, 3.0]
+    conn = sqlite3.connect(db)  # the rows bucket 1 holds left the head when the flusher started
+    assert conn.execute("SELECT COUNT(*) FROM broker_entity_history WHERE seq <= 2").fetchone()[0] == 0
+    conn.close()
     assert temporal_path(db) == tmp_path / "broker-temporal.sqlite"
-    assert {"broker_temporal_instances", "broker_temporal_cursor"} <= tables(temporal_path(db))
-    assert not {"broker_temporal_instances", "broker_temporal_cursor"} & tables(db)
+    assert CHUNK_TABLES <= tables(temporal_path(db))
+    assert not INSTANCE_TABLES & (tables(db) | tables(temporal_path(db)))
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT MAX(version) FROM schema_migrations WHERE component = 'broker'").fetchone()[0] == 4
+    assert conn.execute("SELECT MAX(version) FROM schema_migrations WHERE component = 'broker'").fetchone()[0] == 5
     conn.close()
     conn = sqlite3.connect(temporal_path(db))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = conn.execute("SELECT version FROM schema_migrations WHERE component = 'broker_temporal'").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
     conn.close()
 
 
@@ -136,53 +145,60 @@ async def test_a_new_data_directory_moves_nothing(tmp_path: Path, caplog: pytest
         await create(client, 1)
         assert [v for _, v in await instances(client, 1)] == [0.0]
     assert not [r for r in caplog.records if r.name == "sleutelbos.broker.store"]
-    assert {"broker_temporal_instances", "broker_temporal_cursor"} <= tables(tmp_path / "broker-temporal.sqlite")
+    assert CHUNK_TABLES <= tables(tmp_path / "broker-temporal.sqlite")
 
 
 async def test_migration_crash_after_the_copy_before_the_drop(tmp_path: Path) -> None:
-    """The copy into the temporal file committed, the store's file not yet migrated (a crash between the two
-    files' migrations): the next start does not copy again and drops the old tables."""
+    """The copy into the temporal file (and its conversion into bucket 1) committed, the store's file not yet
+    migrated (a crash between the two files' migrations): the next start does not copy again and drops the old
+    tables."""
     db = tmp_path / "broker.sqlite"
     await previous_version(db)
     await SqliteEntityStore(db)._migrate_temporal_file()
-    assert "broker_temporal_instances" in tables(db) and "broker_temporal_instances" in tables(temporal_path(db))
+    assert "broker_temporal_instances" in tables(db) and CHUNK_TABLES <= tables(temporal_path(db))
     async with running(f"sqlite:///{db}", tmp_path) as (client, _):
         assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION
     assert "broker_temporal_instances" not in tables(db)
 
 
-async def test_a_lost_temporal_file_is_rebuilt_from_the_history(tmp_path: Path) -> None:
+async def test_a_lost_temporal_file_keeps_the_head(tmp_path: Path) -> None:
+    """The temporal file holds the flushed history alone (the store's file deletes the rows it flushed): losing it
+    loses the buckets, not the head — the history since the last flush — nor the entities."""
     db = tmp_path / "broker.sqlite"
     url = f"sqlite:///{db}"
-    async with running(url, tmp_path) as (client, _):
+    async with running(url, tmp_path) as (client, temporal):
         await create(client, 1)
+        assert await temporal.materialiser.flush() == 1
         await patch(client, 1, 1.0, 1)
         assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
     for suffix in ("", "-wal", "-shm"):
         Path(f"{temporal_path(db)}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - a test's setup
     async with running(url, tmp_path) as (client, _):
-        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+        assert [v for _, v in await instances(client, 1)] == [1.0]
+        assert (await client.get(f"{BASE}/entities/{meter(1)}")).json()["power"]["value"] == 1.0
+        await patch(client, 1, 2.0, 2)
+        assert [v for _, v in await instances(client, 1)] == [1.0, 2.0]
 
 
 async def test_write_step_and_entity_writes_take_separate_writer_locks(tmp_path: Path) -> None:
-    """The materialiser's write step no longer waits for the store's writer lock, and the entity writes do not wait
-    for a transaction holding the temporal file's."""
+    """The flush's write step does not wait for the store's writer lock, and the entity writes do not wait for a
+    transaction holding the temporal file's."""
     db = tmp_path / "broker.sqlite"
     async with running(f"sqlite:///{db}", tmp_path) as (client, temporal):
+        flusher = temporal.materialiser
         await create(client, 1)
-        store = temporal.db.store
-        async with temporal.materialiser._lock:  # the background task waits; this test takes the steps
-            await patch(client, 1, 1.0, 1)
-            async with store._lock:  # an entity writer in its transaction
-                # a hang guard: the write step took this lock before (decision 0630)
-                assert await asyncio.wait_for(temporal.materialiser._catch_up_sqlite(), 10) == 2
+        await patch(client, 1, 1.0, 1)
+        async with flusher._lock, temporal.db.store._lock:  # the background task waits; an entity writer holds its lock
+            async with temporal.db.temporal_lock:
+                # a hang guard: the write step reads the store's file, it does not write it
+                assert await asyncio.wait_for(flusher._on_thread(flusher._write_step), 10) == 2
         # a writer of the temporal file holding its SQLite lock (as the write step does while it commits): the
         # entity writes and reads go on; the store's connection does not even have the file attached
         other = sqlite3.connect(temporal_path(db), isolation_level=None)
         try:
-            async with temporal.materialiser._lock, temporal.db.temporal_lock:  # no step of ours meanwhile
+            async with flusher._lock, temporal.db.temporal_lock:  # no step of ours meanwhile
                 other.execute("BEGIN IMMEDIATE")
-                other.execute("UPDATE broker_temporal_cursor SET seq = seq")
+                other.execute("UPDATE broker_temporal_buckets SET seq_hi = seq_hi")
                 await asyncio.wait_for(patch(client, 1, 2.0, 2), 5)
                 r = await client.get(f"{BASE}/entities/{meter(1)}")
                 assert r.json()["power"]["value"] == 2.0
@@ -195,45 +211,47 @@ async def test_write_step_and_entity_writes_take_separate_writer_locks(tmp_path:
 
 async def test_delete_temporal_entity_crash_between_the_two_files(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """``DELETE /temporal/entities/{id}`` deletes the instances (temporal file) first, then the history rows (store's
-    file). Failing between the two commits leaves a state the reads cannot tell from the finished delete, that a
-    restart's materialiser does not undo, and that the repeated request completes."""
-    from sleutelbos.broker.temporal.history import AttributeHistory
+    """``DELETE /temporal/entities/{id}`` deletes the chunks (temporal file) first, then the head rows (store's
+    file). Failing between the two commits leaves the head's part of the evolution, and the repeated request
+    completes."""
+    from sleutelbos.broker.temporal.chunks import ChunkedHistory
 
     db = tmp_path / "broker.sqlite"
     url = f"sqlite:///{db}"
-    async with running(url, tmp_path) as (client, _):
+    async with running(url, tmp_path) as (client, temporal):
         for i in (1, 2):
             await create(client, i)
+        await temporal.materialiser.flush()
+        for i in (1, 2):
             await patch(client, i, 1.0, 1)
         assert len(await instances(client, 1)) == 2
 
-        async def crash(self: AttributeHistory, tenant: str, entity_id: str) -> int:
+        async def crash(self: ChunkedHistory, *args: Any) -> int:
             raise RuntimeError("crash between the two commits")
 
-        monkeypatch.setattr(AttributeHistory, "_delete_history", crash)
+        monkeypatch.setattr(ChunkedHistory, "_delete_head", crash)
         r = await client.delete(f"{BASE}/temporal/entities/{meter(1)}")
         assert r.status_code == 500  # the failure logged, the client told the delete did not complete
         monkeypatch.undo()
-        assert await instances(client, 1) == []
-        assert (await client.get(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 404
-    assert history_rows(db, meter(1)) > 0  # the history rows are still there
-    async with running(url, tmp_path) as (client, temporal):
-        await temporal.materialiser.catch_up()
-        assert await instances(client, 1) == []  # not brought back: the cursor is past them
+        assert [v for _, v in await instances(client, 1)] == [1.0]  # the head's part
+    assert history_rows(db, meter(1)) == 2  # the head row, and the core's record of the entity's deletion
+    async with running(url, tmp_path) as (client, _):
+        assert [v for _, v in await instances(client, 1)] == [1.0]
         assert [v for _, v in await instances(client, 2)] == [0.0, 1.0]
         r = await client.delete(f"{BASE}/temporal/entities/{meter(1)}")
         assert r.status_code == 204, r.text
+        assert await instances(client, 1) == []
     assert history_rows(db, meter(1)) == 0
 
 
 async def test_instance_modification_writes_only_the_temporal_file(tmp_path: Path) -> None:
-    """Modifying and deleting instances is a transaction of the temporal file: it does not wait for an entity
+    """Modifying and deleting flushed instances is a transaction of the temporal file: it does not wait for an entity
     writer holding the store's lock."""
     db = tmp_path / "broker.sqlite"
     async with running(f"sqlite:///{db}", tmp_path) as (client, temporal):
         await create(client, 1)
         await patch(client, 1, 1.0, 1)
+        await temporal.materialiser.flush()
         (first, _), (second, _) = await instances(client, 1)
         async with temporal.db.store._lock:
             r = await asyncio.wait_for(client.patch(
@@ -250,7 +268,9 @@ async def test_in_memory_database_keeps_one_database(tmp_path: Path) -> None:
         assert not temporal.db.temporal_apart
         await create(client, 1)
         await patch(client, 1, 1.0, 1)
-        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
+        assert await temporal.materialiser.flush() == 2
+        await patch(client, 1, 2.0, 2)
+        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
         assert (await client.delete(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 204
         assert await instances(client, 1) == []
     assert not list(tmp_path.glob("*temporal*"))  # noqa: ASYNC240 - a test's check
@@ -260,31 +280,37 @@ async def test_in_memory_database_keeps_one_database(tmp_path: Path) -> None:
 async def test_deleting_the_latest_history_does_not_hand_its_seq_out_again(url: str, tmp_path: Path) -> None:
     """SQLite's history ``seq`` is a rowid (largest + 1): ``DELETE /temporal/entities/{id}`` of the entity with the
     latest history rows, after the cursor passed them, used to give the next change a ``seq`` the cursor was
-    already past — never materialised. A keeper row holds the largest ``seq``."""
+    already past — never materialised. So does the flush, whose rows leave the head. A keeper row holds the
+    largest ``seq``."""
     url = f"sqlite:///{tmp_path / 'broker.sqlite'}" if url == "file" else url
     async with running(url, tmp_path) as (client, temporal):
         await create(client, 1)
         await create(client, 2)
-        await temporal.materialiser.catch_up()
-        assert (await client.delete(f"{BASE}/temporal/entities/{meter(2)}")).status_code == 204
-        await patch(client, 1, 1.0, 1)
-        assert [v for _, v in await instances(client, 1)] == [0.0, 1.0]
-        assert await temporal.store.history_count("") == 2  # the keeper row is no entity's history
+        await create(client, 3)
+        assert await temporal.materialiser.flush() == 3
+        assert await temporal.store.history_count("") == 0  # flushed; the keeper row is no entity's history
+        await patch(client, 1, 1.0, 1)  # a seq after the cursor: in the head
+        assert (await client.delete(f"{BASE}/temporal/entities/{meter(1)}")).status_code == 204
+        await patch(client, 2, 1.0, 1)
+        assert [v for _, v in await instances(client, 2)] == [0.0, 1.0]
+        assert await instances(client, 1) == []
+        assert await temporal.store.history_count("") == 1
 
 
 async def test_cursor_past_the_history_after_lost_commits(tmp_path: Path) -> None:
     """The store's file lost its last commits (a power loss with ``synchronous=NORMAL``) while the temporal file
-    kept the step that materialised them: the cursor is past the largest history ``seq``. The next start keeps that
-    ``seq`` taken, so that new changes come after the cursor and are materialised."""
+    kept the flush that took them: the cursor is past the largest history ``seq``. The next start keeps that
+    ``seq`` taken, so that new changes come after the cursor and are seen."""
     db = tmp_path / "broker.sqlite"
     url = f"sqlite:///{db}"
-    async with running(url, tmp_path) as (client, _):
+    async with running(url, tmp_path) as (client, temporal):
         await create(client, 1)
         await patch(client, 1, 1.0, 1)
         await patch(client, 1, 2.0, 2)
+        await temporal.materialiser.flush()
         assert [v for _, v in await instances(client, 1)] == [0.0, 1.0, 2.0]
     conn = sqlite3.connect(db)
-    with conn:  # the last two commits of the store's file, gone
+    with conn:  # the commits of the store's file since the first change, gone (the keeper row at seq 3 too)
         conn.execute("DELETE FROM broker_entity_history WHERE seq > 1")
     conn.close()
     async with running(url, tmp_path) as (client, _):

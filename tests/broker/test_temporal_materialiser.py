@@ -1,6 +1,7 @@
-"""The temporal materialiser under concurrent writers (docs/decisions/0630): every acknowledged change is seen by the
-next temporal read exactly once, whatever order concurrent transactions commit in, without the materialiser waiting
-for writers in flight (PostgreSQL) and across a restart (the cursor and the rows commit together)."""
+"""The temporal history under concurrent writers: every acknowledged change is seen by the next temporal read exactly
+once — on PostgreSQL whatever order concurrent transactions commit in, without the materialiser waiting for writers in
+flight (docs/decisions/0630); on SQLite with flushes of the head into chunks between the writes (0720) — and across a
+restart (a cursor and what it passed commit together)."""
 
 from __future__ import annotations
 
@@ -51,15 +52,21 @@ def materialiser(app: Any) -> Any:
     return app.state.context.services["broker.temporal"].materialiser
 
 
+async def step(app: Any) -> None:
+    """What follows the history in the background: a materialiser's catch-up (PostgreSQL), a flush (SQLite)."""
+    m = materialiser(app)
+    await (m.flush() if hasattr(m, "flush") else m.catch_up())
+
+
 async def test_concurrent_writers_every_change_exactly_once(broker: Broker) -> None:
     writers, changes = 6, 12
     for i in range(writers):
         await create(broker.client, i)
     stop = asyncio.Event()
 
-    async def follow() -> None:  # catch-ups interleaved with the writes, as the background task and reads do
+    async def follow() -> None:  # steps interleaved with the writes, as the background task and reads do
         while not stop.is_set():
-            await materialiser(broker.app).catch_up()
+            await step(broker.app)
             await asyncio.sleep(0)
 
     async def write(i: int) -> None:
@@ -143,8 +150,9 @@ async def test_restart_repeats_nothing_and_skips_nothing(database_url: str, tmp_
 
 
 async def test_observed_at_forms_brought_to_the_stored_form(broker: Broker) -> None:
-    """Whole seconds and milliseconds in UTC (what meters send) are brought to the stored form by the materialiser's
-    SQL, other forms by ``instant()`` in Python: either way the indexed ``observed_at`` is ``instant(observedAt)``."""
+    """Whole seconds and milliseconds in UTC (what meters send) are brought to the stored form in SQL, other forms by
+    ``instant()`` in Python: either way a time range finds an instance by ``instant(observedAt)`` — in the head and
+    in chunks (SQLite), in the materialised column (PostgreSQL)."""
     from sleutelbos.broker.temporal.instants import instant
 
     forms = ["2026-03-01T00:05:00Z", "2026-03-01T00:06:00.250Z", "2026-03-01T00:07:00.123456Z",
@@ -154,17 +162,25 @@ async def test_observed_at_forms_brought_to_the_stored_form(broker: Broker) -> N
             "id": meter(i), "type": "Device", "power": {"type": "Property", "value": 1.0, "observedAt": observed}}),
             headers=JSON)
         assert r.status_code == 201, r.text
-    await materialiser(broker.app).catch_up()
-    rows = await materialiser(broker.app).db.fetch(
-        "SELECT entity_id, observed_at FROM broker_temporal_instances ORDER BY entity_id")
-    assert dict(rows) == {meter(i): instant(observed) for i, observed in enumerate(forms)}
+    for flushed in (False, True):
+        if flushed:
+            await step(broker.app)
+        for i, observed in enumerate(forms):
+            stored = instant(observed)
+            assert stored is not None
+            for n in range(len(forms)):  # the one-microsecond range of each form's instant holds that meter alone
+                r = await broker.client.get(f"{BASE}/temporal/entities/{meter(n)}", params={
+                    "attrs": "power", "timerel": "between", "timeAt": stored,
+                    "endTimeAt": stored[:-2] + str(int(stored[-2]) + 1) + "Z"})
+                assert r.status_code == 200, r.text
+                assert ("power" in r.json()) == (n == i), (observed, n)
     assert instant(forms[0]) == "2026-03-01T00:05:00.000000Z" and instant(forms[1]) == "2026-03-01T00:06:00.250000Z"
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: ids by place (test below)
 async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Broker) -> None:
     """Instance ids break ties between equal instants. In one history row, the instances whose observedAt SQL brings
-    to the stored form get their ids first, those normalized by ``instant()`` after them, each in document order —
-    on both stores (SQLite re-stages the latter after the others, decision 0631)."""
+    to the stored form get their ids first, those normalized by ``instant()`` after them, each in document order."""
     forms = ["2026-03-01T01:05:00+01:00", "2026-03-01T00:05:00Z", "2026-03-01T01:05:00.000+01:00",
              "2026-03-01T00:05:00.000Z"]
     r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
@@ -179,22 +195,21 @@ async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Bro
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_instances_staged_before_their_history_was_deleted_are_not_written(broker: Broker) -> None:
-    """SQLite stages a step's instances without the writer lock (decision 0508): a history row deleted between the
-    read step and the write step (``DELETE /temporal/entities/{id}`` takes the writer lock in between) must not come
-    back as instances."""
-    import functools
-
-    m = materialiser(broker.app)
-    async with m._lock:  # the background task waits: the test takes the two steps itself
-        await create(broker.client, 1)
-        await create(broker.client, 2)
-        found = await m._on_thread(m._read_step)
-        async with m.db.transaction() as tx:
-            await tx.execute("DELETE FROM broker_entity_history WHERE tenant = '' AND entity_id = ?", [meter(1)])
-        async with m.db.temporal_lock:  # the write step's lock: the temporal file's own (decision 0710)
-            await m._on_thread(functools.partial(m._write_step, *found))
-    rows = await m.db.fetch("SELECT entity_id FROM broker_temporal_instances")
-    assert [r[0] for r in rows] == [meter(2)]
-    await m.catch_up()  # and the cursor moved past both: nothing is taken twice
-    assert [r[0] for r in await m.db.fetch("SELECT entity_id FROM broker_temporal_instances")] == [meter(2)]
+async def test_sqlite_instances_of_equal_instants_in_document_order(broker: Broker) -> None:
+    """SQLite's instance ids are places in the history row (decision 0720): equal instants come in the order the
+    client sent them, whatever their form, with the same ids before and after the flush."""
+    forms = ["2026-03-01T01:05:00+01:00", "2026-03-01T00:05:00Z", "2026-03-01T01:05:00.000+01:00",
+             "2026-03-01T00:05:00.000Z"]
+    r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
+        "id": meter(0), "type": "Device", "power": [
+            {"type": "Property", "value": float(n), "observedAt": observed, "datasetId": f"urn:ds:{n}"}
+            for n, observed in enumerate(forms)]}), headers=JSON)
+    assert r.status_code == 201, r.text
+    seen = []
+    for _ in range(2):
+        r = await broker.client.get(f"{BASE}/temporal/entities/{meter(0)}", params={"attrs": "power"})
+        seen.append([(i["datasetId"], i["instanceId"]) for i in r.json()["power"]])
+        await step(broker.app)
+    assert seen[0] == seen[1]
+    assert [ds for ds, _ in seen[0]] == [f"urn:ds:{n}" for n in range(4)]
+    assert [iid.rsplit("-", 1)[1] for _, iid in seen[0]] == ["0", "1", "2", "3"]

@@ -13,7 +13,7 @@ interface over both engines: statements are written with ``?`` placeholders and 
 * SQLite database files keep the temporal tables in a second file (docs/decisions/0710): writes of those tables
   (instance modification and deletion from the API) go through :meth:`BrokerDatabase.temporal_transaction` — a
   connection of our own with that file attached and :attr:`BrokerDatabase.temporal_lock`, the lock the temporal
-  materialiser's write step takes too — and never take the store's writer lock. Elsewhere (PostgreSQL, the shared
+  flusher's write step takes too — and never take the store's writer lock. Elsewhere (PostgreSQL, the shared
   in-memory SQLite database) a temporal transaction is the store's write transaction, as before.
 
 Why generic plans: every read here is one statement of fixed shape on a partitioned table (``broker_temporal_instances``
@@ -61,7 +61,7 @@ class BrokerDatabase:
 
     @property
     def temporal_lock(self) -> asyncio.Lock:
-        """Held by every writer of the temporal tables on SQLite (the materialiser's write step and the API's
+        """Held by every writer of the temporal tables on SQLite (the flusher's write step and the API's
         temporal transactions): the temporal file's own when the tables are in it, else the store's writer lock.
         Writers queue on it on the event loop rather than in SQLite's busy handler."""
         if self.temporal_apart:
@@ -130,7 +130,7 @@ class BrokerDatabase:
 
         ``BEGIN`` (deferred), not ``BEGIN IMMEDIATE``: IMMEDIATE takes the write lock of every attached database,
         the store's file included; a deferred transaction takes the write lock of the file its first write statement
-        writes — the temporal file. Nobody else writes that file without the lock (the materialiser's write step holds
+        writes — the temporal file. Nobody else writes that file without the lock (the flusher's write step holds
         it too), so that statement never waits in SQLite's busy handler on the event loop."""
         if not self.temporal_apart:
             async with self.transaction() as tx:

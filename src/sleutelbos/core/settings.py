@@ -70,7 +70,14 @@ class Settings(BaseSettings):
     broker_temporal_page_size: int = Field(
         default=1000, ge=1, description="Instances per attribute in one temporal answer; beyond: 206 + Content-Range")
     broker_temporal_retention_days: int | None = Field(
-        default=None, ge=1, description="PostgreSQL: drop monthly history partitions wholly older than this")
+        default=None, ge=1, description="Drop the history recorded more than this many days ago (PostgreSQL: whole "
+        "monthly partitions; SQLite: whole buckets)")
+    broker_temporal_bucket_seconds: float = Field(
+        default=3600.0, ge=0, description="SQLite: how long the attribute history stays in the head before it moves "
+        "into a bucket of chunks (0: before every temporal read; docs/decisions/0720)")
+    broker_temporal_head_rows: int = Field(
+        default=2_000_000, ge=1, description="SQLite: move the head into a bucket sooner once it holds this many "
+        "history rows (keeps its entity index in the page cache)")
 
 
     # --- policy -----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from sleutelbos.broker.api import (
 )
 from sleutelbos.broker.entity import now_iso
 from sleutelbos.broker.errors import BadRequestData, TooManyResults
-from sleutelbos.broker.temporal.history import instance_seq
+from sleutelbos.broker.temporal.history import instance_key
 from sleutelbos.broker.temporal.query import TemporalQuery, parse_temporal_query
 from sleutelbos.broker.temporal.service import TemporalAnswer, TemporalService, expand_temporal
 from sleutelbos.broker.validation import check_name, expand_instance
@@ -109,8 +109,8 @@ class TemporalApi:
             body = {k: v for k, v in body.items() if k not in ("@context", "instanceId")}
         patch = expand_instance(name, body, rc.ctx, now_iso())
         patch.pop("createdAt", None)
-        seq = instance_seq(unquote(request.path_params["instanceId"]))
-        await self.service.modify_instance(rc.tenant, _entity_id(request), rc.ctx.expand_term(name), seq, patch)
+        key = instance_key(unquote(request.path_params["instanceId"]))
+        await self.service.modify_instance(rc.tenant, _entity_id(request), rc.ctx.expand_term(name), key, patch)
         return Response(status_code=204)
 
     async def delete_instance(self, request: Request) -> Response:
@@ -118,8 +118,8 @@ class TemporalApi:
         rc = await self.core._context(request)
         name = request.path_params["attrId"]
         check_name(name)
-        seq = instance_seq(unquote(request.path_params["instanceId"]))
-        await self.service.delete_instance(rc.tenant, _entity_id(request), rc.ctx.expand_term(name), seq)
+        key = instance_key(unquote(request.path_params["instanceId"]))
+        await self.service.delete_instance(rc.tenant, _entity_id(request), rc.ctx.expand_term(name), key)
         return Response(status_code=204)
 
     async def delete_attr(self, request: Request) -> Response:

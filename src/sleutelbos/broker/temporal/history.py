@@ -1,4 +1,5 @@
-"""SQL over the materialised attribute history (``broker_temporal_instances``, see :mod:`.materialise`) for the
+"""SQL over the materialised attribute history (PostgreSQL's ``broker_temporal_instances``, :mod:`.materialise`; on
+SQLite the same statements over the head and chunks, :mod:`.chunks`) for the
 temporal API: instance ranges, lastN, aggregation per period — all computed in the database (SQLite or
 PostgreSQL), never by loading the instances into Python — and the modification
 of single instances (clauses 5.6.12-5.6.16).
@@ -7,12 +8,19 @@ Each statement addresses one ``(tenant, entity_id, attr)`` and a time range on t
 ``modified_at`` column, so it is an index range scan; aggregation joins the instances with a small ``VALUES`` table of
 periods (computed in Python, calendar-aware: ``P1M`` periods are real months) and groups by period.
 
-An instance's ``instanceId`` is ``urn:ngsi-ld:Instance:<seq>`` where ``seq`` is the row's sequence number.
+An instance's ``instanceId`` is ``urn:ngsi-ld:Instance:<seq>`` where ``seq`` is the row's sequence number (on
+PostgreSQL; on SQLite the history is kept in chunks, :mod:`.chunks`, whose instance ids name the history row, the
+attribute's place in it and the instance's place in the attribute: ``urn:ngsi-ld:Instance:<seq>-<attr>-<index>``).
+
+Every read statement names ``broker_temporal_instances``; :meth:`AttributeHistory._source` may define a common table
+expression of that name (with the table's columns) for the one entity and attribute a statement reads, which is how
+the SQLite chunks are read by the same statements.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -23,29 +31,31 @@ from sleutelbos.broker.errors import BadRequestData
 from sleutelbos.broker.temporal.query import TemporalQuery
 
 INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
-_INSTANCE_RE: Final = re.compile(r"^urn:ngsi-ld:Instance:(\d{1,18})$")
+_INSTANCE_RE: Final = re.compile(r"^urn:ngsi-ld:Instance:(\d{1,18}(?:-\d{1,9}-\d{1,9})?)$")
 
 
 # A history row that holds a ``seq`` and nothing else (SQLite): no tenant, no entity (``''`` is no entity id), no
-# instances (the materialiser takes no instances from it), inserted only when no row has that ``seq`` or a larger one.
+# instances (the flush takes nothing from it), inserted only when no row has that ``seq`` or a larger one.
 KEEP_SEQUENCE = ("INSERT INTO broker_entity_history (seq, tenant, entity_id, modified_at, deleted, instances)"
                  " SELECT ?, '', '', '', 1, NULL WHERE NOT EXISTS (SELECT 1 FROM broker_entity_history WHERE seq >= ?)")
 
 
-def instance_id(seq: int) -> str:
-    return f"{INSTANCE_PREFIX}{seq}"
+def instance_id(key: int | str) -> str:
+    return f"{INSTANCE_PREFIX}{key}"
 
 
-def instance_seq(raw: str) -> int:
+def instance_key(raw: str) -> str:
+    """The part of an ``instanceId`` after the prefix (a number, or three numbers joined by ``-``); BadRequestData if
+    the id has neither form. Which of the two names an instance is the history's to say (not found otherwise)."""
     match = _INSTANCE_RE.match(raw)
     if match is None:
         raise BadRequestData(f"instanceId must look like {INSTANCE_PREFIX}<number>, got {raw!r}")
-    return int(match.group(1))
+    return match.group(1)
 
 
 @dataclass(frozen=True)
 class InstanceRow:
-    seq: int
+    key: int | str  # what follows the prefix in the instance's id
     dataset_id: str | None
     observed_at: str | None
     modified_at: str
@@ -68,12 +78,29 @@ def _json(value: Any) -> Any:
 
 
 class AttributeHistory:
+    #: the column a read selects as the instance's key (``instanceId`` without its prefix)
+    key_column = "seq"
+
     def __init__(self, db: BrokerDatabase) -> None:
         self.db = db
         self.pg = db.dialect == "postgresql"
 
     def _not_deleted(self) -> str:
         return "NOT deleted" if self.pg else "deleted = 0"
+
+    def _source(self, tenant: str, entity_id: str, attr: str, column: str, low: str | None,
+                high: str | None, buckets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+        """A common table expression ``broker_temporal_instances AS (...)`` (and its parameters) in place of the table,
+        for a read of one entity's attribute whose ``column`` times lie in ``[low, high]`` (None: unbounded) — or
+        in the given ``buckets`` of chunks — or ``("", [])`` to read the table itself."""
+        return "", []
+
+    def _with(self, source: tuple[str, list[Any]], *more: str) -> str:
+        ctes = [c for c in (source[0], *more) if c]
+        return f"WITH {', '.join(ctes)} " if ctes else ""
+
+    def _key(self, value: Any) -> int | str:
+        return int(value)
 
     def _time_filter(self, q: TemporalQuery, col: str) -> tuple[str, list[Any]]:
         if q.timerel == "before":
@@ -84,22 +111,38 @@ class AttributeHistory:
             return f" AND {col} >= ? AND {col} < ?", [q.time_at, q.end_time_at]
         return f" AND {col} IS NOT NULL", []
 
+    @staticmethod
+    def _range(q: TemporalQuery) -> tuple[str | None, str | None]:
+        if q.timerel == "before":
+            return None, q.time_at
+        if q.timerel == "after":
+            return q.time_at, None
+        if q.timerel == "between":
+            return q.time_at, q.end_time_at
+        return None, None
+
     async def instances(self, tenant: str, entity_id: str, attr: str, q: TemporalQuery, limit: int) -> Slice:
         """Up to ``limit`` instances in time order: the first ones, or with ``lastN`` the last N (≤ limit)."""
+        return await self._instances(tenant, entity_id, attr, q, limit)
+
+    async def _instances(self, tenant: str, entity_id: str, attr: str, q: TemporalQuery, limit: int,
+                         buckets: Sequence[int] | None = None) -> Slice:
         col = q.time_column
         where, params = self._time_filter(q, col)
         descending = q.last_n is not None
         take = min(q.last_n, limit) if q.last_n is not None else limit
-        sql = (f"SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_temporal_instances"  # noqa: S608
+        source = self._source(tenant, entity_id, attr, col, *self._range(q), buckets=buckets)
+        sql = (f"{self._with(source)}SELECT {self.key_column}, dataset_id, observed_at, modified_at, instance"  # noqa: S608
+               f" FROM broker_temporal_instances"
                f" WHERE tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}{where}"
                f" ORDER BY {col} {'DESC' if descending else 'ASC'}, seq {'DESC' if descending else 'ASC'} LIMIT ?")
-        rows = await self.db.fetch(sql, [tenant, entity_id, attr, *params, take + 1])
+        rows = await self.db.fetch(sql, [*source[1], tenant, entity_id, attr, *params, take + 1])
         truncated = len(rows) > take
         rows = rows[:take]
         if descending:
             rows.reverse()
             truncated = truncated and (q.last_n or 0) > take
-        return Slice([InstanceRow(int(r[0]), r[1], r[2], r[3], _json(r[4])) for r in rows], truncated)
+        return Slice([InstanceRow(self._key(r[0]), r[1], r[2], r[3], _json(r[4])) for r in rows], truncated)
 
     async def attributes(self, tenant: str, entity_id: str) -> list[str]:
         """Every attribute with history for the entity (used when the entity is gone and ``attrs`` not given)."""
@@ -115,10 +158,11 @@ class AttributeHistory:
     async def bounds(self, tenant: str, entity_id: str, attr: str, q: TemporalQuery) -> tuple[str | None, str | None]:
         col = q.time_column
         where, params = self._time_filter(q, col)
+        source = self._source(tenant, entity_id, attr, col, *self._range(q))
         rows = await self.db.fetch(
-            f"SELECT MIN({col}), MAX({col}) FROM broker_temporal_instances"  # noqa: S608
+            f"{self._with(source)}SELECT MIN({col}), MAX({col}) FROM broker_temporal_instances"  # noqa: S608
             f" WHERE tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}{where}",
-            [tenant, entity_id, attr, *params])
+            [*source[1], tenant, entity_id, attr, *params])
         return (rows[0][0], rows[0][1]) if rows else (None, None)
 
     def _value_exprs(self) -> tuple[str, str]:
@@ -149,8 +193,9 @@ class AttributeHistory:
         the period number computed in SQL; calendar periods (months, years) join a ``VALUES`` table of periods."""
         if not periods:
             return []
+        source = self._source(tenant, entity_id, attr, column, periods[0][0], periods[-1][1])
         if fixed_s is not None:
-            return await self._aggregate_fixed(tenant, entity_id, attr, periods, methods, column, fixed_s)
+            return await self._aggregate_fixed(tenant, entity_id, attr, periods, methods, column, fixed_s, source)
         if self.pg:
             values = ", ".join("(?::int, ?::text COLLATE \"C\", ?::text COLLATE \"C\")" if i == 0 else "(?, ?, ?)"
                                for i in range(len(periods)))
@@ -160,16 +205,17 @@ class AttributeHistory:
         for n, (start, end) in enumerate(periods):
             params += [n, start, end]
         exprs = ", ".join(self._aggregate_exprs(methods))
-        sql = (f"WITH p(idx, ps, pe) AS (VALUES {values})"  # noqa: S608 - names from this module only
-               f" SELECT p.idx, p.ps, p.pe, {exprs} FROM p JOIN broker_temporal_instances i"
+        sql = (f"{self._with(source, f'p(idx, ps, pe) AS (VALUES {values})')}"  # noqa: S608 - names from here
+               f"SELECT p.idx, p.ps, p.pe, {exprs} FROM p JOIN broker_temporal_instances i"
                f" ON i.tenant = ? AND i.entity_id = ? AND i.attr = ? AND i.{column} >= p.ps AND i.{column} < p.pe"
                f" AND {'NOT i.deleted' if self.pg else 'i.deleted = 0'}"
                f" GROUP BY p.idx, p.ps, p.pe ORDER BY p.idx")
-        rows = await self.db.fetch(sql, [*params, tenant, entity_id, attr])
+        rows = await self.db.fetch(sql, [*source[1], *params, tenant, entity_id, attr])
         return [(r[1], r[2], list(r[3:])) for r in rows]
 
     async def _aggregate_fixed(self, tenant: str, entity_id: str, attr: str, periods: list[tuple[str, str]],
-                               methods: list[str], column: str, seconds: float) -> list[tuple[str, str, list[Any]]]:
+                               methods: list[str], column: str, seconds: float,
+                               source: tuple[str, list[Any]]) -> list[tuple[str, str, list[Any]]]:
         start, end = periods[0][0], periods[-1][1]
         if self.pg:
             bucket = f"floor(extract(epoch from (i.{column}::timestamptz - ?::text::timestamptz)) / ?::float8)::int"
@@ -189,9 +235,9 @@ class AttributeHistory:
                    f" OFFSET 0) s GROUP BY s.b ORDER BY s.b")
         else:
             exprs = ", ".join(self._aggregate_exprs(methods))
-            sql = (f"SELECT {bucket} AS b, {exprs} FROM broker_temporal_instances i"  # noqa: S608 - names from here
+            sql = (f"{self._with(source)}SELECT {bucket} AS b, {exprs} FROM broker_temporal_instances i"  # noqa: S608
                    f" WHERE {where} GROUP BY b ORDER BY b")
-        rows = await self.db.fetch(sql, [start, seconds, tenant, entity_id, attr, start, end])
+        rows = await self.db.fetch(sql, [*source[1], start, seconds, tenant, entity_id, attr, start, end])
         out = []
         for row in rows:
             n = int(row[0])
@@ -200,7 +246,10 @@ class AttributeHistory:
         return out
 
     # --- modification (clauses 5.6.13-5.6.16) -----------------------------------------------------------------
-    async def get_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> InstanceRow | None:
+    async def get_instance(self, tenant: str, entity_id: str, attr: str, key: str) -> InstanceRow | None:
+        if not key.isdigit():  # the other form names an instance of the SQLite chunks
+            return None
+        seq = int(key)
         rows = await self.db.fetch(
             "SELECT seq, dataset_id, observed_at, modified_at, instance FROM broker_temporal_instances"  # noqa: S608
             f" WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ? AND {self._not_deleted()}",
@@ -210,16 +259,21 @@ class AttributeHistory:
     # The modifications below change the temporal tables only (the history is not rewritten, decision 0600): on a
     # SQLite database file they are transactions of the temporal file alone (``temporal_execute``), under the
     # temporal file's lock, not the store's (docs/decisions/0710).
-    async def replace_instance(self, tenant: str, entity_id: str, seq: int, instance: dict[str, Any],
+    async def replace_instance(self, tenant: str, entity_id: str, attr: str, key: str, instance: dict[str, Any],
                                observed_at: str | None) -> int:
+        if not key.isdigit():
+            return 0
         return await self.db.temporal_execute(
             "UPDATE broker_temporal_instances SET instance = ?, observed_at = ? WHERE seq = ? AND tenant = ?"
-            " AND entity_id = ?", [orjson.dumps(instance).decode(), observed_at, seq, tenant, entity_id])
+            " AND entity_id = ? AND attr = ?",
+            [orjson.dumps(instance).decode(), observed_at, int(key), tenant, entity_id, attr])
 
-    async def delete_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> int:
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, key: str) -> int:
+        if not key.isdigit():
+            return 0
         return await self.db.temporal_execute(
             "DELETE FROM broker_temporal_instances WHERE seq = ? AND tenant = ? AND entity_id = ? AND attr = ?",
-            [seq, tenant, entity_id, attr])
+            [int(key), tenant, entity_id, attr])
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None,
                                delete_all: bool) -> int:
@@ -231,44 +285,18 @@ class AttributeHistory:
         return await self.db.temporal_execute(sql, params)
 
     async def delete_entity(self, tenant: str, entity_id: str) -> int:
-        """The entity's instances and its rows of the core's history (clause 5.6.16 deletes the temporal evolution).
-
-        One transaction where both tables are in one database. On a SQLite database file they are in two files,
-        which no transaction commits atomically together (docs/decisions/0710), so two transactions in this order,
-        both under the temporal lock:
-
-        1. the instances, in the temporal file; 2. the history rows, in the store's file.
-
-        A crash between the two leaves history rows without instances: the temporal reads, which read only the
-        instances, show the entity's evolution deleted, as after step 2; the materialiser does not bring those
-        rows back (its cursor, committed with the instances, is past them — the service caught up before the
-        delete started); and a repeated ``DELETE`` finds the history rows and completes. The other order would
-        leave instances without history: a deleted evolution still readable. The temporal lock is held across both
-        steps so that the materialiser's write step, which inserts the staged instances of the history rows that
-        still exist in its snapshot of the store's file, cannot run between them and put back instances of rows
-        step 2 is about to delete."""
-        if not self.db.temporal_apart:
-            async with self.db.transaction() as tx:
-                removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
-                                           [tenant, entity_id])
-                removed += await self._delete_history_rows(tx, tenant, entity_id)
-            return removed
-        async with self.db.temporal_lock:
-            async with self.db.temporal_transaction(lock_held=True) as tx:
-                removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
-                                           [tenant, entity_id])
-            return removed + await self._delete_history(tenant, entity_id)
-
-    async def _delete_history(self, tenant: str, entity_id: str) -> int:
-        """Step 2 of :meth:`delete_entity` on a SQLite database file (apart so that tests can fail between)."""
+        """The entity's instances and its rows of the core's history (clause 5.6.16 deletes the temporal evolution),
+        in one transaction (PostgreSQL; SQLite's two files: :class:`.chunks.ChunkedHistory`)."""
         async with self.db.transaction() as tx:
-            return await self._delete_history_rows(tx, tenant, entity_id)
+            removed = await tx.execute("DELETE FROM broker_temporal_instances WHERE tenant = ? AND entity_id = ?",
+                                       [tenant, entity_id])
+            return removed + await self._delete_history_rows(tx, tenant, entity_id)
 
     async def _delete_history_rows(self, tx: Any, tenant: str, entity_id: str) -> int:
         """The entity's history rows. On SQLite the history's ``seq`` is a rowid — the next row gets the largest
-        one + 1 — and the materialiser's cursor is a ``seq``: deleting the rows with the largest ``seq`` would hand
-        those numbers out again, to rows the cursor is already past, which would never be materialised. So when
-        the deleted rows include the largest ``seq``, a keeper row takes its place (``KEEP_SEQUENCE``).
+        one + 1 — and the flush cursor is a ``seq``: deleting the rows with the largest ``seq`` would hand those
+        numbers out again, to rows the cursor may already be past, which would never be seen. So when the deleted
+        rows include the largest ``seq``, a keeper row takes its place (``KEEP_SEQUENCE``).
         PostgreSQL's sequence never goes back."""
         top = None if self.pg else (await tx.fetch("SELECT MAX(seq) FROM broker_entity_history"))[0][0]
         removed = await tx.execute("DELETE FROM broker_entity_history WHERE tenant = ? AND entity_id = ?",

@@ -34,3 +34,28 @@ def instant(value: str | None) -> str | None:
         return format_instant(parse_instant(value))
     except ValueError:
         return value
+
+
+def sql_instant(value: object) -> str | None:
+    """``ngsild_instant(text)``, registered on the SQLite store's connections: :func:`instant` for the temporal reads
+    of observedAt forms that SQL does not bring to the stored form itself (offsets, other precisions)."""
+    return instant(value) if isinstance(value, str) else None
+
+
+def observed_span(instances: dict[str, list[dict[str, object]]] | None) -> tuple[str, str]:
+    """The first 19 characters (``YYYY-MM-DDTHH:MM:SS``, UTC) of the earliest and the latest ``observedAt`` among a
+    history row's instances, ``("", "")`` when none has one: written beside the row on SQLite, so that the flush
+    learns a bucket's time range without taking the row's JSON apart again (docs/decisions/0720). The forms in UTC
+    (ending in Z, what meters send) are cut as they are; the others go through :func:`instant`."""
+    low = high = ""
+    for instances_of_attr in (instances or {}).values():
+        for inst in instances_of_attr:
+            observed = inst.get("observedAt")
+            if not isinstance(observed, str):
+                continue
+            second = observed[:19] if observed[-1:] == "Z" else (instant(observed) or observed)[:19]
+            if not low or second < low:
+                low = second
+            if second > high:
+                high = second
+    return low, high

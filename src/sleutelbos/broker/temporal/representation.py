@@ -42,7 +42,7 @@ def normalized(attr: str, rows: list[InstanceRow], ctx: CompiledContext, sys_att
     for item, row in zip(out, rows, strict=True):
         if row.dataset_id is not None:
             item["datasetId"] = row.dataset_id
-        item["instanceId"] = instance_id(row.seq)
+        item["instanceId"] = instance_id(row.key)
     return out
 
 

@@ -139,3 +139,51 @@ _POSTGRES_XID = """
 """
 
 POSTGRES_MIGRATIONS: list[str] = [_POSTGRES + _TEMPORAL_INDEXES, _POSTGRES_XID]
+
+# --- SQLite: the history in two tiers, head and chunks (docs/decisions/0720, temporal/chunks.py) -----------------
+# The per-instance table and its cursor give way to buckets of chunks. The instances already materialised become
+# bucket 1 — one chunk per entity of every history row they came from, rebuilt from the instances (which hold the
+# modifications and deletions of past instances that the history rows do not) — whose ``seq_hi`` is the old cursor;
+# the history rows up to it are then flushed rows, which the flusher deletes from the head. Instance ids change form
+# (decision 0720). On a database file this is the temporal file's own version 2; on the shared in-memory database, a
+# version of the store's component, where the tables are.
+_CHUNK_TABLES = """
+    CREATE TABLE broker_temporal_buckets (
+        bucket INTEGER PRIMARY KEY, seq_hi INTEGER NOT NULL, observed_lo TEXT, observed_hi TEXT, modified_lo TEXT,
+        modified_hi TEXT
+    );
+    CREATE TABLE broker_temporal_chunks (
+        bucket INTEGER NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, observed_lo TEXT, observed_hi TEXT,
+        body TEXT NOT NULL, UNIQUE (bucket, tenant, entity_id)
+    );
+"""
+_INSTANCES_TO_BUCKET_ONE = """
+    INSERT INTO broker_temporal_buckets (bucket, seq_hi, observed_lo, observed_hi, modified_lo, modified_hi)
+        SELECT 1, c.seq, (SELECT substr(MIN(observed_at), 1, 19) FROM broker_temporal_instances WHERE deleted = 0),
+               (SELECT substr(MAX(observed_at), 1, 19) FROM broker_temporal_instances WHERE deleted = 0),
+               (SELECT substr(MIN(modified_at), 1, 19) FROM broker_temporal_instances WHERE deleted = 0),
+               (SELECT substr(MAX(modified_at), 1, 19) FROM broker_temporal_instances WHERE deleted = 0)
+        FROM broker_temporal_cursor c WHERE c.name = 'history' AND c.seq > 0;
+    INSERT INTO broker_temporal_chunks (bucket, tenant, entity_id, observed_lo, observed_hi, body)
+        SELECT 1, tenant, entity_id, MIN(lo), MAX(hi), '[' || group_concat(r, ',') || ']' FROM (
+            SELECT tenant, entity_id, MIN(lo) AS lo, MAX(hi) AS hi,
+                   json_array(history_seq, MIN(modified_at), json_group_object(attr, json(arr))) AS r
+            FROM (SELECT tenant, entity_id, history_seq, MIN(modified_at) AS modified_at, attr,
+                         substr(MIN(observed_at), 1, 19) AS lo, substr(MAX(observed_at), 1, 19) AS hi,
+                         json_group_array(json(instance)) AS arr
+                  FROM (SELECT * FROM broker_temporal_instances WHERE deleted = 0 ORDER BY seq)
+                  GROUP BY tenant, entity_id, history_seq, attr)
+            GROUP BY tenant, entity_id, history_seq ORDER BY tenant, entity_id, history_seq)
+        GROUP BY tenant, entity_id ORDER BY tenant, entity_id;
+    DROP TABLE broker_temporal_instances;
+    DROP TABLE broker_temporal_cursor;
+"""
+SQLITE_TEMPORAL_CHUNKS = _CHUNK_TABLES + _INSTANCES_TO_BUCKET_ONE
+#: the store's file: the head's index (one entity's rows of a table about one bucket large), and the span of a history
+#: row's observedAt (first 19 characters; '' when it has none; NULL on rows written before, which the flush reads)
+SQLITE_HISTORY_HEAD_INDEX = """
+    ALTER TABLE broker_entity_history ADD COLUMN observed_lo TEXT;
+    ALTER TABLE broker_entity_history ADD COLUMN observed_hi TEXT;
+    CREATE INDEX broker_entity_history_entity ON broker_entity_history (tenant, entity_id);
+"""
+SQLITE_IN_MEMORY_CHUNKS = SQLITE_TEMPORAL_CHUNKS + SQLITE_HISTORY_HEAD_INDEX

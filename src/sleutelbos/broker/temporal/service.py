@@ -32,6 +32,7 @@ from sleutelbos.broker.entity import Entity, attributes, now_iso
 from sleutelbos.broker.errors import BadRequestData, NonexistentTenant, ResourceNotFound
 from sleutelbos.broker.store import DEFAULT_TENANT, EntityFilter, HistoryRow
 from sleutelbos.broker.temporal import representation
+from sleutelbos.broker.temporal.chunks import ChunkedHistory, HistoryFlusher
 from sleutelbos.broker.temporal.history import AttributeHistory, InstanceRow, Slice
 from sleutelbos.broker.temporal.instants import instant, parse_instant
 from sleutelbos.broker.temporal.materialise import HistoryMaterialiser
@@ -92,8 +93,18 @@ class TemporalService:
         self.db = db
         self.store = store
         self.page_size: int = settings.broker_temporal_page_size
-        self.history = AttributeHistory(db)
-        self.materialiser = HistoryMaterialiser(db)
+        # SQLite: the history in head and chunks (docs/decisions/0720), the flusher in the materialiser's place;
+        # PostgreSQL: the per-instance materialisation of the history (0600, 0630)
+        self.history: AttributeHistory
+        self.materialiser: HistoryMaterialiser | HistoryFlusher
+        if db.dialect == "sqlite":
+            self.history = ChunkedHistory(db)
+            self.materialiser = HistoryFlusher(db, settings.broker_temporal_bucket_seconds,
+                                               settings.broker_temporal_head_rows,
+                                               settings.broker_temporal_retention_days)
+        else:
+            self.history = AttributeHistory(db)
+            self.materialiser = HistoryMaterialiser(db)
         self.partitions = HistoryPartitions(db, settings.broker_temporal_retention_days)
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -169,21 +180,23 @@ class TemporalService:
         entity["modifiedAt"] = now
         return rows
 
-    async def modify_instance(self, tenant: str, entity_id: str, attr: str, seq: int, patch: dict[str, Any]) -> None:
+    async def modify_instance(self, tenant: str, entity_id: str, attr: str, key: str, patch: dict[str, Any]) -> None:
         """5.6.14: the instance's members are replaced by the fragment's (its type and value member included)."""
         await self._require_tenant(tenant)
         await self.materialiser.catch_up()
-        row = await self.history.get_instance(tenant, entity_id, attr, seq)
+        row = await self.history.get_instance(tenant, entity_id, attr, key)
         if row is None:
-            raise ResourceNotFound(f"entity {entity_id} has no instance {seq} of {attr}")
+            raise ResourceNotFound(f"entity {entity_id} has no instance {key} of {attr}")
         merged = {**row.instance, **patch, "modifiedAt": now_iso()}
-        await self.history.replace_instance(tenant, entity_id, seq, merged, instant(merged.get("observedAt")))
+        if not await self.history.replace_instance(tenant, entity_id, attr, key, merged,
+                                                   instant(merged.get("observedAt"))):
+            raise ResourceNotFound(f"entity {entity_id} has no instance {key} of {attr}")
 
-    async def delete_instance(self, tenant: str, entity_id: str, attr: str, seq: int) -> None:
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, key: str) -> None:
         await self._require_tenant(tenant)
         await self.materialiser.catch_up()
-        if not await self.history.delete_instance(tenant, entity_id, attr, seq):
-            raise ResourceNotFound(f"entity {entity_id} has no instance {seq} of {attr}")
+        if not await self.history.delete_instance(tenant, entity_id, attr, key):
+            raise ResourceNotFound(f"entity {entity_id} has no instance {key} of {attr}")
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None,
                                delete_all: bool) -> None:
