@@ -217,7 +217,7 @@ async def run(args: argparse.Namespace) -> None:
             """SQLite: the buckets (hours since T0, from 1) of [start, end), as the loader numbered them."""
             first = int((datetime.fromisoformat(start) - T0).total_seconds() // 3600) + 1
             last = int((datetime.fromisoformat(end) - T0).total_seconds() // 3600)
-            return f"c.bucket BETWEEN {first} AND {last}"
+            return f"c.bucket IN ({', '.join(str(b) for b in range(first, last + 1))})"  # a look per bucket
 
         # SQLite: the meter's chunks of the range's buckets, the attribute's instances taken out of them
         chunked = ("FROM broker_temporal_chunks c, json_each(c.body) j, json_each(j.value -> 2, '$.\"" + ATTR

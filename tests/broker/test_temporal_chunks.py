@@ -84,7 +84,8 @@ async def test_flush_moves_the_head_and_keeps_every_id(tmp_path: Path) -> None:
         assert await temporal.materialiser.flush() == 3
         assert head_rows(tmp_path) == 0
         assert await read(client, 1) == before
-        buckets = await temporal.db.fetch("SELECT bucket, seq_hi, observed_lo, observed_hi FROM broker_temporal_buckets")
+        buckets = await temporal.db.fetch(
+            "SELECT bucket, seq_hi, observed_lo, observed_hi FROM broker_temporal_buckets")
         assert buckets == [(1, 3, "2026-03-01T00:00:00", "2026-03-01T01:00:00")]
         chunks = await temporal.db.fetch("SELECT entity_id, json_array_length(body) FROM broker_temporal_chunks")
         assert chunks == [(meter(1), 2), (meter(2), 1)]  # one chunk per entity, in key order

@@ -21,15 +21,15 @@ Writers are serialised by an ``asyncio.Lock`` and ``BEGIN IMMEDIATE`` (SQLite ha
 read-modify-write cannot interleave with another; readers use their own connection, which WAL lets read while the
 writer writes.
 
-A database file comes with a second one beside it, ``<stem>-temporal<suffix>`` (:func:`temporal_path`), holding the
-temporal history's buckets of chunks (docs/decisions/0710, 0720): SQLite has one writer lock per file, and the
+A database file comes with a second one beside it, ``<stem>-temporal<suffix>`` (:func:`temporal_path`), holding
+the temporal history's buckets of chunks (docs/decisions/0710, 0720): SQLite has one writer lock per file, and the
 temporal writes would take turns with the entity writes on this one. The head of that history is this file's
-``broker_entity_history``, each row written with the span of its ``observedAt`` (``observed_span``). The connections that read
-the temporal tables ATTACH it as ``temporal`` (``_connect(temporal=True)``); SQLite resolves an unqualified table name
-in ``main`` first and then in the attached databases, so the temporal statements are the same text whether the tables
-are in the second file or, on the shared in-memory database (which keeps today's single database), in ``main``. The
-entity writer does not attach it: ``BEGIN IMMEDIATE`` takes the write lock of every attached database. The two files
-are one data set: back them up together.
+``broker_entity_history``, each row written with the span of its ``observedAt`` (``observed_span``). The connections
+that read the temporal tables ATTACH it as ``temporal`` (``_connect(temporal=True)``); SQLite resolves an unqualified
+table name in ``main`` first and then in the attached databases, so the temporal statements are the same text whether
+the tables are in the second file or, on the shared in-memory database (which keeps a single database), in ``main``.
+The entity writer does not attach it: ``BEGIN IMMEDIATE`` takes the write lock of every attached database. The two
+files are one data set: back them up together.
 """
 
 from __future__ import annotations

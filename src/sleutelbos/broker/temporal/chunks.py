@@ -107,10 +107,10 @@ _FLUSH_SLICE: Final = 2000  # entities per transaction: a short read of the stor
 # The flushed rows leave the head in slices (each a short write of the store's file under its lock). The largest
 # ``seq`` stays as a keeper row (no entity, no instances): SQLite hands out the largest rowid + 1, and the next
 # history row must not get a ``seq`` the cursor has passed.
-_DROP_SLICE: Final = 5000
-_DROP_FLUSHED = (
-    "DELETE FROM broker_entity_history WHERE seq <= ?1 AND seq < (SELECT MAX(seq) FROM broker_entity_history)"  # noqa: S608
-    " AND seq < (SELECT MIN(seq) FROM broker_entity_history) + " + str(_DROP_SLICE))
+_DROP_SLICE: Final = 20_000  # rows per transaction: ~50-100 ms of the store's lock at a time
+# (the range's bounds as numbers: SQLite takes one upper bound of a rowid range, and with the others as filters it
+# would scan every flushed row for every slice)
+_DROP_FLUSHED = "DELETE FROM broker_entity_history WHERE seq BETWEEN ? AND ?"
 _KEEP_LAST = ("UPDATE broker_entity_history SET tenant = '', entity_id = '', deleted = 1, instances = NULL"
               " WHERE seq = (SELECT MAX(seq) FROM broker_entity_history) AND seq <= ? AND entity_id <> ''")
 
@@ -565,12 +565,16 @@ class HistoryFlusher:
 
     @staticmethod
     def _drop_step(conn: sqlite3.Connection) -> int:
-        """One slice of flushed rows out of the head — the ``seq`` range of a slice from the oldest row (a range of
-        the table's rowid: no index look per row to find them) — the caller holds the store's writer lock."""
+        """One slice of flushed rows out of the head — a range of ``seq`` (the table's rowid: no index look per row
+        to find them) from the oldest row, up to the cursor, never the last row — in one transaction of the store's
+        file (the caller holds the store's writer lock)."""
         conn.execute("BEGIN")
         try:
             cursor = conn.execute(CURSOR).fetchone()[0]
-            dropped = conn.execute(_DROP_FLUSHED, (cursor,)).rowcount
+            low, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM broker_entity_history").fetchone()
+            dropped = 0
+            if low is not None and low <= cursor:
+                dropped = conn.execute(_DROP_FLUSHED, (low, min(low + _DROP_SLICE - 1, cursor, last - 1))).rowcount
             conn.execute(_KEEP_LAST, (cursor,))
             conn.execute("COMMIT")
         except BaseException:
