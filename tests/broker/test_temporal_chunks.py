@@ -198,9 +198,9 @@ async def test_a_flush_cut_short_between_the_files_loses_and_doubles_nothing(tmp
         flusher = temporal.materialiser
         await add(client, 1, [reading(4.0, 45)])
         async with temporal.db.temporal_transaction() as tx:
-            await tx.execute("INSERT INTO broker_temporal_chunks (bucket, tenant, entity_id, body) VALUES (2, '', ?,"
-                             " '[[999, \"2026-03-01T00:00:00.000000Z\", {\"" + POWER + "\": [{\"type\":"
-                             " \"Property\", \"value\": 66.0}]}]]')", [meter(1)])
+            orphan = json.dumps([[999, "2026-03-01T00:00:00.000000Z", {POWER: [{"type": "Property", "value": 66.0}]}]])
+            await tx.execute("INSERT INTO broker_temporal_chunks (bucket, tenant, entity_id, body)"
+                             " VALUES (2, '', ?, ?)", [meter(1), orphan])
         assert [v for _, v, _ in await read(client, 1)] == [1.0, 2.0, 3.0, 4.0]
         assert await flusher.flush() == 1
         assert [v for _, v, _ in await read(client, 1)] == [1.0, 2.0, 3.0, 4.0]

@@ -177,10 +177,8 @@ async def test_observed_at_forms_brought_to_the_stored_form(broker: Broker) -> N
     assert instant(forms[0]) == "2026-03-01T00:05:00.000000Z" and instant(forms[1]) == "2026-03-01T00:06:00.250000Z"
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: ids by place (test below)
-async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Broker) -> None:
-    """Instance ids break ties between equal instants. In one history row, the instances whose observedAt SQL brings
-    to the stored form get their ids first, those normalized by ``instant()`` after them, each in document order."""
+async def create_with_mixed_forms(broker: Broker) -> None:
+    """Meter 0 with four instances of one instant in four forms, datasetIds urn:ds:0-3 in that order."""
     forms = ["2026-03-01T01:05:00+01:00", "2026-03-01T00:05:00Z", "2026-03-01T01:05:00.000+01:00",
              "2026-03-01T00:05:00.000Z"]
     r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
@@ -188,6 +186,13 @@ async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Bro
             {"type": "Property", "value": float(n), "observedAt": observed, "datasetId": f"urn:ds:{n}"}
             for n, observed in enumerate(forms)]}), headers=JSON)
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: ids by place (test below)
+async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Broker) -> None:
+    """Instance ids break ties between equal instants. In one history row, the instances whose observedAt SQL brings
+    to the stored form get their ids first, those normalized by ``instant()`` after them, each in document order."""
+    await create_with_mixed_forms(broker)
     await materialiser(broker.app).catch_up()
     rows = await materialiser(broker.app).db.fetch(
         "SELECT dataset_id, observed_at FROM broker_temporal_instances WHERE entity_id = ? ORDER BY seq", [meter(0)])
@@ -198,13 +203,7 @@ async def test_instance_ids_of_mixed_observed_at_forms_in_one_change(broker: Bro
 async def test_sqlite_instances_of_equal_instants_in_document_order(broker: Broker) -> None:
     """SQLite's instance ids are places in the history row (decision 0720): equal instants come in the order the
     client sent them, whatever their form, with the same ids before and after the flush."""
-    forms = ["2026-03-01T01:05:00+01:00", "2026-03-01T00:05:00Z", "2026-03-01T01:05:00.000+01:00",
-             "2026-03-01T00:05:00.000Z"]
-    r = await broker.client.post(f"{BASE}/entities", content=json.dumps({
-        "id": meter(0), "type": "Device", "power": [
-            {"type": "Property", "value": float(n), "observedAt": observed, "datasetId": f"urn:ds:{n}"}
-            for n, observed in enumerate(forms)]}), headers=JSON)
-    assert r.status_code == 201, r.text
+    await create_with_mixed_forms(broker)
     seen = []
     for _ in range(2):
         r = await broker.client.get(f"{BASE}/temporal/entities/{meter(0)}", params={"attrs": "power"})

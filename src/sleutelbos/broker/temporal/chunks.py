@@ -34,7 +34,6 @@ the others by ``ngsild_instant`` (Python, registered on the store's connections)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -47,6 +46,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from sleutelbos.broker.database import BrokerDatabase
+from sleutelbos.broker.temporal.background import BackgroundStep
 from sleutelbos.broker.temporal.history import KEEP_SEQUENCE, AttributeHistory, InstanceRow, Slice
 from sleutelbos.broker.temporal.instants import instant
 from sleutelbos.broker.temporal.query import TemporalQuery
@@ -226,27 +226,22 @@ class ChunkedHistory(AttributeHistory):
 
     async def replace_instance(self, tenant: str, entity_id: str, attr: str, key: str, instance: dict[str, Any],
                                observed_at: str | None) -> int:
-        async with self._rewriting() as rw:
-            found = await rw.find(tenant, entity_id, attr, key)
-            if found is None:
-                return 0
-            place, doc, _, _ = found
-            parsed = _key(key)
-            assert parsed is not None
-            doc[attr][parsed[2]] = instance
-            await rw.save(tenant, entity_id, place, observed_at)
-        return 1
+        return await self._set_instance(tenant, entity_id, attr, key, instance, observed_at)
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str, key: str) -> int:
+        return await self._set_instance(tenant, entity_id, attr, key, None, None)  # null: the others keep places
+
+    async def _set_instance(self, tenant: str, entity_id: str, attr: str, key: str, instance: dict[str, Any] | None,
+                            observed_at: str | None) -> int:
+        """Instance ``key`` replaced by ``instance`` in its history row or chunk; 1, or 0 if there is none."""
         async with self._rewriting() as rw:
             found = await rw.find(tenant, entity_id, attr, key)
-            if found is None:
+            parsed = _key(key)
+            if found is None or parsed is None:
                 return 0
             place, doc, _, _ = found
-            parsed = _key(key)
-            assert parsed is not None
-            doc[attr][parsed[2]] = None
-            await rw.save(tenant, entity_id, place, None)
+            doc[attr][parsed[2]] = instance
+            await rw.save(tenant, entity_id, place, observed_at)
         return 1
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, dataset_id: str | None,
@@ -403,7 +398,7 @@ class _Rewrite:
             yield tx
 
 
-class HistoryFlusher:
+class HistoryFlusher(BackgroundStep):
     """Moves the head into chunks (see the module docstring); the SQLite counterpart of the PostgreSQL
     materialiser, with the same ``prepare``/``start``/``stop``/``catch_up``.
 
@@ -414,15 +409,15 @@ class HistoryFlusher:
     slices, each under the store's writer lock. ``bucket_s`` 0 flushes at every :meth:`catch_up` (before every
     temporal read and modification), which the tests use to read everything from chunks."""
 
+    name = "temporal flusher"
+
     def __init__(self, db: BrokerDatabase, bucket_s: float = 3600.0, head_rows: int = 2_000_000,
                  retention_days: int | None = None, interval_s: float = 0.25) -> None:
+        super().__init__(interval_s)
         self.db = db
         self.bucket_s = bucket_s
         self.head_rows = head_rows
         self.retention_days = retention_days
-        self.interval_s = interval_s
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._retention_checked = 0.0
@@ -442,36 +437,22 @@ class HistoryFlusher:
             async with self._lock:
                 await self._drop_flushed()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="temporal flusher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        async with self._lock:
-            if self._thread is not None:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
-                self._thread.shutdown(wait=True)
-                self._thread = None
+    async def _release(self) -> None:
+        if self._thread is not None:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
     async def catch_up(self) -> int:
         """Reads see the head as it is: nothing to wait for, unless every read is to find its rows in chunks."""
         return await self.flush() if self.bucket_s == 0 else 0
 
-    async def _follow(self) -> None:
-        while True:
-            try:
-                if await self.due():
-                    await self.flush()
-                await self._apply_retention()
-            except Exception:
-                log.exception("temporal flush failed")
-            await asyncio.sleep(self.interval_s)
+    async def _tick(self) -> None:
+        if await self.due():
+            await self.flush()
+        await self._apply_retention()
 
     async def due(self) -> bool:
         """The head's oldest row is a bucket old, or the head holds ``head_rows`` rows."""

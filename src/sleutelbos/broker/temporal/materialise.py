@@ -27,16 +27,12 @@ history to the instances in one ``INSERT ... SELECT``; only the others come back
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 from typing import Any, Final
 
 from sleutelbos.broker.database import BrokerDatabase, numbered
+from sleutelbos.broker.temporal.background import BackgroundStep
 from sleutelbos.broker.temporal.instants import instant
-
-log = logging.getLogger("sleutelbos.broker.temporal")
 
 _CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -99,37 +95,20 @@ INSERT = ("INSERT INTO broker_temporal_instances (history_seq, tenant, entity_id
           " modified_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-class HistoryMaterialiser:
+class HistoryMaterialiser(BackgroundStep):
+    name = "temporal materialiser"
+
     def __init__(self, db: BrokerDatabase, batch: int = 500, interval_s: float = 0.25) -> None:
+        super().__init__(interval_s)
         self.db = db
         self.batch = batch
-        self.interval_s = interval_s
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
         self._legacy_done = False
 
     async def prepare(self) -> None:
         """Nothing to prepare before the broker serves (the SQLite flusher has something, :mod:`.chunks`)."""
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="temporal materialiser")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        async with self._lock:  # a catch-up in flight finishes first
-            pass
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                await self.catch_up()
-            except Exception:
-                log.exception("temporal materialisation step failed")
-            await asyncio.sleep(self.interval_s)
+    async def _tick(self) -> None:
+        await self.catch_up()
 
     async def catch_up(self) -> int:
         """Materialise every history row committed so far; returns how many history rows were read (on PostgreSQL,
