@@ -265,3 +265,24 @@ async def test_random_history_reads_as_its_model(tmp_path: Path, seed: int) -> N
         r = await client.delete(f"{BASE}/temporal/entities/{meter(0)}/attrs/power")
         assert r.status_code == 204 if len(keep) < len(written[0]) else 404
         assert sorted((v, o) for _, v, o in await read(client, 0)) == keep
+
+
+async def test_last_n_while_a_flush_commits_between_its_statements(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lastN`` chooses its buckets in one statement and reads them in the next: a flush that commits between the
+    two moves the head's rows into a bucket the choice did not see, and the read takes that bucket too."""
+    from sleutelbos.broker.temporal.chunks import ChunkedHistory
+
+    async with running(tmp_path) as (client, temporal):
+        await add(client, 1, [reading(1.0, 0), reading(2.0, 15)])
+        await temporal.materialiser.flush()
+        await add(client, 1, [reading(3.0, 30), reading(4.0, 45)])  # in the head
+        read_chunks = ChunkedHistory._instances
+
+        async def flush_first(self: ChunkedHistory, *args: Any) -> Any:
+            await temporal.materialiser.flush()  # the head's rows leave for bucket 2
+            return await read_chunks(self, *args)
+
+        monkeypatch.setattr(ChunkedHistory, "_instances", flush_first)
+        assert [v for _, v, _ in await read(client, 1, lastN=3)] == [2.0, 3.0, 4.0]
+        assert await temporal.db.fetchval("SELECT MAX(bucket) FROM broker_temporal_buckets") == 2

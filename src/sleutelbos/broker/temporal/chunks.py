@@ -37,7 +37,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -154,9 +154,14 @@ class ChunkedHistory(AttributeHistory):
     key_column = "iid"
 
     def _source(self, tenant: str, entity_id: str, attr: str, column: str, low: str | None,
-                high: str | None, buckets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
-        chosen = _bucket_condition(column, low, high) if buckets is None else (
-            f"bucket IN ({', '.join(str(int(b)) for b in buckets) or 'NULL'})", [])
+                high: str | None, buckets: Any = None) -> tuple[str, list[Any]]:
+        """``buckets``: ``(bucket numbers, newest)`` — those buckets and any newer than ``newest`` — instead of the
+        buckets whose time range meets ``[low, high)``."""
+        if buckets is None:
+            chosen = _bucket_condition(column, low, high)
+        else:
+            listed, newest = buckets
+            chosen = (f"(bucket IN ({', '.join(str(int(b)) for b in listed) or 'NULL'}) OR bucket > ?)", [newest])
         rows, params = _entity_rows(tenant, entity_id, chosen)
         cte = (
             "broker_temporal_instances(tenant, entity_id, attr, seq, iid, dataset_id, observed_at, modified_at,"  # noqa: S608
@@ -182,10 +187,17 @@ class ChunkedHistory(AttributeHistory):
         want = min(q.last_n, limit)
         take = 24
         while True:
-            candidates = await self.db.fetch(
-                f"SELECT bucket, {kind}_hi FROM broker_temporal_buckets WHERE {where}"  # noqa: S608 - constants
-                f" ORDER BY {kind}_hi DESC, bucket DESC LIMIT ?", [*params, take + 1])
-            found = await self._instances(tenant, entity_id, attr, q, limit, [b for b, _ in candidates[:take]])
+            # the newest bucket with the candidates, in one statement: a flush that commits before the read below
+            # makes a bucket newer than that, which the read then takes too (its rows have left the head's view)
+            found_buckets = await self.db.fetch(
+                "SELECT m.v, c.bucket, c.hi FROM"  # noqa: S608 - constants
+                " (SELECT COALESCE(MAX(bucket), 0) AS v FROM broker_temporal_buckets) m"
+                f" LEFT JOIN (SELECT bucket, {kind}_hi AS hi FROM broker_temporal_buckets WHERE {where}"
+                f" ORDER BY {kind}_hi DESC, bucket DESC LIMIT ?) c ON 1", [*params, take + 1])
+            newest = int(found_buckets[0][0])
+            candidates = [(b, hi) for _, b, hi in found_buckets if b is not None]
+            found = await self._instances(tenant, entity_id, attr, q, limit,
+                                          ([b for b, _ in candidates[:take]], newest))
             if len(candidates) <= take:
                 return found
             rest_hi = candidates[take][1]

@@ -20,7 +20,6 @@ the SQLite chunks are read by the same statements.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -89,9 +88,9 @@ class AttributeHistory:
         return "NOT deleted" if self.pg else "deleted = 0"
 
     def _source(self, tenant: str, entity_id: str, attr: str, column: str, low: str | None,
-                high: str | None, buckets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+                high: str | None, buckets: Any = None) -> tuple[str, list[Any]]:
         """A common table expression ``broker_temporal_instances AS (...)`` (and its parameters) in place of the table,
-        for a read of one entity's attribute whose ``column`` times lie in ``[low, high]`` (None: unbounded) — or
+        for a read of one entity's attribute whose ``column`` times lie in ``[low, high)`` (None: unbounded) — or
         in the given ``buckets`` of chunks — or ``("", [])`` to read the table itself."""
         return "", []
 
@@ -126,7 +125,7 @@ class AttributeHistory:
         return await self._instances(tenant, entity_id, attr, q, limit)
 
     async def _instances(self, tenant: str, entity_id: str, attr: str, q: TemporalQuery, limit: int,
-                         buckets: Sequence[int] | None = None) -> Slice:
+                         buckets: Any = None) -> Slice:
         col = q.time_column
         where, params = self._time_filter(q, col)
         descending = q.last_n is not None
