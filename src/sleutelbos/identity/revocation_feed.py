@@ -18,13 +18,13 @@ re-publishes entries written by other workers sharing the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sleutelbos.core.tasks import cancel_and_wait
 from sleutelbos.identity.store import IdentityStore
 
 log = logging.getLogger("sleutelbos.identity.revocation_feed")
@@ -126,11 +126,8 @@ class RevocationFeed:
         self._task = asyncio.create_task(self._poll(), name="identity-revocation-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _poll(self) -> None:
         while True:

@@ -19,7 +19,6 @@ Checks, in order (RFC 8725 §3 and RFC 9068 §4): size and shape; ``alg`` is ES2
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from sleutelbos.core.tasks import cancel_and_wait
 from sleutelbos.identity.errors import InvalidToken
 from sleutelbos.identity.jose import parse_compact, public_key_from_jwk, verify_signature
 from sleutelbos.identity.revocation_feed import FeedEntry, RevocationFeed
@@ -156,10 +156,7 @@ class TokenVerifier:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._own_http and self._http is not None:
             await self._http.aclose()
 

@@ -9,12 +9,12 @@ PDP still decides but every change is refused (fail closed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 
+from sleutelbos.core.tasks import cancel_and_wait
 from sleutelbos.policy import api
 from sleutelbos.policy.service import PolicyService
 from sleutelbos.policy.store import open_store
@@ -45,10 +45,7 @@ class PolicyComponent:
         self._sync = asyncio.create_task(self._sync_loop(), name="policy-sync")
 
     async def stop(self) -> None:
-        if self._sync is not None:
-            self._sync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync
+        await cancel_and_wait(self._sync)
         await self.service.stop()
 
     async def _sync_loop(self) -> None:

@@ -42,6 +42,7 @@ from sleutelbos.broker.notifications.http import HttpSender
 from sleutelbos.broker.notifications.mqtt import MqttSender
 from sleutelbos.broker.subscriptions.model import Subscription
 from sleutelbos.broker.subscriptions.store import SubscriptionStore
+from sleutelbos.core.tasks import cancel_and_wait
 
 log = logging.getLogger("sleutelbos.broker.notifications")
 
@@ -299,10 +300,7 @@ class Dispatcher:
             self._loop.close()
             self._thread = None
         self._loop = None
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await cancel_and_wait(self._flusher)
         await self.flush()
 
     def attach(self, sub: Subscription) -> None:

@@ -71,6 +71,7 @@ from sleutelbos.broker.temporal.schema import (
     SQLITE_TEMPORAL_MOVED,
 )
 from sleutelbos.core.database import migrate_sqlite
+from sleutelbos.core.tasks import cancel_and_wait
 
 log = logging.getLogger("sleutelbos.broker.store")
 
@@ -458,11 +459,8 @@ class SqliteEntityStore(EntityStore):
                 await asyncio.shield(self._checkpointing)
 
     async def close(self) -> None:
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-            self._checkpoint_task = None
+        await cancel_and_wait(self._checkpoint_task)
+        self._checkpoint_task = None
         if self._checkpointing is not None:  # a checkpoint still running in its thread (segfault if closed under it)
             with contextlib.suppress(Exception):
                 await self._checkpointing

@@ -5,8 +5,9 @@ for a step in flight before the step's resources are released."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+
+from sleutelbos.core.tasks import cancel_and_wait
 
 log = logging.getLogger("sleutelbos.broker.temporal")
 
@@ -24,11 +25,8 @@ class BackgroundStep:
         self._task = asyncio.create_task(self._follow(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         async with self._lock:  # a step in flight (a read's catch-up, a flush) finishes first
             await self._release()
 

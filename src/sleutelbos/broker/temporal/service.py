@@ -20,7 +20,6 @@ On PostgreSQL the service also keeps the monthly partitions of the history ahead
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,6 +38,7 @@ from sleutelbos.broker.temporal.materialise import HistoryMaterialiser
 from sleutelbos.broker.temporal.partitions import HistoryPartitions
 from sleutelbos.broker.temporal.query import TemporalQuery
 from sleutelbos.broker.validation import check_entity_id, check_name, expand_instance, expand_types
+from sleutelbos.core.tasks import cancel_and_wait
 
 log = logging.getLogger("sleutelbos.broker.temporal")
 
@@ -117,10 +117,7 @@ class TemporalService:
 
     async def stop(self) -> None:
         await self.materialiser.stop()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        await cancel_and_wait(self._maintenance)
 
     async def _maintain_daily(self) -> None:
         while True:
