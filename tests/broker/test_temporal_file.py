@@ -112,12 +112,15 @@ async def test_previous_version_moves_instances_and_cursor_into_the_temporal_fil
     db = tmp_path / "broker.sqlite"
     await previous_version(db)
     caplog.set_level(logging.INFO, logger="sleutelbos.broker.store")
+    caplog.set_level(logging.INFO, logger="sleutelbos.broker.temporal")
     async with running(f"sqlite:///{db}", tmp_path) as (client, _):
         # the operator sees the one-off copy (it can take minutes on a large history) start and end
         moves = [r.getMessage() for r in caplog.records if r.name == "sleutelbos.broker.store"]
-        assert moves[0] == "moving the temporal instances of broker.sqlite into broker-temporal.sqlite" \
-            " (once, before the broker serves)"
-        assert moves[1].startswith("temporal instances in broker-temporal.sqlite after ")
+        assert moves[0] == "moving the temporal instances of broker.sqlite into broker-temporal.sqlite as history" \
+            " chunks (once, before the broker serves)"
+        assert moves[1].startswith("temporal history in broker-temporal.sqlite after ")
+        left = [r.getMessage() for r in caplog.records if r.name == "sleutelbos.broker.temporal"]
+        assert "2 history rows already in buckets leave the head (before the broker serves)" in left
         # copied, not rebuilt from the history (the modified value survives), into bucket 1 up to the old cursor (rows
         # 1-2 not taken twice), and the history row past the cursor in the head
         assert await instances(client, 1) == EXPECTED_AFTER_MIGRATION

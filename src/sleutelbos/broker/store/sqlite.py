@@ -428,18 +428,22 @@ class SqliteEntityStore(EntityStore):
                 conn, "SELECT EXISTS (SELECT 1 FROM broker.sqlite_master WHERE type = 'table'"
                 " AND name = 'broker_temporal_instances')"))
             first = SQLITE_TEMPORAL_FILE_COPY if old_tables else SQLITE_TEMPORAL_FILE
-            # one copy of every instance, in one transaction — minutes for tens of millions of rows: said when there
-            # are instances to copy and the copy has not been made (the new file has no instance table yet)
+            # one copy of every instance, then their conversion into history chunks (decision 0720), one transaction
+            # each — minutes for tens of millions of rows: said when there are instances to copy or to convert
             copying = old_tables and await self._fetch_one(
                 conn, "SELECT EXISTS (SELECT 1 FROM broker.broker_temporal_instances) AND NOT EXISTS (SELECT 1 FROM"
                 " main.sqlite_master WHERE type = 'table' AND name = 'broker_temporal_instances')")
+            converting = copying or (await self._fetch_one(
+                conn, "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE type = 'table'"
+                " AND name = 'broker_temporal_instances')") and await self._fetch_one(
+                conn, "SELECT EXISTS (SELECT 1 FROM main.broker_temporal_instances)"))
             started = time.monotonic()
-            if copying:
-                log.info("moving the temporal instances of %s into %s (once, before the broker serves)",
-                         self.path.name, self.temporal_file.name)
+            if converting:
+                log.info("moving the temporal instances of %s into %s as history chunks (once, before the broker"
+                         " serves)", self.path.name, self.temporal_file.name)
             await migrate_sqlite(conn, "broker_temporal", [first, SQLITE_TEMPORAL_CHUNKS], journal_mode="WAL")
-            if copying:
-                log.info("temporal instances in %s after %.1f s", self.temporal_file.name, time.monotonic() - started)
+            if converting:
+                log.info("temporal history in %s after %.1f s", self.temporal_file.name, time.monotonic() - started)
 
     @staticmethod
     async def _fetch_one(conn: aiosqlite.Connection, sql: str) -> Any:

@@ -446,6 +446,10 @@ class HistoryFlusher(BackgroundStep):
                     log.warning("temporal cursor %s was past the history's last seq (the store's file lost commits"
                                 " the temporal file kept): a keeper row holds that seq", cursor)
         if cursor:
+            left = await self.db.fetchval("SELECT COUNT(*) FROM broker_entity_history WHERE seq <= ?"
+                                          " AND entity_id <> ''", [int(cursor)])
+            if left:  # after the migration's bucket 1 (once), or a flush stopped between its two files
+                log.info("%s history rows already in buckets leave the head (before the broker serves)", left)
             async with self._lock:
                 await self._drop_flushed()
 
