@@ -383,7 +383,7 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
                  for s in range(0, n, batch)]
         cpu_all = BatchCpu(proc.pid, kind)
         t0 = time.perf_counter()
-        await run_requests(port, first, 2, {201, 204})
+        await run_requests(port, first, args.batch_connections, {201, 204})
         batch_seconds = time.perf_counter() - t0
         results["batch_create_per_s"] = n / batch_seconds
         rates = []
@@ -393,7 +393,7 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
                     for s in range(0, n, batch)]
             cpu_updates.resume()
             t0 = time.perf_counter()
-            await run_requests(port, reqs, 2, {204})
+            await run_requests(port, reqs, args.batch_connections, {204})
             elapsed = time.perf_counter() - t0
             cpu_updates.pause()
             batch_seconds += elapsed
@@ -486,6 +486,8 @@ async def main() -> None:
                     help="let the temporal materialiser catch up after the batch passes and after the single updates"
                          " (timed, and a batch rate with that time included), so that each later phase is measured"
                          " without the earlier phases' deferred work (default; --no-settle: phases back to back)")
+    ap.add_argument("--batch-connections", type=int, default=2,
+                    help="concurrent client connections sending the batches (default 2)")
     ap.add_argument("--head-rows", type=int, default=None,
                     help="SQLite: the broker's broker_temporal_head_rows (default: 4 x --entities, four passes: an"
                          " hour of quarter-hourly readings per meter in each bucket, as in production)")
