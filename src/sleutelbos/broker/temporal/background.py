@@ -4,6 +4,7 @@ for a step in flight before the step's resources are released."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 
@@ -12,7 +13,7 @@ from sleutelbos.core.tasks import cancel_and_wait
 log = logging.getLogger("sleutelbos.broker.temporal")
 
 
-class BackgroundStep:
+class BackgroundStep(abc.ABC):
     #: the task's name, and the log's word for a failed step
     name = "temporal history step"
 
@@ -38,8 +39,9 @@ class BackgroundStep:
                 log.exception("%s failed", self.name)
             await asyncio.sleep(self.interval_s)
 
+    @abc.abstractmethod
     async def _tick(self) -> None:
-        raise NotImplementedError
+        """One step (a catch-up, a flush when one is due)."""
 
-    async def _release(self) -> None:
+    async def _release(self) -> None:  # noqa: B027 - a hook: nothing to release by default
         """What the steps hold beyond the task (a thread and its connection), released once none is in flight."""
