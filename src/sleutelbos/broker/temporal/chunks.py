@@ -62,7 +62,9 @@ _INSTANCE: Final = ("e.type = 'object' AND (json_type(e.value, '$.deletedAt') IS
 
 
 def stored_instant_sql(o: str) -> str:
-    """SQL for the stored form of the observedAt text ``o`` (see ``materialise._STAGED_STORED_FORM``)."""
+    """SQL for the stored form of the observedAt text ``o``: the stored form, whole seconds and milliseconds in UTC by
+    text functions (what the broker and meters write), every other form by ``ngsild_instant`` (``instants.instant``;
+    PostgreSQL's materialiser does the same with a regular expression)."""
     return (f"CASE WHEN {o} IS NULL THEN NULL"
             f" WHEN {o} GLOB '{_DIGITS}.[0-9][0-9][0-9][0-9][0-9][0-9]Z' THEN {o}"
             f" WHEN {o} GLOB '{_DIGITS}Z' THEN substr({o}, 1, 19) || '.000000Z'"

@@ -10,7 +10,7 @@ periods (computed in Python, calendar-aware: ``P1M`` periods are real months) an
 
 An instance's ``instanceId`` is ``urn:ngsi-ld:Instance:<seq>`` where ``seq`` is the row's sequence number (on
 PostgreSQL; on SQLite the history is kept in chunks, :mod:`.chunks`, whose instance ids name the history row, the
-attribute's place in it and the instance's place in the attribute: ``urn:ngsi-ld:Instance:<seq>-<attr>-<index>``).
+attribute's rank in it and the instance's place in the attribute: ``urn:ngsi-ld:Instance:<seq>-<rank>-<index>``).
 
 Every read statement names ``broker_temporal_instances``; :meth:`AttributeHistory._source` may define a common table
 expression of that name (with the table's columns) for the one entity and attribute a statement reads, which is how
@@ -48,7 +48,8 @@ def instance_key(raw: str) -> str:
     the id has neither form. Which of the two names an instance is the history's to say (not found otherwise)."""
     match = _INSTANCE_RE.match(raw)
     if match is None:
-        raise BadRequestData(f"instanceId must look like {INSTANCE_PREFIX}<number>, got {raw!r}")
+        raise BadRequestData(f"instanceId must look like {INSTANCE_PREFIX}<number> or"
+                             f" {INSTANCE_PREFIX}<number>-<number>-<number>, got {raw!r}")
     return match.group(1)
 
 

@@ -14,7 +14,9 @@ deleted, instance)``
     ``(..., modified_at)`` so that a temporal query is an index range scan and aggregation runs in SQL
     (docs/decisions/0600). ``seq`` is the instance's ``instanceId``; ``observed_at`` is normalized to the broker's
     timestamp form so text order is time order. Filled from the history by :mod:`.materialise`, which keeps its
-    position in ``broker_temporal_cursor``.
+    position in ``broker_temporal_cursor``. PostgreSQL only since decision 0720; the SQLite migrations below created
+    them too, and its latest turns them into the first bucket of ``broker_temporal_buckets`` and
+    ``broker_temporal_chunks`` (the history in head and chunks, :mod:`.chunks`).
 On PostgreSQL, ``broker_temporal_instances`` and the core's ``broker_entity_history`` are both
 ``PARTITION BY RANGE (modified_at)`` — monthly partitions with text bounds in the "C" collation (the broker's
 timestamps sort lexically), a DEFAULT partition for rows outside the prepared months — and
