@@ -363,8 +363,9 @@ class _Rewrite:
         if place.bucket is None:
             doc = orjson.dumps(place.entries[0][2]).decode()
             # the span columns cleared: the flush takes the changed row's span from its JSON
-            await self._head_write("UPDATE broker_entity_history SET instances = ?, observed_lo = NULL,"
-                                   " observed_hi = NULL WHERE seq = ?", [doc, place.seq])
+            async with self._head_transaction() as tx:
+                await tx.execute("UPDATE broker_entity_history SET instances = ?, observed_lo = NULL,"
+                                 " observed_hi = NULL WHERE seq = ?", [doc, place.seq])
             return
         body = orjson.dumps(place.entries).decode()
         key = [place.bucket, tenant, entity_id]
@@ -391,20 +392,22 @@ class _Rewrite:
         return int(rows[0][0])
 
     async def delete_head(self, tenant: str, entity_id: str, delete_rows: Callable[..., Any]) -> int:
-        if self.tx is not None:
-            return int(await delete_rows(self.tx, tenant, entity_id))
-        async with self.db.transaction() as tx:
+        async with self._head_transaction() as tx:
             return int(await delete_rows(tx, tenant, entity_id))
 
-    async def _head_write(self, sql: str, params: list[Any]) -> None:
+    @asynccontextmanager
+    async def _head_transaction(self) -> AsyncIterator[Any]:
+        """The store's file: the modification's own transaction (in-memory database), else one of the store's."""
         if self.tx is not None:
-            await self.tx.execute(sql, params)
+            yield self.tx
             return
         async with self.db.transaction() as tx:
-            await tx.execute(sql, params)
+            yield tx
 
     @asynccontextmanager
     async def _chunk_transaction(self) -> AsyncIterator[Any]:
+        """The temporal file: the modification's own transaction (in-memory database), else a temporal one (the
+        temporal lock is held by :meth:`ChunkedHistory._rewriting`)."""
         if self.tx is not None:
             yield self.tx
             return
