@@ -374,9 +374,12 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
     # of an hour
     head_rows = args.head_rows or 4 * n
     env = {"SLEUTELBOS_BROKER_TEMPORAL_HEAD_ROWS": str(head_rows),
-           "SLEUTELBOS_BROKER_TEMPORAL_BUCKET_SECONDS": str(args.bucket_seconds)} if kind == "sqlite" else {}
+           "SLEUTELBOS_BROKER_TEMPORAL_BUCKET_SECONDS": str(args.bucket_seconds),
+           "SLEUTELBOS_BROKER_BATCH_WORKERS": str(args.batch_workers)} if kind == "sqlite" else {}
     proc = start_broker(db, port, data_dir, SERVER_SRC, **env)
     results: dict[str, float] = {}
+    if kind == "sqlite":
+        results["batch_worker_processes"] = args.batch_workers
     try:
         upsert = f"{BASE}/entityOperations/upsert"
         first = [http_request("POST", upsert, orjson.dumps([meter(i, 0) for i in range(s, min(n, s + batch))]))
@@ -486,6 +489,9 @@ async def main() -> None:
                     help="let the temporal materialiser catch up after the batch passes and after the single updates"
                          " (timed, and a batch rate with that time included), so that each later phase is measured"
                          " without the earlier phases' deferred work (default; --no-settle: phases back to back)")
+    ap.add_argument("--batch-workers", type=int, default=0,
+                    help="SQLite: the broker's broker_batch_workers, processes that take the batches apart and write "
+                    "them (decision 0730); 0: the broker's own process")
     ap.add_argument("--batch-connections", type=int, default=2,
                     help="concurrent client connections sending the batches (default 2)")
     ap.add_argument("--head-rows", type=int, default=None,

@@ -125,9 +125,30 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
 
 
 def process_cpu_s(pid: int) -> float:
-    """CPU seconds the process has used so far, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the process and its running child processes (the broker's batch workers, decision 0730) have
+    used so far, all threads."""
+    total = 0.0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (Linux ``/proc/<pid>/task/<tid>/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        each = todo.pop()
+        out.append(each)
+        for task in Path(f"/proc/{each}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
 
 
 def temporal_file(path: Path) -> Path:

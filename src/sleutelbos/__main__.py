@@ -1,3 +1,4 @@
 from sleutelbos.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (batch workers) imports it
+    main()

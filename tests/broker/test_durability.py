@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, start_cli
 
@@ -23,6 +25,13 @@ BASE = "/ngsi-ld/v1"
 def _start(db: str, port: int, data_dir: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     return start_cli("serve", "broker", "--db", db, "--port", str(port), "--data-dir", str(data_dir),
                      port=port, env=env_extra, timeout=30)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0]
+    except (OSError, IndexError):
+        return "zombie (gone)"
 
 
 async def _writer(client: httpx.AsyncClient, worker: int, acked: dict[str, float], stop: asyncio.Event) -> None:
@@ -49,10 +58,20 @@ async def _writer(client: httpx.AsyncClient, worker: int, acked: dict[str, float
                 acked.update({e["id"]: e["power"]["value"] for e in batch})
 
 
-async def test_acknowledged_writes_survive_kill_9_and_restart_resumes(tmp_path: Path) -> None:
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.parametrize("batch_workers", [0, 2])
+async def test_acknowledged_writes_survive_kill_9_and_restart_resumes(tmp_path: Path, batch_workers: int) -> None:
+    """Also with batch worker processes (decision 0730): a batch is acknowledged after its worker committed it,
+    and the workers leave with the broker's process they served."""
     db = f"sqlite:///{tmp_path / 'broker.sqlite'}"
     port = free_port()
-    proc = _start(db, port, tmp_path)
+    workers_env = {"SLEUTELBOS_BROKER_BATCH_WORKERS": str(batch_workers)}
+    proc = _start(db, port, tmp_path, **workers_env)
+    workers = _children(proc.pid)
+    assert len(workers) >= batch_workers
     acked: dict[str, float] = {}
     stop = asyncio.Event()
     try:
@@ -68,8 +87,12 @@ async def test_acknowledged_writes_survive_kill_9_and_restart_resumes(tmp_path: 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while any("zombie" not in _state(w) for w in workers):
+        assert time.monotonic() < deadline, "batch workers outlived the broker's process"
+        await asyncio.sleep(0.1)
 
-    proc = _start(db, port, tmp_path)  # restart on the same database: it resumes with its data
+    proc = _start(db, port, tmp_path, **workers_env)  # restart on the same database: it resumes with its data
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             found: dict[str, float] = {}

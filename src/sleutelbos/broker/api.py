@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 import orjson
@@ -24,8 +24,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sleutelbos.broker.asgi import LeanEndpoint, LeanRequest
+from sleutelbos.broker.batch import apply_batch
+from sleutelbos.broker.body import parse_body
 from sleutelbos.broker.context import CORE_CONTEXT_URL, CompiledContext, context_from_link_header, link_header_for
-from sleutelbos.broker.entity import Entity, now_iso
+from sleutelbos.broker.entity import now_iso
 from sleutelbos.broker.errors import (
     BadRequestData,
     InternalError,
@@ -50,6 +52,9 @@ from sleutelbos.broker.validation import (
     expand_instance,
     is_uri,
 )
+
+if TYPE_CHECKING:
+    from sleutelbos.broker.batch_workers import BatchWorkers
 
 BASE: Final = "/ngsi-ld/v1"
 JSON: Final = "application/json"
@@ -124,6 +129,8 @@ class BrokerApi:
         #: route path (under BASE) → its endpoint, filled by :meth:`routes`; ``readpath.BrokerReadPath`` calls the
         #: read endpoints from here without Starlette's router
         self.endpoints: dict[str, Handler] = {}
+        #: the batch worker processes (SQLite, ``broker_batch_workers``; decision 0730), set by the component
+        self.batch_workers: BatchWorkers | None = None
 
     # --- plumbing ------------------------------------------------------------------------------------------
     async def _context(self, request: Request, body_context: Any = None, from_body: bool = False) -> RequestContext:
@@ -142,6 +149,11 @@ class BrokerApi:
 
     async def _body(self, request: Request, allow_merge_patch: bool = False) -> tuple[Any, Any, bool]:
         """(JSON body, its @context, whether the context came from the body). 415/413/400 on the way."""
+        raw, ctype = await self._raw_body(request, allow_merge_patch)
+        return parse_body(raw, ctype, context_from_link_header(request.headers.get("link")) is not None)
+
+    async def _raw_body(self, request: Request, allow_merge_patch: bool = False) -> tuple[bytes, str]:
+        """The body's bytes and its media type, read up to the size limit (415/413 on the way)."""
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         allowed = (JSON, JSONLD, MERGE_PATCH) if allow_merge_patch else (JSON, JSONLD)
         if ctype not in allowed:
@@ -156,26 +168,7 @@ class BrokerApi:
             if size > self.max_body_bytes:
                 raise PayloadTooLarge(f"body is over the limit of {self.max_body_bytes} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw:
-            raise InvalidRequest("the request body is empty; a JSON payload is required")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
-        has_link = context_from_link_header(request.headers.get("link")) is not None
-        if ctype == JSONLD:
-            if has_link:
-                raise BadRequestData("with Content-Type application/ld+json the @context goes in the body, "
-                                     "not in a Link header")
-            contexts = _body_contexts(body)
-            if not contexts:
-                raise BadRequestData("Content-Type application/ld+json requires an @context member in the body")
-            return body, contexts[0], True
-        if _body_contexts(body):
-            raise BadRequestData("with Content-Type application/json the @context must be given in a Link header; "
-                                 "use application/ld+json to send it in the body")
-        return body, None, False
+        return b"".join(chunks), ctype
 
     def _respond(self, rc: RequestContext, data: Any, status: int = 200, headers: dict[str, str] | None = None
                  ) -> Response:
@@ -493,39 +486,25 @@ class BrokerApi:
                             lang=params.get("lang"), dataset_id=datasets.split(",") if datasets else None,
                             body_context=body_context)
 
-    # --- batch ----------------------------------------------------------------------------------------------
-    async def _batch_input(self, request: Request, allowed_options: set[str]) -> tuple[RequestContext, Any, set[str]]:
-        params = _params(request, {"options", "local"})
-        options = _options(params, allowed_options)
-        body, body_ctx, from_body = await self._body(request)
+    # --- batch ---------------------------------------------------------------------------------------------
+    async def _batch(self, request: Request, op: str, options: set[str]) -> tuple[RequestContext, BatchResult]:
+        """Batch create/upsert/update/merge: the body taken apart and applied (``batch.apply_batch``) — by a batch
+        worker process when the broker has them and the body is ``application/json`` (``batch_workers``, decision
+        0730), else here."""
+        raw, ctype = await self._raw_body(request)
+        now = now_iso()
+        if self.batch_workers is not None and ctype == JSON:
+            rc = await self._context(request)
+            return rc, await self.batch_workers.run(op, rc.tenant, rc.ctx, raw, options, now)
+        body, body_ctx, from_body = parse_body(raw, ctype,
+                                               context_from_link_header(request.headers.get("link")) is not None)
         if not isinstance(body, list):
             raise BadRequestData("a batch operation's body must be a JSON array")
-        if from_body:  # each entity carries its own @context in ld+json; the first one sets the response context
-            rc = await self._context(request, body_ctx, True)
-        else:
-            rc = await self._context(request)
-        return rc, body, options
-
-    async def _expand_batch(self, rc: RequestContext, body: list[Any], result: BatchResult, whole: bool,
-                            now: str, allow_null: bool = False) -> list[Entity]:
-        out: list[Entity] = []
-        for item in body:
-            entity_id = item.get("id", item.get("@id")) if isinstance(item, dict) else None
-            try:
-                ctx = rc.ctx
-                if isinstance(item, dict) and "@context" in item and item["@context"] != rc.ctx.context:
-                    ctx = await self.contexts.compile(item["@context"])
-                if whole:
-                    out.append(expand_entity(item, ctx, now))
-                else:
-                    if not isinstance(item, dict) or "id" not in item:
-                        raise BadRequestData("each entity in the batch needs an id")
-                    fragment = expand_fragment(item, ctx, now, allow_null=allow_null)
-                    fragment["modifiedAt"] = now
-                    out.append(fragment)
-            except NgsiLdError as error:
-                result.fail(entity_id if entity_id is not None else "", error)
-        return out
+        # ld+json: each entity carries its own @context; the first one sets the response context
+        rc = await self._context(request, body_ctx, True) if from_body else await self._context(request)
+        result = BatchResult()
+        await apply_batch(self.service, op, rc.tenant, rc.ctx, body, options, now, result)
+        return rc, result
 
     def _batch_response(self, rc: RequestContext, result: BatchResult, ok_status: int,
                         ok_body: Any = None) -> Response:
@@ -536,43 +515,35 @@ class BrokerApi:
         return Response(status_code=ok_status)
 
     async def batch_create(self, request: Request) -> Response:
-        rc, body, _ = await self._batch_input(request, set())
-        result = BatchResult()
-        entities = await self._expand_batch(rc, body, result, whole=True, now=now_iso())
-        if entities:
-            await self.service.batch_create(rc.tenant, entities, result)
+        _options(_params(request, {"options", "local"}), set())
+        rc, result = await self._batch(request, "create", set())
         return self._batch_response(rc, result, 201, result.success)
 
     async def batch_upsert(self, request: Request) -> Response:
-        rc, body, options = await self._batch_input(request, {"replace", "update"})
+        options = _options(_params(request, {"options", "local"}), {"replace", "update"})
         if {"replace", "update"} <= options:
             raise BadRequestData("options replace and update exclude each other")
-        result = BatchResult()
-        entities = await self._expand_batch(rc, body, result, whole=True, now=now_iso())
-        if entities:
-            await self.service.batch_upsert(rc.tenant, entities, result, update="update" in options)
+        rc, result = await self._batch(request, "upsert", options)
         if not result.errors and not result.created:
             return Response(status_code=204)
         return self._batch_response(rc, result, 201, result.created)
 
     async def batch_update(self, request: Request) -> Response:
-        rc, body, options = await self._batch_input(request, {"noOverwrite"})
-        result = BatchResult()
-        fragments = await self._expand_batch(rc, body, result, whole=False, now=now_iso())
-        if fragments:
-            await self.service.batch_update(rc.tenant, fragments, result, "noOverwrite" in options)
+        options = _options(_params(request, {"options", "local"}), {"noOverwrite"})
+        rc, result = await self._batch(request, "update", options)
         return self._batch_response(rc, result, 204)
 
     async def batch_merge(self, request: Request) -> Response:
-        rc, body, _ = await self._batch_input(request, set())
-        result = BatchResult()
-        fragments = await self._expand_batch(rc, body, result, whole=False, now=now_iso(), allow_null=True)
-        if fragments:
-            await self.service.batch_merge(rc.tenant, fragments, result)
+        _options(_params(request, {"options", "local"}), set())
+        rc, result = await self._batch(request, "merge", set())
         return self._batch_response(rc, result, 204)
 
     async def batch_delete(self, request: Request) -> Response:
-        rc, body, _ = await self._batch_input(request, set())
+        _options(_params(request, {"options", "local"}), set())
+        body, body_ctx, from_body = await self._body(request)
+        if not isinstance(body, list):
+            raise BadRequestData("a batch operation's body must be a JSON array")
+        rc = await self._context(request, body_ctx, True) if from_body else await self._context(request)
         result = BatchResult()
         ids: list[str] = []
         for item in body:
@@ -677,14 +648,6 @@ class BrokerApi:
 
 
 # --- parameter helpers -----------------------------------------------------------------------------------------
-
-def _body_contexts(body: Any) -> list[Any]:
-    if isinstance(body, dict) and "@context" in body:
-        return [body["@context"]]
-    if isinstance(body, list):
-        return [item["@context"] for item in body if isinstance(item, dict) and "@context" in item][:1]
-    return []
-
 
 async def _read_json(request: Request, limit: int) -> Any:
     raw = b""

@@ -6,12 +6,14 @@ The broker needs no other component in-process (``REQUIRES = ()``); it registers
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from sleutelbos.broker.api import BrokerApi
+from sleutelbos.broker.batch_workers import BatchWorkers
 from sleutelbos.broker.context import ContextStore
 from sleutelbos.broker.notify_and_remember import NotifyAndRemember
 from sleutelbos.broker.readpath import BrokerReadPath
@@ -20,17 +22,21 @@ from sleutelbos.broker.store import open_store
 from sleutelbos.core.collector import tune_garbage_collector
 
 REQUIRES: tuple[str, ...] = ()
+log = logging.getLogger("sleutelbos.broker")
 
-#: Young-generation threshold of the cyclic garbage collector while the broker runs (CPython's default is 700).
+
 class BrokerComponent:
     name = "broker"
 
     def __init__(self, service: BrokerService, api: BrokerApi, announce: Any = None,
-                 notify_and_remember: NotifyAndRemember | None = None) -> None:
+                 notify_and_remember: NotifyAndRemember | None = None,
+                 batch_workers: BatchWorkers | None = None) -> None:
         self.service = service
         self.api = api
         self._announce = announce
         self.notify_and_remember = notify_and_remember  # issue 3: subscriptions, temporal API, embedded MQTT
+        self.batch_workers = batch_workers  # SQLite: batches taken apart on more cores (decision 0730)
+        api.batch_workers = batch_workers
 
     def routes(self) -> list[BaseRoute]:
         extra = self.notify_and_remember.routes() if self.notify_and_remember else []
@@ -50,8 +56,12 @@ class BrokerComponent:
         tune_garbage_collector()
         if self.notify_and_remember is not None:
             await self.notify_and_remember.start()
+        if self.batch_workers is not None:  # after the store's migrations: the workers open a current file
+            await self.batch_workers.start()
 
     async def stop(self) -> None:
+        if self.batch_workers is not None:  # their batches answered before the rest stops
+            await self.batch_workers.stop()
         if self.notify_and_remember is not None:
             await self.notify_and_remember.stop()
         await self.service.stop()
@@ -69,4 +79,20 @@ def build(ctx: Any) -> BrokerComponent:
     ctx.services["broker"] = service
     ctx.services["broker.subscriptions"] = part2.subscriptions
     ctx.services["broker.temporal"] = part2.temporal
-    return BrokerComponent(service, api, getattr(ctx, "announce", None), part2)
+    workers = _batch_workers(store, settings.broker_batch_workers, part2)
+    if workers is not None:
+        ctx.services["broker.batch_workers"] = workers
+    return BrokerComponent(service, api, getattr(ctx, "announce", None), part2, workers)
+
+
+def _batch_workers(store: Any, processes: int, part2: NotifyAndRemember) -> BatchWorkers | None:
+    """``broker_batch_workers`` processes on a SQLite file; none elsewhere (said once: PostgreSQL's own server is
+    the bound there, decision 0700, and an in-memory database is one process's)."""
+    if processes <= 0:
+        return None
+    from sleutelbos.broker.store.sqlite import SqliteEntityStore
+
+    if not isinstance(store, SqliteEntityStore) or store.path is None:
+        log.warning("broker_batch_workers=%d is for a SQLite file; this broker's process takes the batches", processes)
+        return None
+    return BatchWorkers(store, processes, part2.subscriptions)

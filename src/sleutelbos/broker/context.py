@@ -88,6 +88,11 @@ class CompiledContext:
         #: the write path's compiled expansion plans for this context (``validation``: entity shapes, types)
         self.plans: dict[Any, Any] = {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as what it was compiled from (a batch worker process gets it, decision 0730): the memoised
+        compactions and the expansion plans are rebuilt where it is used."""
+        return (CompiledContext, (self.key, self.context, self._expand, self._prefixes, self.vocab))
+
     def expand_term(self, name: str) -> str:
         """Expand an attribute name or entity type (vocabulary-relative, JSON-LD 1.1 §5.2 IRI expansion)."""
         iri = self._expand.get(name)

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     broker_temporal_head_rows: int = Field(
         default=2_000_000, ge=1, description="SQLite: move the head into a bucket sooner once it holds this many "
         "history rows (keeps its entity index in the page cache)")
+    broker_batch_workers: int = Field(
+        default=0, ge=0, le=64, description="SQLite file: processes that take application/json batch operations "
+        "apart and write them, each on a core of its own (decision 0730); 0: the broker's process does")
 
 
     # --- policy -----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
@@ -194,11 +194,41 @@ def json_path(iri: str) -> str:
     return '$."' + iri.replace('"', '\\"') + '"'
 
 
+class StagedRows:
+    """Rows of a batch built before the writer lock (``SqliteEntityStore.staging``): the entity rows with the
+    creation times a read without the lock found, and the history rows. A transaction takes a staged entity row only
+    where the creation time it settles on is the one the row was built with, and a staged history row only for the
+    same entity and modification time; anything else it builds itself, as without staging."""
+
+    __slots__ = ("entities", "history")
+
+    def __init__(self, entities: dict[str, tuple[Any, ...]], history: dict[str, tuple[str, tuple[Any, ...]]]) -> None:
+        self.entities = entities
+        self.history = history  # entity id → (modifiedAt, row)
+
+    def entity_row(self, tenant: str, entity: Entity) -> tuple[Any, ...]:
+        row = self.entities.get(entity["id"])
+        if row is not None and row[4] == entity["createdAt"] and row[5] == entity["modifiedAt"]:
+            return row
+        return entity_row(tenant, entity)
+
+    def history_row(self, tenant: str, row: HistoryRow) -> tuple[Any, ...]:
+        staged = self.history.get(row.entity_id)
+        if staged is not None and staged[0] == row.modified_at and not row.deleted:
+            return staged[1]
+        return history_row(tenant, row)
+
+
 class _SqliteTransaction(StoreTransaction):
-    def __init__(self, conn: sqlite3.Connection, tenant: str, extra_types: dict[str, set[str]]) -> None:
+    def __init__(self, conn: sqlite3.Connection, tenant: str, extra_types: dict[str, set[str]],
+                 shared: bool = False, staged: StagedRows | None = None) -> None:
         self.conn = conn
         self.tenant = tenant
         self.extra_types = extra_types  # the store's cache: tenant → types some entity has as a further type
+        # another process writes the file too (batch workers, decision 0730): the cache may lack further types it
+        # wrote, so whether the tenant has any is asked of the file (under the writer lock: exact)
+        self.shared = shared
+        self.staged = staged
         # id → (type, types, created_at) of the stored rows this transaction has read or written: the writer lock
         # is held from BEGIN IMMEDIATE to COMMIT, so they are the stored values until this transaction changes them
         self._stored: dict[str, tuple[str, str, str]] = {}
@@ -243,7 +273,11 @@ class _SqliteTransaction(StoreTransaction):
         return out
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        rows = [entity_row(self.tenant, e) for e in entities]
+        staged = self.staged
+        if staged is None:
+            rows = [entity_row(self.tenant, e) for e in entities]
+        else:
+            rows = [staged.entity_row(self.tenant, e) for e in entities]
         stored = self._stored
         known: list[tuple[Any, ...]] = []
         other = rows
@@ -258,13 +292,17 @@ class _SqliteTransaction(StoreTransaction):
         for r in rows:
             stored[r[1]] = r[2:5]
         multi = [e for e in entities if len(e["type"]) > 1]
-        if multi or self.extra_types.get(self.tenant):
+        if multi or self.extra_types.get(self.tenant) or (self.shared and self._further_types_stored()):
             self.conn.executemany("DELETE FROM broker_entity_extra_types WHERE tenant = ? AND id = ?",
                                   [(self.tenant, e["id"]) for e in entities])
             self.conn.executemany("INSERT OR IGNORE INTO broker_entity_extra_types VALUES (?, ?, ?)",
                                   [(self.tenant, t, e["id"]) for e in multi for t in e["type"][1:]])
             # only ever grows: a stale entry just sends that type's queries down the (correct) slower path
             self.extra_types.setdefault(self.tenant, set()).update(t for e in multi for t in e["type"][1:])
+
+    def _further_types_stored(self) -> bool:
+        return bool(self.conn.execute("SELECT EXISTS (SELECT 1 FROM broker_entity_extra_types WHERE tenant = ?)",
+                                      (self.tenant,)).fetchone()[0])
 
     async def delete(self, ids: Sequence[str]) -> None:
         for i in ids:
@@ -281,7 +319,36 @@ class _SqliteTransaction(StoreTransaction):
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         if rows:
-            self._execute(_HISTORY, [history_row(self.tenant, r) for r in rows])
+            staged = self.staged
+            if staged is None:
+                self._execute(_HISTORY, [history_row(self.tenant, r) for r in rows])
+            else:
+                self._execute(_HISTORY, [staged.history_row(self.tenant, r) for r in rows])
+
+
+#: how long a writer waits for another process's write lock (the connections' ``busy_timeout``)
+_BUSY_TIMEOUT_S = 10.0
+
+
+async def _begin_shared(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` when another process may hold the write lock (batch workers, decision 0730): tried
+    without SQLite's busy wait, which would stop the event loop for as long as that process writes, and retried after
+    short sleeps that let the loop serve other requests."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        delay = 0.0002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
 
 
 class _WriteTransaction:
@@ -300,7 +367,10 @@ class _WriteTransaction:
         await store._lock.acquire()
         try:
             conn = store._writer
-            conn.execute("BEGIN IMMEDIATE")
+            if store.shared:
+                await _begin_shared(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 if self.tenant not in store._tenants:
                     conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -311,7 +381,7 @@ class _WriteTransaction:
         except BaseException:
             store._lock.release()
             raise
-        return _SqliteTransaction(conn, self.tenant, store._extra_types)
+        return _SqliteTransaction(conn, self.tenant, store._extra_types, store.shared, store._staged)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
@@ -337,11 +407,17 @@ class SqliteEntityStore(EntityStore):
     dialect = "sqlite"
     q_scalars = "e.scalars"
 
-    def __init__(self, path: Path | None, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path | None, synchronous: str = "NORMAL", checkpoints: bool = True) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        #: whether this store runs the file's WAL checkpoints (one store per file does: the broker's, not a batch
+        #: worker's)
+        self.checkpoints = checkpoints
+        #: whether other processes write the file too (batch workers, decision 0730; set before :meth:`open`)
+        self.shared = False
+        self._staged: StagedRows | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
@@ -367,7 +443,7 @@ class SqliteEntityStore(EntityStore):
         writer's (a no-op on the in-memory database, whose ``main`` holds them)."""
         target, uri = self._target()
         conn = sqlite3.connect(target, isolation_level=None, uri=uri, check_same_thread=check_same_thread)
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # per connection, every attached file: the checkpointer's job
         schemas = ["main"]
         if temporal and self.temporal_file is not None:
@@ -408,7 +484,7 @@ class SqliteEntityStore(EntityStore):
         self._tenants |= {r[0] for r in self._writer.execute("SELECT name FROM broker_tenants")}
         for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
             self._extra_types.setdefault(tenant, set()).add(type_)
-        if self.path is not None:
+        if self.path is not None and self.checkpoints:
             # both files: PRAGMA wal_checkpoint without a schema checkpoints every attached database
             self._checkpointer = self._connect(check_same_thread=False, temporal=True)
             self._checkpoint_task = asyncio.create_task(self._checkpoint_loop())
@@ -478,7 +554,52 @@ class SqliteEntityStore(EntityStore):
         return sorted(self._tenants)
 
     async def tenant_exists(self, tenant: str) -> bool:
-        return tenant in self._tenants
+        if tenant in self._tenants:
+            return True
+        # made by another process (learn() tells of most, not all)
+        if self.shared and self._reader is not None and self._reader.execute(
+                "SELECT 1 FROM broker_tenants WHERE name = ?", (tenant,)).fetchone():
+            self._tenants.add(tenant)
+            return True
+        return False
+
+    def further_types(self, tenant: str) -> frozenset[str]:
+        """The types some entity of the tenant has as a further type, as far as this process knows."""
+        return frozenset(self._extra_types.get(tenant, ()))
+
+    def learn(self, tenant: str, further_types: Iterable[str]) -> None:
+        """What another process's committed write made: the tenant, and further types (which the query translation
+        must know of, ``where_sqlite``)."""
+        self._tenants.add(tenant)
+        if further_types:
+            self._extra_types.setdefault(tenant, set()).update(further_types)
+
+    @contextlib.contextmanager
+    def staging(self, tenant: str, entities: Sequence[Entity], rows: Sequence[HistoryRow]) -> Iterator[None]:
+        """The next transactions take the rows of ``entities`` (each with the creation time stored now, or its own)
+        and of the history ``rows`` as built here, before the writer lock (see :class:`StagedRows`). A batch worker
+        (decision 0730) builds them outside the lock so that two workers' writes overlap only in their statements.
+
+        Only for writes of the entities as they are given (batch create; upsert in replace mode, one entity per id):
+        a staged row is checked against the creation and modification times, not against the document."""
+        assert self._reader is not None
+        ids = [e["id"] for e in entities]
+        created: dict[str, str] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            sql = ("SELECT id, created_at FROM broker_entities WHERE tenant = ? AND id IN"  # noqa: S608
+                   f" ({','.join('?' * len(chunk))})")
+            created.update(self._reader.execute(sql, [tenant, *chunk]).fetchall())
+        staged_entities: dict[str, tuple[Any, ...]] = {}
+        for e in entities:
+            when = created.get(e["id"])
+            staged_entities[e["id"]] = entity_row(tenant, e if when is None else {**e, "createdAt": when})
+        staged_history = {r.entity_id: (r.modified_at, history_row(tenant, r)) for r in rows if not r.deleted}
+        self._staged = StagedRows(staged_entities, staged_history)
+        try:
+            yield
+        finally:
+            self._staged = None
 
     def transaction(self, tenant: str) -> AbstractAsyncContextManager[StoreTransaction]:
         assert self._writer is not None and self._lock is not None
