@@ -19,6 +19,7 @@ import pytest
 from sleutelbos.broker.batch_workers import BatchWorkers
 from sleutelbos.broker.component import _batch_workers
 from sleutelbos.broker.entity import now_iso
+from sleutelbos.broker.store import open_store
 from sleutelbos.broker.store.sqlite import SqliteEntityStore
 from tests.broker.conftest import BASE, Broker
 from tests.broker.receivers import HttpReceiver
@@ -220,6 +221,8 @@ async def test_staged_rows_give_way_to_what_the_transaction_reads(tmp_path: Path
 def test_no_workers_without_a_sqlite_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert _batch_workers(SqliteEntityStore(None), 2, None) is None  # type: ignore[arg-type]
     assert "for a SQLite file" in caplog.text
+    # PostgreSQL (a store object only: nothing connects)
+    assert _batch_workers(open_store("postgresql://nobody@127.0.0.1:1/none"), 2, None) is None  # type: ignore[arg-type]
     assert _batch_workers(SqliteEntityStore(tmp_path / "b.sqlite"), 0, None) is None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="SQLite file"):
         BatchWorkers(SqliteEntityStore(None), 2)

@@ -60,6 +60,8 @@ async def expand_op(service: BrokerService, op: str, ctx: CompiledContext, body:
 async def apply_expanded(service: BrokerService, op: str, tenant: str, items: list[Entity], options: set[str],
                          result: BatchResult) -> None:
     """The service's batch ``op`` on entities (or fragments) already expanded."""
+    if op not in OPERATIONS:
+        raise ValueError(f"unknown batch operation {op!r}")
     if not items:
         return
     if op == "create":
@@ -68,7 +70,5 @@ async def apply_expanded(service: BrokerService, op: str, tenant: str, items: li
         await service.batch_upsert(tenant, items, result, update="update" in options)
     elif op == "update":
         await service.batch_update(tenant, items, result, "noOverwrite" in options)
-    elif op == "merge":
-        await service.batch_merge(tenant, items, result)
     else:
-        raise ValueError(f"unknown batch operation {op!r}")
+        await service.batch_merge(tenant, items, result)
