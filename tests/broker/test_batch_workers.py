@@ -187,6 +187,51 @@ async def test_a_worker_that_dies_is_replaced(broker: Broker) -> None:
     assert r.json()["power"] == 2.0
 
 
+async def test_the_flush_moves_the_head_while_the_workers_write(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The flusher (in the broker's process) deletes flushed rows from the head while two workers commit batches
+    to the same file: every update stays readable exactly once, and no flush step fails on the other processes'
+    commits."""
+    import sqlite3
+
+    from tests.broker.test_notifications import running_broker
+
+    n, rounds = 300, 10
+    async with running_broker(f"sqlite:///{tmp_path / 'broker.sqlite'}", tmp_path, broker_batch_workers=2,
+                              broker_temporal_bucket_seconds=0) as b:
+
+        async def writer(half: int) -> None:
+            for round_ in range(rounds):
+                body = [{**meter(i, float(round_)), "power": {"type": "Property", "value": float(round_),
+                                                              "observedAt": f"2026-11-28T{round_:02d}:00:00Z"}}
+                        for i in range(half, n, 2)]
+                r = await b.client.post(f"{BASE}/entityOperations/upsert", content=json.dumps(body), headers=JSON)
+                assert r.status_code in (201, 204), r.text
+
+        await asyncio.gather(writer(0), writer(1))
+        conn = sqlite3.connect(tmp_path / "broker.sqlite")
+        conn.execute("ATTACH DATABASE ? AS temporal", (str(tmp_path / "broker-temporal.sqlite"),))
+        try:
+            for _ in range(200):  # the flusher's timer: until every flushed row has left the head
+                left = conn.execute(
+                    "SELECT COUNT(*) FROM broker_entity_history WHERE entity_id <> '' AND seq <="
+                    " (SELECT COALESCE(MAX(seq_hi), 0) FROM broker_temporal_buckets)").fetchone()[0]
+                buckets = conn.execute("SELECT COUNT(*) FROM broker_temporal_buckets").fetchone()[0]
+                if left == 0 and buckets > 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert left == 0 and buckets > 1
+        finally:
+            conn.close()
+        for i in (0, 1, n - 1):
+            r = await b.client.get(f"{BASE}/temporal/entities/urn:ngsi-ld:Device:m{i:03d}",
+                                   params={"attrs": "power", "options": "temporalValues"})
+            assert r.status_code == 200, r.text
+            values = sorted(v[0] for v in r.json()["power"]["values"])
+            assert values == [float(x) for x in range(rounds)]
+    assert "failed" not in caplog.text
+
+
 async def test_staged_rows_give_way_to_what_the_transaction_reads(tmp_path: Path) -> None:
     """A row staged before the lock with a creation time that is no longer true (the entity was deleted, or
     created, by another writer in between) is built again in the transaction."""

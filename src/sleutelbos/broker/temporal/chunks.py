@@ -569,11 +569,17 @@ class HistoryFlusher(BackgroundStep):
     def _drop_step(conn: sqlite3.Connection) -> int:
         """One slice of flushed rows out of the head — a range of ``seq`` (the table's rowid: no index look per row
         to find them) from the oldest row, up to the cursor, never the last row — in one transaction of the store's
-        file (the caller holds the store's writer lock)."""
+        file (the caller holds the store's writer lock).
+
+        The range is read before the transaction, whose first statement writes: a read inside it would pin a snapshot,
+        and a commit of another process (batch workers, decision 0730) would then turn the write into an immediate
+        ``SQLITE_BUSY`` instead of a wait for the lock. The values stay true meanwhile: the cursor moves only under the
+        flusher's lock, the oldest row only by this step or a deletion (a range over rows gone deletes nothing), and
+        the newest only grows."""
+        cursor = conn.execute(CURSOR).fetchone()[0]
+        low, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM broker_entity_history").fetchone()
         conn.execute("BEGIN")
         try:
-            cursor = conn.execute(CURSOR).fetchone()[0]
-            low, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM broker_entity_history").fetchone()
             dropped = 0
             if low is not None and low <= cursor:
                 dropped = conn.execute(_DROP_FLUSHED, (low, min(low + _DROP_SLICE - 1, cursor, last - 1))).rowcount
