@@ -669,12 +669,12 @@ class SqliteEntityStore(EntityStore):
         return [(r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
 
     async def save_hosted_context(self, local_id: str, url: str, document: Any, created_at: str) -> None:
-        assert self._writer is not None and self._lock is not None
-        async with self._lock:
-            self._writer.execute("INSERT INTO broker_jsonld_contexts VALUES (?,?,?,?)",
-                                 (local_id, url, orjson.dumps(document).decode(), created_at))
+        # a write transaction like any other: with batch workers on the file it waits for their lock off the loop
+        async with self.transaction(DEFAULT_TENANT) as tx:
+            tx.conn.execute("INSERT INTO broker_jsonld_contexts VALUES (?,?,?,?)",  # type: ignore[attr-defined]
+                            (local_id, url, orjson.dumps(document).decode(), created_at))
 
     async def delete_hosted_context(self, local_id: str) -> None:
-        assert self._writer is not None and self._lock is not None
-        async with self._lock:
-            self._writer.execute("DELETE FROM broker_jsonld_contexts WHERE local_id = ?", (local_id,))
+        async with self.transaction(DEFAULT_TENANT) as tx:
+            tx.conn.execute("DELETE FROM broker_jsonld_contexts WHERE local_id = ?",  # type: ignore[attr-defined]
+                            (local_id,))
