@@ -319,7 +319,8 @@ async def run(args: argparse.Namespace) -> None:
         mqtt_port, mqtt_desc = mosquitto.port, f"private {binary} on 127.0.0.1:{mosquitto.port}, set_tcp_nodelay true"
     print(f"Mosquitto: {mqtt_desc}", flush=True)
     try:
-        proc = start_broker(db, port, tmp, SERVER_SRC, SLEUTELBOS_MQTT_PORT="0")
+        proc = start_broker(db, port, tmp, SERVER_SRC, SLEUTELBOS_MQTT_PORT="0",
+                            SLEUTELBOS_BROKER_BATCH_WORKERS=str(args.batch_workers))
     except BaseException:
         if mosquitto is not None:
             mosquitto.stop()
@@ -421,6 +422,8 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=10_000, help="updates per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch-workers", type=int, default=0,
+                        help="SQLite: the broker's broker_batch_workers (decision 0730); 0: its own process")
     parser.add_argument("--control", action="store_true", help="no subscriptions: the second pass repeats the first")
     parser.add_argument("--mqtt-port", type=int, default=None,
                         help="notify through the Mosquitto already on 127.0.0.1:N (default: start a private one with "
