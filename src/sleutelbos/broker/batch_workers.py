@@ -18,6 +18,10 @@ bound: its statements take a fraction of that under the file's write lock. So th
 
 Left in the broker's process: ``application/ld+json`` batches (each entity may carry its own @context, which may
 name a context only the broker's cache holds) and batch delete (it parses ids only).
+
+The processes are spawned, not forked: the broker's process has threads (the notifier, the checkpointer, the
+flusher) that a fork would copy mid-step. Spawning imports the program's main module again, so a program that embeds
+the broker with workers needs Python's ``if __name__ == "__main__":`` guard (the ``sleutelbos`` command has it).
 """
 
 from __future__ import annotations
