@@ -149,7 +149,11 @@ class BrokerApi:
 
     async def _body(self, request: Request, allow_merge_patch: bool = False) -> tuple[Any, Any, bool]:
         """(JSON body, its @context, whether the context came from the body). 415/413/400 on the way."""
-        raw, ctype = await self._raw_body(request, allow_merge_patch)
+        return self._parsed(request, *await self._raw_body(request, allow_merge_patch))
+
+    @staticmethod
+    def _parsed(request: Request, raw: bytes, ctype: str) -> tuple[Any, Any, bool]:
+        """``body.parse_body`` of a request's bytes, with whether it came with a ``Link`` header."""
         return parse_body(raw, ctype, context_from_link_header(request.headers.get("link")) is not None)
 
     async def _raw_body(self, request: Request, allow_merge_patch: bool = False) -> tuple[bytes, str]:
@@ -496,15 +500,19 @@ class BrokerApi:
         if self.batch_workers is not None and ctype == JSON:
             rc = await self._context(request)
             return rc, await self.batch_workers.run(op, rc.tenant, rc.ctx, raw, options, now)
-        body, body_ctx, from_body = parse_body(raw, ctype,
-                                               context_from_link_header(request.headers.get("link")) is not None)
-        if not isinstance(body, list):
-            raise BadRequestData("a batch operation's body must be a JSON array")
-        # ld+json: each entity carries its own @context; the first one sets the response context
-        rc = await self._context(request, body_ctx, True) if from_body else await self._context(request)
+        rc, body = await self._batch_body(request, raw, ctype)
         result = BatchResult()
         await apply_batch(self.service, op, rc.tenant, rc.ctx, body, options, now, result)
         return rc, result
+
+    async def _batch_body(self, request: Request, raw: bytes, ctype: str) -> tuple[RequestContext, list[Any]]:
+        """A batch body taken apart here: a JSON array, and the request's context (ld+json: each entity carries its
+        own @context; the first one sets the response context)."""
+        body, body_ctx, from_body = self._parsed(request, raw, ctype)
+        if not isinstance(body, list):
+            raise BadRequestData("a batch operation's body must be a JSON array")
+        rc = await self._context(request, body_ctx, True) if from_body else await self._context(request)
+        return rc, body
 
     def _batch_response(self, rc: RequestContext, result: BatchResult, ok_status: int,
                         ok_body: Any = None) -> Response:
@@ -515,12 +523,12 @@ class BrokerApi:
         return Response(status_code=ok_status)
 
     async def batch_create(self, request: Request) -> Response:
-        _options(_params(request, {"options", "local"}), set())
+        _batch_options(request, set())
         rc, result = await self._batch(request, "create", set())
         return self._batch_response(rc, result, 201, result.success)
 
     async def batch_upsert(self, request: Request) -> Response:
-        options = _options(_params(request, {"options", "local"}), {"replace", "update"})
+        options = _batch_options(request, {"replace", "update"})
         if {"replace", "update"} <= options:
             raise BadRequestData("options replace and update exclude each other")
         rc, result = await self._batch(request, "upsert", options)
@@ -529,21 +537,18 @@ class BrokerApi:
         return self._batch_response(rc, result, 201, result.created)
 
     async def batch_update(self, request: Request) -> Response:
-        options = _options(_params(request, {"options", "local"}), {"noOverwrite"})
+        options = _batch_options(request, {"noOverwrite"})
         rc, result = await self._batch(request, "update", options)
         return self._batch_response(rc, result, 204)
 
     async def batch_merge(self, request: Request) -> Response:
-        _options(_params(request, {"options", "local"}), set())
+        _batch_options(request, set())
         rc, result = await self._batch(request, "merge", set())
         return self._batch_response(rc, result, 204)
 
     async def batch_delete(self, request: Request) -> Response:
-        _options(_params(request, {"options", "local"}), set())
-        body, body_ctx, from_body = await self._body(request)
-        if not isinstance(body, list):
-            raise BadRequestData("a batch operation's body must be a JSON array")
-        rc = await self._context(request, body_ctx, True) if from_body else await self._context(request)
+        _batch_options(request, set())
+        rc, body = await self._batch_body(request, *await self._raw_body(request))
         result = BatchResult()
         ids: list[str] = []
         for item in body:
@@ -648,6 +653,11 @@ class BrokerApi:
 
 
 # --- parameter helpers -----------------------------------------------------------------------------------------
+
+def _batch_options(request: Request, allowed: set[str]) -> set[str]:
+    """A batch operation's query: ``options`` (of ``allowed``) and ``local``, nothing else."""
+    return _options(_params(request, {"options", "local"}), allowed)
+
 
 async def _read_json(request: Request, limit: int) -> Any:
     raw = b""

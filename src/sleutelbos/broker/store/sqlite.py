@@ -273,11 +273,8 @@ class _SqliteTransaction(StoreTransaction):
         return out
 
     async def upsert(self, entities: Sequence[Entity]) -> None:
-        staged = self.staged
-        if staged is None:
-            rows = [entity_row(self.tenant, e) for e in entities]
-        else:
-            rows = [staged.entity_row(self.tenant, e) for e in entities]
+        row_of = entity_row if self.staged is None else self.staged.entity_row
+        rows = [row_of(self.tenant, e) for e in entities]
         stored = self._stored
         known: list[tuple[Any, ...]] = []
         other = rows
@@ -319,11 +316,8 @@ class _SqliteTransaction(StoreTransaction):
 
     async def history(self, rows: Sequence[HistoryRow]) -> None:
         if rows:
-            staged = self.staged
-            if staged is None:
-                self._execute(_HISTORY, [history_row(self.tenant, r) for r in rows])
-            else:
-                self._execute(_HISTORY, [staged.history_row(self.tenant, r) for r in rows])
+            row_of = history_row if self.staged is None else self.staged.history_row
+            self._execute(_HISTORY, [row_of(self.tenant, r) for r in rows])
 
 
 #: how long a writer waits for another process's write lock (the connections' ``busy_timeout``)
@@ -331,24 +325,20 @@ _BUSY_TIMEOUT_S = 10.0
 
 
 async def _begin_shared(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE`` when another process may hold the write lock (batch workers, decision 0730): tried
-    without SQLite's busy wait, which would stop the event loop for as long as that process writes, and retried after
-    short sleeps that let the loop serve other requests."""
-    conn.execute("PRAGMA busy_timeout=0")
-    try:
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        delay = 0.0002
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.005)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+    """``BEGIN IMMEDIATE`` when another process may hold the write lock (batch workers, decision 0730), on a writer
+    without SQLite's busy wait (``busy_timeout=0``, set at open), which would stop the event loop for as long as that
+    process writes: retried after short sleeps that let the loop serve other requests."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.0002
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.005)
 
 
 class _WriteTransaction:
@@ -484,6 +474,8 @@ class SqliteEntityStore(EntityStore):
         self._tenants |= {r[0] for r in self._writer.execute("SELECT name FROM broker_tenants")}
         for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
             self._extra_types.setdefault(tenant, set()).add(type_)
+        if self.shared:  # only _WriteTransaction writes through it, and waits for the lock itself (_begin_shared)
+            self._writer.execute("PRAGMA busy_timeout=0")
         if self.path is not None and self.checkpoints:
             # both files: PRAGMA wal_checkpoint without a schema checkpoints every attached database
             self._checkpointer = self._connect(check_same_thread=False, temporal=True)
