@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sleutelbos.broker.store import DEFAULT_TENANT
+from sleutelbos.broker.store.group_commit import WriterLock
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -60,7 +61,7 @@ class BrokerDatabase:
         self._temporal_lock: asyncio.Lock | None = None
 
     @property
-    def temporal_lock(self) -> asyncio.Lock:
+    def temporal_lock(self) -> asyncio.Lock | WriterLock:
         """Held by every writer of the temporal tables on SQLite (the flusher's write step and the API's
         temporal transactions): the temporal file's own when the tables are in it, else the store's writer lock.
         Writers queue on it on the event loop rather than in SQLite's busy handler."""
@@ -68,7 +69,7 @@ class BrokerDatabase:
             if self._temporal_lock is None:
                 self._temporal_lock = asyncio.Lock()
             return self._temporal_lock
-        lock: asyncio.Lock = self.store._lock
+        lock: WriterLock = self.store._lock  # commits the writer's open group when taken
         return lock
 
     async def open(self) -> None:

@@ -59,6 +59,7 @@ from sleutelbos.broker.store.base import (
     StoreTransaction,
     location_bbox,
 )
+from sleutelbos.broker.store.group_commit import GroupCommit, WriterLock, committed
 from sleutelbos.broker.temporal.instants import observed_span, sql_instant
 from sleutelbos.broker.temporal.schema import (
     SQLITE_HISTORY_HEAD_INDEX,
@@ -324,6 +325,10 @@ class _SqliteTransaction(StoreTransaction):
 _BUSY_TIMEOUT_S = 10.0
 
 
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
 async def _begin_shared(conn: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE`` when another process may hold the write lock (batch workers, decision 0730), on a writer
     without SQLite's busy wait (``busy_timeout=0``, set at open), which would stop the event loop for as long as that
@@ -342,8 +347,10 @@ async def _begin_shared(conn: sqlite3.Connection) -> None:
 
 
 class _WriteTransaction:
-    """``store.transaction(tenant)``: the writer lock, ``BEGIN IMMEDIATE``, ``COMMIT`` on success and ``ROLLBACK``
-    on any exception. A class rather than ``@asynccontextmanager``: a single update pays for every layer here."""
+    """``store.transaction(tenant)``: a member of the writer's group commit (:mod:`.group_commit`) — the writer
+    lock, a savepoint inside the group's ``BEGIN IMMEDIATE``, released on success and rolled back on any exception;
+    on success the ``async with`` ends once the group has committed. A class rather than ``@asynccontextmanager``: a
+    single update pays for every layer here."""
 
     __slots__ = ("store", "tenant")
 
@@ -353,43 +360,24 @@ class _WriteTransaction:
 
     async def __aenter__(self) -> StoreTransaction:
         store = self.store
-        assert store._writer is not None and store._lock is not None
-        await store._lock.acquire()
-        try:
-            conn = store._writer
-            if store.shared:
-                await _begin_shared(conn)
-            else:
-                conn.execute("BEGIN IMMEDIATE")
+        groups = store._groups
+        conn = await groups.join(_begin_shared if store.shared else _begin)
+        if self.tenant not in store._tenants:
             try:
-                if self.tenant not in store._tenants:
-                    conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                 (self.tenant, now_iso()))
+                conn.execute("INSERT INTO broker_tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                             (self.tenant, now_iso()))
             except BaseException:
-                conn.execute("ROLLBACK")
+                groups.leave(ok=False)
                 raise
-        except BaseException:
-            store._lock.release()
-            raise
         return _SqliteTransaction(conn, self.tenant, store._extra_types, store.shared, store._staged)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
         store = self.store
-        assert store._writer is not None and store._lock is not None
-        try:
-            if exc_type is None:
-                try:
-                    store._writer.execute("COMMIT")
-                except BaseException:  # not committed: leave no transaction open for the next writer
-                    with contextlib.suppress(sqlite3.Error):
-                        store._writer.execute("ROLLBACK")
-                    raise
-                store._tenants.add(self.tenant)
-            else:
-                store._writer.execute("ROLLBACK")
-        finally:
-            store._lock.release()
+        group = store._groups.leave(ok=exc_type is None)
+        if exc_type is None and group is not None:
+            await committed(group)
+            store._tenants.add(self.tenant)
         return False
 
 
@@ -413,7 +401,7 @@ class SqliteEntityStore(EntityStore):
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpointing: asyncio.Future[Any] | None = None
-        self._lock: asyncio.Lock | None = None
+        self._groups = GroupCommit()
         self._tenants: set[str] = {DEFAULT_TENANT}
         self._extra_types: dict[str, set[str]] = {}
 
@@ -453,7 +441,7 @@ class SqliteEntityStore(EntityStore):
     async def open(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = asyncio.Lock()
+        self._groups = GroupCommit()
         if self.path is None:  # keep the shared in-memory database alive across connections
             self._writer = self._connect()
         target, uri = self._target()
@@ -470,6 +458,7 @@ class SqliteEntityStore(EntityStore):
             await migrate_sqlite(conn, "broker_scalars", SCALARS_MIGRATIONS)
         if self._writer is None:
             self._writer = self._connect()
+        self._groups.conn = self._writer
         self._reader = self._connect()
         self._tenants |= {r[0] for r in self._writer.execute("SELECT name FROM broker_tenants")}
         for tenant, type_ in self._writer.execute("SELECT DISTINCT tenant, type FROM broker_entity_extra_types"):
@@ -537,6 +526,8 @@ class SqliteEntityStore(EntityStore):
             with contextlib.suppress(Exception):
                 await self._checkpointing
             self._checkpointing = None
+        if self._writer is not None:
+            self._groups.commit_now()  # (its members are waiting for it: none is left when the broker stopped)
         for conn in (self._reader, self._checkpointer, self._writer):
             if conn is not None:
                 conn.close()
@@ -593,8 +584,14 @@ class SqliteEntityStore(EntityStore):
         finally:
             self._staged = None
 
+    @property
+    def _lock(self) -> WriterLock:
+        """The writer lock for work on the writer connection or the file's write lock other than a write transaction
+        (the temporal flusher's steps): taking it commits the open group first (:mod:`.group_commit`)."""
+        return self._groups.writer_lock
+
     def transaction(self, tenant: str) -> AbstractAsyncContextManager[StoreTransaction]:
-        assert self._writer is not None and self._lock is not None
+        assert self._writer is not None
         return _WriteTransaction(self, tenant)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
