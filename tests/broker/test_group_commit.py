@@ -68,6 +68,13 @@ async def test_a_failed_member_takes_back_only_its_own_writes(store: SqliteEntit
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], RuntimeError)
     assert stored_ids(store) == {"urn:ngsi-ld:Device:m000", "urn:ngsi-ld:Device:m002"}
+    # the group's first member has no savepoint (it is alone while it runs): its failure rolls back the transaction,
+    # and the next write opens a new group
+    commits = store._groups.commits
+    results = await asyncio.gather(write(store, 3, fail=True), write(store, 4), return_exceptions=True)
+    assert isinstance(results[0], RuntimeError) and results[1] is None
+    assert stored_ids(store) == {"urn:ngsi-ld:Device:m000", "urn:ngsi-ld:Device:m002", "urn:ngsi-ld:Device:m004"}
+    assert store._groups.commits == commits + 1
 
 
 async def test_a_failed_commit_fails_every_member_and_keeps_none(store: SqliteEntityStore) -> None:
