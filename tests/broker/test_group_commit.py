@@ -14,6 +14,7 @@ import pytest
 
 from sleutelbos.broker.context import ContextStore
 from sleutelbos.broker.entity import now_iso
+from sleutelbos.broker.store.group_commit import PROBE_EVERY
 from sleutelbos.broker.store.sqlite import SqliteEntityStore
 from sleutelbos.broker.validation import expand_entity
 from tests.broker.test_batch_and_query import meter
@@ -50,7 +51,15 @@ async def write(store: SqliteEntityStore, i: int, *, fail: bool = False) -> None
             raise RuntimeError("this member fails after its write")
 
 
-async def test_writes_ready_together_commit_together(store: SqliteEntityStore) -> None:
+@pytest.fixture
+def grouping(store: SqliteEntityStore) -> SqliteEntityStore:
+    """The store with its commits deferred to the loop's turn, as under concurrent writers."""
+    store._groups.deferring = True
+    return store
+
+
+async def test_writes_ready_together_commit_together(grouping: SqliteEntityStore) -> None:
+    store = grouping
     groups = store._groups
     commits, members = groups.commits, groups.members
     await asyncio.gather(*(write(store, i) for i in range(20)))
@@ -62,7 +71,27 @@ async def test_writes_ready_together_commit_together(store: SqliteEntityStore) -
     assert len(stored_ids(store)) == 21
 
 
-async def test_a_failed_member_takes_back_only_its_own_writes(store: SqliteEntityStore) -> None:
+async def test_the_deferral_adapts_to_lone_and_concurrent_writers(store: SqliteEntityStore) -> None:
+    groups = store._groups
+    assert not groups.deferring
+    deferred = groups.deferred
+    for i in range(PROBE_EVERY * 4):  # a lone writer: its writes commit as they leave, but for the probes
+        await write(store, i)
+        assert f"urn:ngsi-ld:Device:m{i:03d}" in stored_ids(store)
+    assert groups.deferred - deferred == 4 and not groups.deferring
+    commits = groups.commits
+    for round_ in range(2):  # writers at once: the first probe finds company, and from then on groups form
+        await asyncio.gather(*(write(store, 100 + round_ * 20 + i) for i in range(20)))
+    assert groups.deferring
+    assert groups.commits - commits < 20
+    for i in range(PROBE_EVERY):  # alone again: after PROBE_EVERY groups of one the commits are immediate again
+        await write(store, 200 + i)
+    assert not groups.deferring
+    assert len(stored_ids(store)) == PROBE_EVERY * 4 + 40 + PROBE_EVERY
+
+
+async def test_a_failed_member_takes_back_only_its_own_writes(grouping: SqliteEntityStore) -> None:
+    store = grouping
     results = await asyncio.gather(write(store, 0), write(store, 1, fail=True), write(store, 2),
                                    return_exceptions=True)
     assert results[0] is None and results[2] is None
@@ -77,7 +106,8 @@ async def test_a_failed_member_takes_back_only_its_own_writes(store: SqliteEntit
     assert store._groups.commits == commits + 1
 
 
-async def test_a_failed_commit_fails_every_member_and_keeps_none(store: SqliteEntityStore) -> None:
+async def test_a_failed_commit_fails_every_member_and_keeps_none(grouping: SqliteEntityStore) -> None:
+    store = grouping
     """A deferred foreign key is checked at COMMIT: one member's violating row fails the whole group."""
     assert store._writer is not None
     store._writer.execute("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)")
@@ -98,9 +128,10 @@ async def test_a_failed_commit_fails_every_member_and_keeps_none(store: SqliteEn
 
 
 async def test_a_member_cancelled_while_it_waits_is_committed_and_its_caller_goes_on(
-        store: SqliteEntityStore) -> None:
+        grouping: SqliteEntityStore) -> None:
     """The caller's code right after its transaction (the change feed's notifications) runs; the cancellation
     comes at its next ``await``."""
+    store = grouping
     after: list[str] = []
     hold = asyncio.Event()
     holding = asyncio.Event()
@@ -132,7 +163,8 @@ async def test_a_member_cancelled_while_it_waits_is_committed_and_its_caller_goe
     assert stored_ids(store) == {"urn:ngsi-ld:Device:m000", "urn:ngsi-ld:Device:m001"}
 
 
-async def test_the_writer_lock_commits_the_open_group(store: SqliteEntityStore) -> None:
+async def test_the_writer_lock_commits_the_open_group(grouping: SqliteEntityStore) -> None:
+    store = grouping
     """The temporal flusher's steps take the writer lock to work on the writer connection or on the file's write
     lock through a connection of their own: they find the group's writes committed."""
     seen: list[tuple[bool, set[str]]] = []
