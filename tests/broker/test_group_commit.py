@@ -14,7 +14,7 @@ import pytest
 
 from sleutelbos.broker.context import ContextStore
 from sleutelbos.broker.entity import now_iso
-from sleutelbos.broker.store.group_commit import PROBE_EVERY
+from sleutelbos.broker.store.group_commit import LONE_GROUPS
 from sleutelbos.broker.store.sqlite import SqliteEntityStore
 from sleutelbos.broker.validation import expand_entity
 from tests.broker.test_batch_and_query import meter
@@ -72,22 +72,27 @@ async def test_writes_ready_together_commit_together(grouping: SqliteEntityStore
 
 
 async def test_the_deferral_adapts_to_lone_and_concurrent_writers(store: SqliteEntityStore) -> None:
+    """A lone client's writes come in turns of the loop of their own (its requests one after the other): each
+    commits as it leaves. Two commits in one turn mean writers at once: groups form from then on, until
+    LONE_GROUPS groups in a row are of one member again."""
     groups = store._groups
     assert not groups.deferring
     deferred = groups.deferred
-    for i in range(PROBE_EVERY * 4):  # a lone writer: its writes commit as they leave, but for the probes
+    for i in range(20):
         await write(store, i)
         assert f"urn:ngsi-ld:Device:m{i:03d}" in stored_ids(store)
-    assert groups.deferred - deferred == 4 and not groups.deferring
+        await asyncio.sleep(0)  # the client's next request: a later turn
+    assert groups.deferred == deferred and not groups.deferring
     commits = groups.commits
-    for round_ in range(2):  # writers at once: the first probe finds company, and from then on groups form
-        await asyncio.gather(*(write(store, 100 + round_ * 20 + i) for i in range(20)))
+    await asyncio.gather(*(write(store, 100 + i) for i in range(20)))  # the second commit of the turn switches
     assert groups.deferring
-    assert groups.commits - commits < 20
-    for i in range(PROBE_EVERY):  # alone again: after PROBE_EVERY groups of one the commits are immediate again
+    assert groups.commits - commits == 3  # two at once, then the other eighteen in one group
+    for i in range(LONE_GROUPS):
+        assert groups.deferring
         await write(store, 200 + i)
+        await asyncio.sleep(0)
     assert not groups.deferring
-    assert len(stored_ids(store)) == PROBE_EVERY * 4 + 40 + PROBE_EVERY
+    assert len(stored_ids(store)) == 20 + 20 + LONE_GROUPS
 
 
 async def test_a_failed_member_takes_back_only_its_own_writes(grouping: SqliteEntityStore) -> None:

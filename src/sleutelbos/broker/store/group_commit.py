@@ -12,9 +12,9 @@ The ``COMMIT`` runs from a callback scheduled on the event loop when a member le
 ready in the same turn join the group before it runs. Nothing waits on a timer.
 
 That extra turn of the loop costs a lone writer (one client writing one entity after another) ~25 µs per write and
-gains it nothing, so the deferral adapts: while the recent groups were of one member, a member commits as it leaves
-(as without groups) and only every eighth group is deferred, to see whether others join; once one does, members defer
-until eight groups in a row are of one member again (measured in decision 0740).
+gains it nothing, so the deferral adapts: a member commits as it leaves (as without groups) until a second write
+commits in the same turn of the loop — writers at once — and from then on members defer, until eight groups in a row
+are of one member again (measured in decision 0740).
 
 What a member is told holds as before: its write is committed when its ``async with`` ends without an error, so an
 acknowledged write survives ``kill -9`` (tested). If the ``COMMIT`` fails, every member of the group gets the error
@@ -33,8 +33,8 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-#: while not deferring, every this many groups one is deferred to see whether others join
-PROBE_EVERY = 8
+#: deferred groups of one member in a row after which members commit at once again
+LONE_GROUPS = 8
 
 
 class GroupCommit:
@@ -50,10 +50,12 @@ class GroupCommit:
         self._commit_scheduled = False
         self._size = 0  # members of the open group
         #: whether a member that leaves defers the commit to the end of the loop's turn, so that others can join
-        #: (several writers at once), or commits at once (a lone writer, whom the extra turn only costs): adapted to
-        #: the sizes of the recent groups, see :meth:`_adapt`
+        #: (several writers at once), or commits at once (a lone writer, whom the extra turn only costs): see
+        #: :meth:`_commit_at_once` and :meth:`_adapt`
         self.deferring = False
-        self._streak = 0  # deferring: groups of one in a row; not deferring: groups since the last probe
+        self._streak = 0  # deferring: groups of one in a row
+        self._turn_commits = 0  # not deferring: commits made at once in this turn of the loop
+        self._turn_watched = False
         #: counters (tests and benchmarks): groups committed, members that joined one, groups whose commit was deferred
         self.commits = 0
         self.members = 0
@@ -104,8 +106,8 @@ class GroupCommit:
             else:
                 self.undo()
         finally:
-            if self._group is not None and not self._defer():
-                self.commit_now()  # a lone writer: at once, as if there were no groups
+            if self._group is not None and not self.deferring:
+                self._commit_at_once()
             self._commit_soon()
             self.lock.release()
         return group
@@ -148,23 +150,27 @@ class GroupCommit:
         self._adapt()
         group.set_result(None)
 
-    def _defer(self) -> bool:
-        """Whether the group's commit waits for the end of the loop's turn: always while deferring; otherwise once in
-        :data:`PROBE_EVERY` groups, to see whether others join."""
-        if self.deferring:
-            return True
-        self._streak += 1
-        return self._streak % PROBE_EVERY == 0
+    def _commit_at_once(self) -> None:
+        """A lone writer's commit, as if there were no groups. A second one in the same turn of the loop means writers
+        at once: from the next member on, commits are deferred."""
+        self.commit_now()
+        self._turn_commits += 1
+        if self._turn_commits > 1:
+            self.deferring, self._streak = True, 0
+        elif not self._turn_watched:
+            self._turn_watched = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_commits = 0
+        self._turn_watched = False
 
     def _adapt(self) -> None:
-        """After a commit: a deferred group that others joined turns deferring on; :data:`PROBE_EVERY` groups of one
-        in a row turn it off."""
+        """After a deferred group's commit: :data:`LONE_GROUPS` groups of one member in a row turn deferring off."""
         if self.deferring:
             self._streak = self._streak + 1 if self._size == 1 else 0
-            if self._streak >= PROBE_EVERY:
+            if self._streak >= LONE_GROUPS:
                 self.deferring, self._streak = False, 0
-        elif self._size > 1:
-            self.deferring, self._streak = True, 0
 
     def _commit_soon(self) -> None:
         if not self._commit_scheduled and self._group is not None:
