@@ -38,7 +38,9 @@ What it does, per store, in one run:
    database with ``executemany`` in batches of 1,000 (one transaction each): created with the first pass's values,
    then updated with each measured pass's (median) — the ratio is ours / that. Upserting rows identical to the
    stored ones is about twice as fast on SQLite (the reference before decision 0516): that rate is printed too
-   (``raw_same_rows_again_per_s``), with our ratio to it, for comparison with earlier figures.
+   (``raw_same_rows_again_per_s``), with our ratio to it, for comparison with earlier figures. The batch rate with
+   the history's deferred work included (``batch_incl_history_per_s``, with ``--settle``) gets the same two ratios:
+   the issue's goal counts the history instances in.
 
 Figures are medians of the measured passes. The machine is shared: compare the ratios, not the absolute numbers.
 """
@@ -456,10 +458,14 @@ async def bench_store(kind: str, db: str, data_dir: Path, args: argparse.Namespa
     results["raw_same_rows_again_per_s"] = same
     results["batch_ratio_to_raw"] = results["batch_update_per_s"] / raw
     results["batch_ratio_to_same_rows_again"] = results["batch_update_per_s"] / same
+    if "batch_incl_history_per_s" in results:  # the issue's goal: "history instances included"
+        results["batch_incl_history_ratio_to_raw"] = results["batch_incl_history_per_s"] / raw
+        results["batch_incl_history_ratio_to_same_rows_again"] = results["batch_incl_history_per_s"] / same
     return results
 
 
 GOALS = {"batch_update_per_s": 50_000, "batch_incl_history_per_s": 50_000, "batch_ratio_to_raw": 0.2,
+         "batch_incl_history_ratio_to_raw": 0.2,
          "single_patch_per_s": 3_500, "query_per_s": 5_000}
 
 
