@@ -6,7 +6,7 @@ loop; committing them together writes each shared page (the history head's last 
 one ``BEGIN``/``COMMIT`` for all.
 
 How a group forms: a write transaction is a *member*. The first member of a group opens the SQL transaction
-(``BEGIN IMMEDIATE``); each member runs inside its own ``SAVEPOINT``, so a member that fails rolls back its own
+(``BEGIN IMMEDIATE``); each later member runs inside its own ``SAVEPOINT``, so a member that fails rolls back its own
 statements only. A member that succeeds releases its savepoint and the writer lock, and waits for the group's commit.
 The ``COMMIT`` runs from a callback scheduled on the event loop when a member leaves: the members whose tasks were
 ready in the same turn join the group before it runs. Nothing waits on a timer.
@@ -106,9 +106,10 @@ class GroupCommit:
             else:
                 self.undo()
         finally:
-            if self._group is not None and not self.deferring:
+            if self.deferring:
+                self._commit_soon()
+            elif self._group is not None:
                 self._commit_at_once()
-            self._commit_soon()
             self.lock.release()
         return group
 
@@ -228,6 +229,3 @@ class WriterLock:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         self.groups.lock.release()
-
-    def locked(self) -> bool:
-        return self.groups.lock.locked()

@@ -230,8 +230,9 @@ class _SqliteTransaction(StoreTransaction):
         # wrote, so whether the tenant has any is asked of the file (under the writer lock: exact)
         self.shared = shared
         self.staged = staged
-        # id → (type, types, created_at) of the stored rows this transaction has read or written: the writer lock
-        # is held from BEGIN IMMEDIATE to COMMIT, so they are the stored values until this transaction changes them
+        # id → (type, types, created_at) of the stored rows this transaction has read or written: no other writer
+        # runs between its first statement and its last (the writer lock; the group's transaction holds the file's),
+        # so they are the stored values until this transaction changes them
         self._stored: dict[str, tuple[str, str, str]] = {}
 
     def _execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -441,7 +442,7 @@ class SqliteEntityStore(EntityStore):
     async def open(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._groups = GroupCommit()
+        self._groups = GroupCommit()  # afresh: its lock and futures belong to the loop that opens the store
         if self.path is None:  # keep the shared in-memory database alive across connections
             self._writer = self._connect()
         target, uri = self._target()
