@@ -54,7 +54,7 @@ def up(
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx)
     typer.echo(f"sleutelbos {__version__} on {settings.base_url}  (data: {settings.data_dir.resolve()})")
-    _run(application, settings.host, settings.port, _bounded(settings))
+    _run(application, settings.host, settings.port, _bounded(settings, broker_reads=True))
 
 
 @app.command()
@@ -83,7 +83,7 @@ def serve(
         return
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx, expose=(component,))
-    http: Any = _bounded(settings)
+    http: Any = _bounded(settings, broker_reads=component == "broker")
     if component == "policy":
         from sleutelbos.policy.serving import HTTP_PROTOCOL, with_decision_fast_path
 
@@ -93,9 +93,16 @@ def serve(
     _run(application, settings.host, settings.port, http)
 
 
-def _bounded(settings: Settings) -> type[BoundedHttpToolsProtocol]:
-    """uvicorn's httptools protocol with the request head and read time bounded (``core.http_bounds``)."""
-    return bounded_protocol(settings.http_max_head_bytes, settings.http_read_timeout_s)
+def _bounded(settings: Settings, broker_reads: bool = False) -> type[BoundedHttpToolsProtocol]:
+    """uvicorn's httptools protocol with the request head and read time bounded (``core.http_bounds``); where the
+    broker is served, the subclass that answers its two read requests without the ASGI cycle (``broker.fast_http``,
+    decision 0750)."""
+    base = BoundedHttpToolsProtocol
+    if broker_reads:
+        from sleutelbos.broker.fast_http import BrokerHttpProtocol
+
+        base = BrokerHttpProtocol
+    return bounded_protocol(settings.http_max_head_bytes, settings.http_read_timeout_s, base)
 
 
 def _run(application: object, host: str, port: int, http: Any = "auto") -> None:

@@ -31,6 +31,7 @@ from tests.broker.query_corpus import (
 )
 
 CTX = ContextStore().core
+CTX_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 
 #: The SQL variants every query must agree on: document scan only, direct extraction + scan (PostgreSQL's default),
 #: the same reading the scalar column first (SQLite's default; ignored by PostgreSQL), value index.
@@ -89,6 +90,30 @@ def test_parameters_carry_values_and_sql_carries_none():
     pg = translate(parse_query(f"brandName=={json.dumps(hostile)}", CTX), SqlTarget("postgresql"))
     assert hostile not in pg.sql and "?" not in pg.sql.replace("? (", "")
     assert pg.sql.count("{}") == len(pg.params)
+
+
+def test_sqlite_json_paths_are_literals_with_quotes_doubled():
+    """SQLite JSON paths are written into the statement (decision 0750), so an attribute IRI with a single quote must
+    come out as a well-formed literal and select what Python selects; values stay parameters."""
+    odd = "http://example.org/it's"
+    ctx = asyncio.run(ContextStore().compile([{"odd": odd}, CTX_URL]))
+    entities = [{**entity("urn:odd:1"), odd: [{"type": "Property", "value": 5}]},
+                {**entity("urn:odd:2"), odd: [{"type": "Property", "value": 1}]},
+                {**entity("urn:odd:3"), odd: [{"type": "Property", "value": 7}, {"type": "Property", "value": 0,
+                                                                                 "datasetId": "urn:d:1"}]}]
+    conn = sqlite_table(entities)
+    try:
+        for text, expected in (("odd>2", {"urn:odd:1", "urn:odd:3"}), ("odd<2", {"urn:odd:2", "urn:odd:3"}),
+                               ("odd", {"urn:odd:1", "urn:odd:2", "urn:odd:3"})):
+            predicate = compile_predicate(parse_query(text, ctx))
+            assert {e["id"] for e in entities if predicate(e)} == expected, text
+            for variant in VARIANTS:
+                condition = translate(parse_query(text, ctx), SqlTarget("sqlite", **variant))
+                assert "it''s" in condition.sql or "value_index" in variant, (text, variant)
+                assert all(not (isinstance(p, str) and p.startswith("$.")) for p in condition.params), condition
+                assert sqlite_select(conn, condition.sql, condition.params) == expected, (text, variant)
+    finally:
+        conn.close()
 
 
 def test_text_prefilter_only_for_plain_ascii_strings():

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from sleutelbos.broker.asgi import LeanEndpoint, LeanRequest
+from sleutelbos.broker.asgi import LeanEndpoint, LeanRequest, ReadResponse
 from sleutelbos.broker.batch import apply_batch
 from sleutelbos.broker.body import parse_body
 from sleutelbos.broker.context import CORE_CONTEXT_URL, CompiledContext, context_from_link_header, link_header_for
@@ -187,14 +187,16 @@ class BrokerApi:
             headers["Link"] = link_header_for(rc.context_url or CORE_CONTEXT_URL)
         return Response(orjson.dumps(data), status_code=status, media_type=rc.accept, headers=headers)
 
-    def _respond_bytes(self, rc: RequestContext, body: bytes, status: int = 200,
-                       headers: dict[str, str] | None = None) -> Response:
-        """As :meth:`_respond` for a body already serialized (with the ``@context`` inside for JSON-LD, which a
-        :class:`RenderShape` puts there)."""
-        headers = dict(headers or {})
-        if rc.accept != JSONLD:
-            headers["Link"] = link_header_for(rc.context_url or CORE_CONTEXT_URL)
-        return Response(body, status_code=status, media_type=rc.accept, headers=headers)
+    def _respond_bytes(self, rc: RequestContext, body: bytes, count: int | None = None,
+                       links: list[str] | None = None) -> Response:
+        """A read's 200 for a body already serialized (with the ``@context`` inside for JSON-LD, which a
+        :class:`RenderShape` puts there): the context's ``Link`` header (JSON), then the paging links, and
+        ``NGSILD-Results-Count``."""
+        link = [link_header_for(rc.context_url or CORE_CONTEXT_URL)] if rc.accept != JSONLD else []
+        if links:
+            link += links
+        return ReadResponse(body, rc.accept, ", ".join(link) if link else None,
+                            None if count is None else str(count))
 
     def _route(self, path: str, handlers: dict[str, Handler]) -> Route:
         """One route per path for every method, so that a wrong method is a 405 ProblemDetails, not plain text.
@@ -456,20 +458,13 @@ class BrokerApi:
         shape = self._shape(rc, params, options, _projection(params, rc.ctx))
         # orjson writes a list as "[" + its items joined by "," + "]": the same bytes as dumping the rendered list
         body = b"[" + b",".join([shape.render_document(d) for d in documents]) + b"]"
-        headers: dict[str, str] = {}
-        if count is not None:
-            headers["NGSILD-Results-Count"] = str(count)
         links = []
         limit, offset = entity_filter.limit, entity_filter.offset
         if len(documents) == limit and limit > 0 and (count is None or offset + limit < count):
             links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
         if offset > 0 and limit > 0:
             links.append(f'<{_page_url(request, max(0, offset - limit), limit)}>; rel="prev"')
-        response = self._respond_bytes(rc, body, headers=headers)
-        if links:
-            existing = response.headers.get("Link")
-            response.headers["Link"] = ", ".join([*([existing] if existing else []), *links])
-        return response
+        return self._respond_bytes(rc, body, count, links)
 
     def _shape(self, rc: RequestContext, params: dict[str, str], options: set[str],
                projection: tuple[set[str] | None, set[str] | None, set[str] | None]) -> RenderShape:

@@ -112,6 +112,26 @@ class _BodyChunks:
         raise StopAsyncIteration
 
 
+class ReadResponse(Response):
+    """A read's 200 with its few headers written straight into ``raw_headers`` — what Starlette's ``Response``
+    builds from a header dict, without the ``MutableHeaders`` round trips (decision 0750). The header names are
+    Starlette's lower-case ones; the media type is one of the broker's JSON types, which carry no charset."""
+
+    def __init__(self, body: bytes, media_type: str, link: str | None = None,
+                 results_count: str | None = None) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.media_type = media_type
+        raw = []
+        if results_count is not None:
+            raw.append((b"ngsild-results-count", results_count.encode("latin-1")))
+        if link is not None:
+            raw.append((b"link", link.encode("latin-1")))
+        raw += ((b"content-length", str(len(body)).encode("latin-1")), (b"content-type", media_type.encode("latin-1")))
+        self.raw_headers = raw
+
+
 class LeanEndpoint:
     """A route endpoint as a plain ASGI application: ``handle(LeanRequest) -> Response``, no Starlette wrapper."""
 

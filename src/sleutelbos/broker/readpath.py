@@ -39,19 +39,21 @@ class BrokerReadPath:
         self.entities = entities
         self.entity = entity
 
+    def route(self, path: str) -> tuple[Endpoint | None, dict[str, Any]]:
+        """The endpoint of a ``GET`` on ``path`` (without ``root_path``) with its path parameters, or ``None`` for
+        a path the router must decide (the protocol's fast path, :mod:`.fast_http`, asks the same question)."""
+        if path == _ENTITIES:
+            return self.entities, {}
+        if path.startswith(_ENTITY_PREFIX):
+            entity_id = path[len(_ENTITY_PREFIX):]
+            # the router tries /entities/{id}/attrs[/{attr}] first: leave anything that could be one to it
+            if entity_id and "/attrs" not in entity_id:
+                return self.entity, {"entityId": entity_id}
+        return None, {}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            path: str = scope["path"]
-            endpoint: Endpoint | None = None
-            params: dict[str, Any] = {}
-            if path == _ENTITIES:
-                endpoint = self.entities
-            elif path.startswith(_ENTITY_PREFIX):
-                entity_id = path[len(_ENTITY_PREFIX):]
-                # the router tries /entities/{id}/attrs[/{attr}] first: leave anything that could be one to it
-                if entity_id and "/attrs" not in entity_id:
-                    endpoint = self.entity
-                    params = {"entityId": entity_id}
+            endpoint, params = self.route(scope["path"])
             if endpoint is not None:
                 scope["path_params"] = params
                 response = await endpoint(LeanRequest(scope, receive))

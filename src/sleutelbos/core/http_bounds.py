@@ -118,7 +118,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().send_400_response(msg)
 
 
-def bounded_protocol(max_head_bytes: int, read_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with these bounds (uvicorn takes a class)."""
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,),
-                {"max_head_bytes": max_head_bytes, "read_timeout_s": read_timeout_s})
+def bounded_protocol(max_head_bytes: int, read_timeout_s: float,
+                     base: type[BoundedHttpToolsProtocol] = BoundedHttpToolsProtocol) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)`` with these bounds (uvicorn takes a class): ``base`` or a
+    subclass of it (the broker's, which answers its reads in the protocol)."""
+    return type(base.__name__, (base,), {"max_head_bytes": max_head_bytes, "read_timeout_s": read_timeout_s})
