@@ -26,6 +26,7 @@ from sleutelbos.broker.readpath import BrokerReadPath
 from sleutelbos.core.http_bounds import bounded_protocol
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
+from tests.broker.conftest import database_url_of
 from tests.conftest import free_port
 
 BASE = "/ngsi-ld/v1"
@@ -46,10 +47,10 @@ def counting_protocol() -> tuple[type[BrokerHttpProtocol], list[str]]:
     return Counting, answered
 
 
-def broker_app(data_dir: Path) -> Starlette:
-    """What ``serve broker`` serves, on SQLite (no in-process MQTT broker: two of these may run at once)."""
-    settings = load_settings(data_dir=data_dir, broker_database_url=f"sqlite:///{data_dir}/broker.sqlite",
-                             mqtt_port=None)
+def broker_app(data_dir: Path, database_url: str | None = None) -> Starlette:
+    """What ``serve broker`` serves (default: on SQLite; no in-process MQTT broker: two of these may run at once)."""
+    settings = load_settings(data_dir=data_dir, mqtt_port=None,
+                             broker_database_url=database_url or f"sqlite:///{data_dir}/broker.sqlite")
     return build_app(StackContext(settings=settings), expose=("broker",))
 
 
@@ -76,11 +77,17 @@ def _serve(app: Any, protocol: type[BrokerHttpProtocol]) -> Iterator[int]:
         thread.join(timeout=15)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A broker on each store: on PostgreSQL every read really waits for the database inside the fast path's task."""
     data_dir: Path = tmp_path_factory.mktemp("fast-http")
+    for database_url in database_url_of(request.param, request, data_dir):
+        yield from _served(data_dir, database_url)
+
+
+def _served(data_dir: Path, database_url: str) -> Iterator[Served]:
     protocol, answered = counting_protocol()
-    for port in _serve(broker_app(data_dir), protocol):
+    for port in _serve(broker_app(data_dir, database_url), protocol):
         entities = [{"id": f"urn:ngsi-ld:Device:m{i}", "type": "Device",
                      "power": {"type": "Property", "value": i / 2, "unitCode": "KWT",
                                "observedAt": "2026-11-29T12:00:00Z"},
