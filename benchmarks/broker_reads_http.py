@@ -28,7 +28,17 @@ from pathlib import Path
 import orjson
 
 from broker_throughput import http_request, run_requests
-from broker_workload import BASE, ROOT, free_port, meter, process_cpu_s, single_patch, start_broker, stop_broker
+from broker_workload import (
+    BASE,
+    free_port,
+    meter,
+    process_cpu_s,
+    single_patch,
+    start_broker,
+    stop_broker,
+    tree_arguments,
+    trees,
+)
 
 QUERY = f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20"
 
@@ -94,15 +104,13 @@ async def measure(args: argparse.Namespace, trees: dict[str, str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference-src", required=True, help="the other tree's src directory (the code before)")
-    ap.add_argument("--src", default=str(ROOT / "src"), help="this tree's src directory (default: this checkout)")
+    tree_arguments(ap)
     ap.add_argument("--meters", type=int, default=100_000)
     ap.add_argument("--patches", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=20_000)
     ap.add_argument("--pairs", type=int, default=3)
     args = ap.parse_args()
-    trees = {"this": str(Path(args.src).resolve()), "reference": str(Path(args.reference_src).resolve())}
-    asyncio.run(measure(args, trees))
+    asyncio.run(measure(args, trees(args)))
 
 
 if __name__ == "__main__":

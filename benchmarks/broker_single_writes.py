@@ -26,7 +26,17 @@ from pathlib import Path
 import orjson
 
 from broker_throughput import http_request, run_requests
-from broker_workload import BASE, ROOT, free_port, meter, process_cpu_s, single_patch, start_broker, stop_broker
+from broker_workload import (
+    BASE,
+    free_port,
+    meter,
+    process_cpu_s,
+    single_patch,
+    start_broker,
+    stop_broker,
+    tree_arguments,
+    trees,
+)
 
 
 async def one_run(src: str, meters: int, patches: int, concurrency: int, synchronous: str) -> tuple[float, float]:
@@ -53,16 +63,14 @@ async def one_run(src: str, meters: int, patches: int, concurrency: int, synchro
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference-src", required=True, help="the other tree's src directory (the code before)")
-    ap.add_argument("--src", default=str(ROOT / "src"), help="this tree's src directory (default: this checkout)")
+    tree_arguments(ap)
     ap.add_argument("--meters", type=int, default=20_000)
     ap.add_argument("--patches", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     args = ap.parse_args()
-    trees = {"this": str(Path(args.src).resolve()), "reference": str(Path(args.reference_src).resolve())}
-    asyncio.run(measure(args, trees))
+    asyncio.run(measure(args, trees(args)))
 
 
 async def measure(args: argparse.Namespace, trees: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ Not a benchmark itself; the scripts beside it import it (they run with ``benchma
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
@@ -166,3 +167,14 @@ def connect_store_file(path: Path) -> sqlite3.Connection:
     if (temporal := temporal_file(path)) != path:
         conn.execute("ATTACH DATABASE ? AS temporal", (str(temporal),))
     return conn
+
+
+def tree_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--reference-src`` and ``--src``: the two broker source trees a before/after benchmark runs side by side."""
+    ap.add_argument("--reference-src", required=True, help="the other tree's src directory (the code before)")
+    ap.add_argument("--src", default=str(ROOT / "src"), help="this tree's src directory (default: this checkout)")
+
+
+def trees(args: argparse.Namespace) -> dict[str, str]:
+    """``{"this": ..., "reference": ...}`` from :func:`tree_arguments`, as absolute paths."""
+    return {"this": str(Path(args.src).resolve()), "reference": str(Path(args.reference_src).resolve())}
