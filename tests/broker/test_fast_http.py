@@ -4,6 +4,7 @@ connection, with uvicorn's keep-alive and close rules, and switched off by any u
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -60,10 +61,10 @@ class Served:
     answered: list[str]
 
 
-def _serve(app: Any, protocol: type[BrokerHttpProtocol]) -> Iterator[int]:
+def _serve(app: Any, protocol: type[BrokerHttpProtocol], access_log: bool = False) -> Iterator[int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, lifespan="on",
-                                           log_config=None, access_log=False))
+                                           log_config=None, access_log=access_log))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -279,6 +280,18 @@ def test_a_failure_while_answering_is_uvicorns_500(tmp_path: Path) -> None:
         assert answers[0].header("x-injected") is None
         assert exchange(port, request("GET", f"{BASE}/entities/urn:x:1"))[0].status == 200
     assert answered == [f"{BASE}/entities", f"{BASE}/entities/urn:x:1"]
+
+
+def test_access_log_line_is_uvicorns(caplog: pytest.LogCaptureFixture) -> None:
+    app = Starlette(middleware=[Middleware(BrokerReadPath, entities=_nothing, entity=_nothing)])
+    protocol, answered = counting_protocol()
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        for port in _serve(app, protocol, access_log=True):
+            assert exchange(port, request("GET", f"{BASE}/entities?type=Device"))[0].status == 200
+    assert answered == [f"{BASE}/entities"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(lines) == 1 and lines[0].startswith("127.0.0.1:")
+    assert lines[0].endswith(f'"GET {BASE}/entities?type=Device HTTP/1.1" 200'), lines
 
 
 def test_serve_and_up_run_the_broker_protocol() -> None:
