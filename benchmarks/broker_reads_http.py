@@ -5,8 +5,10 @@ Run from the worktree root, with the other tree a checkout of the code before th
 
     PYTHONPATH=src python benchmarks/broker_reads_http.py --reference-src ../before/src [--meters 100000]
 
-One SQLite file is loaded once (``--meters`` meters by batch upsert through this tree's broker, a create and an
-update pass, then ``--patches`` single PATCHes so that the file has seen both kinds of write). Then, per pair
+One SQLite file is loaded once, as ``broker_throughput.py --full --batch-workers 2`` leaves it before its query
+phase: ``--meters`` meters by batch upsert through this tree's broker with 2 batch workers, a create and three
+update passes (the history head flushed into chunks after the fourth), then ``--patches`` single PATCHes of random
+meters (the same values: the query reads as many candidate rows). Then, per pair
 (``--pairs``, alternating which tree goes first), ``sleutelbos serve broker`` from each tree on that file answers
 ``GET /entities?type=Device&q=activePowerImport>2.5&limit=20`` (``--queries`` requests after as many for warm-up)
 and ``GET /entities/{id}`` of random meters, over 16 keep-alive connections (``broker_throughput.py``'s client).
@@ -45,10 +47,11 @@ QUERY = f"{BASE}/entities?type=Device&q=activePowerImport%3E2.5&limit=20"
 
 async def load(src: str, data: Path, meters: int, patches: int) -> None:
     port = free_port()
-    proc = start_broker(f"sqlite:///{data}/broker.sqlite", port, data, src)
+    proc = start_broker(f"sqlite:///{data}/broker.sqlite", port, data, src, SLEUTELBOS_BROKER_BATCH_WORKERS="2",
+                        SLEUTELBOS_BROKER_TEMPORAL_HEAD_ROWS=str(4 * meters))
     try:
         upsert = f"{BASE}/entityOperations/upsert"
-        for round_ in range(2):
+        for round_ in range(4):
             batches = [http_request("POST", upsert, orjson.dumps([meter(i, round_) for i in range(s, min(meters, s + 1000))]))
                        for s in range(0, meters, 1000)]
             await run_requests(port, batches, 2, {201, 204})
