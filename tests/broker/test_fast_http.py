@@ -22,8 +22,8 @@ from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sleutelbos.broker.asgi import LeanRequest, ReadResponse
-from sleutelbos.broker.fast_http import BrokerHttpProtocol, find_read_path
-from sleutelbos.broker.readpath import BrokerReadPath
+from sleutelbos.broker.fast_http import BrokerHttpProtocol, find_hot_paths
+from sleutelbos.broker.hotpaths import BrokerHotPaths
 from sleutelbos.core.http_bounds import bounded_protocol
 from sleutelbos.core.settings import load_settings
 from sleutelbos.stack import StackContext, build_app
@@ -188,6 +188,52 @@ def test_reads_in_the_protocol_answer_as_the_asgi_path(served: Served, target: s
     assert fast.header("date") and fast.header("server") == "uvicorn"
 
 
+PATCHES = [
+    ("urn:ngsi-ld:Device:m6", "application/json", b'{"power": {"type": "Property", "value": 9, "unitCode": "KWT"}}'),
+    ("urn:ngsi-ld:Device:m6", "application/json", b'{"power": {"type": "Property", "value": 9}, "nope": '
+                                                  b'{"type": "Property", "value": 1}}'),
+    ("urn:ngsi-ld:Device:none", "application/json", b'{"power": {"type": "Property", "value": 1}}'),
+    ("urn:ngsi-ld:Device:m6", "application/json", b'{"power": '),
+    ("urn:ngsi-ld:Device:m6", "application/json", b'{"power": {"value": 1}}'),
+    ("urn:ngsi-ld:Device:m6", "text/plain", b'{"power": {"type": "Property", "value": 1}}'),
+    ("not a uri", "application/json", b'{"power": {"type": "Property", "value": 1}}'),
+]
+
+
+@pytest.mark.parametrize(("entity", "content_type", "body"), PATCHES)
+def test_patch_in_the_protocol_answers_as_the_asgi_path(served: Served, entity: str, content_type: str,
+                                                        body: bytes) -> None:
+    """A meter's single update, answered in the protocol and through the ASGI path, gets the same answer: success,
+    207 for an attribute the entity lacks, and the ETSI errors for a missing entity, bad JSON, an attribute without
+    a type, a wrong media type and an id that is no URI."""
+    target = f"{BASE}/entities/{entity.replace(' ', '%20')}/attrs"
+    lines = [f"PATCH {target} HTTP/1.1", "Host: broker.test", f"Content-Type: {content_type}",
+             f"Content-Length: {len(body)}"]
+    plain = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    forwarded = ("\r\n".join([*lines, "X-Forwarded-For: 10.1.2.3"]) + "\r\n\r\n").encode() + body
+    before = len(served.answered)
+    fast = exchange(served.port, plain)[0]
+    routed = exchange(served.port, forwarded)[0]
+    assert served.answered[before:] == [target.replace("%20", " ")]
+    assert without_date(fast) == without_date(routed)
+    assert fast.status in (204, 207, 400, 404, 415), fast
+
+
+def test_patch_body_after_100_continue_is_read_in_the_protocol(served: Served) -> None:
+    body = b'{"name": {"type": "Property", "value": "continued"}}'
+    target = f"{BASE}/entities/urn:ngsi-ld:Device:m4/attrs"
+    head = request("PATCH", target, None, "Content-Type: application/json", f"Content-Length: {len(body)}",
+                   "Expect: 100-continue")
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answers, _ = read_answers(sock, 1, wait_for_close=False)
+    assert answers[0].status == 204
+    got = exchange(served.port, request("GET", f"{BASE}/entities/urn:ngsi-ld:Device:m4?options=keyValues"))[0]
+    assert orjson.loads(got.body)["name"] == "continued"
+
+
 def test_other_requests_take_the_asgi_path(served: Served) -> None:
     before = len(served.answered)
     for method, target in (("GET", f"{BASE}/entities/urn:ngsi-ld:Device:m1/attrs/power"), ("HEAD", f"{BASE}/entities"),
@@ -244,16 +290,21 @@ class _Gate:
 
 
 def test_read_path_is_found_only_behind_known_layers() -> None:
-    read_path = Middleware(BrokerReadPath, entities=_nothing, entity=_nothing)
+    read_path = Middleware(BrokerHotPaths, entities=_nothing, entity=_nothing, attrs=_nothing)
     plain = Starlette(middleware=[read_path])
-    found = find_read_path(ProxyHeadersMiddleware(plain))
-    assert found is not None and found.route(f"{BASE}/entities") == (_nothing, {})
-    assert found.route(f"{BASE}/entities/urn:x:1") == (_nothing, {"entityId": "urn:x:1"})
-    assert found.route(f"{BASE}/entities/urn:x:1/attrs/a")[0] is None
-    assert find_read_path(plain) is not None
-    assert find_read_path(Starlette(middleware=[Middleware(_Gate), read_path])) is None
-    assert find_read_path(ProxyHeadersMiddleware(_Gate(plain))) is None
-    assert find_read_path(Starlette()) is None
+    found = find_hot_paths(ProxyHeadersMiddleware(plain))
+    assert found is not None and found.route("GET", f"{BASE}/entities") == (_nothing, {})
+    assert found.route("GET", f"{BASE}/entities/urn:x:1") == (_nothing, {"entityId": "urn:x:1"})
+    assert found.route("PATCH", f"{BASE}/entities/urn:x:1/attrs") == (_nothing, {"entityId": "urn:x:1"})
+    for method, path in (("GET", f"{BASE}/entities/urn:x:1/attrs/a"), ("PATCH", f"{BASE}/entities/urn:x:1"),
+                         ("PATCH", f"{BASE}/entities/a/attrs/b/attrs"), ("PATCH", f"{BASE}/entities//attrs"),
+                         ("PATCH", f"{BASE}/entities/attrs"), ("POST", f"{BASE}/entities/urn:x:1/attrs"),
+                         ("HEAD", f"{BASE}/entities"), ("DELETE", f"{BASE}/entities/urn:x:1")):
+        assert found.route(method, path)[0] is None, (method, path)
+    assert find_hot_paths(plain) is not None
+    assert find_hot_paths(Starlette(middleware=[Middleware(_Gate), read_path])) is None
+    assert find_hot_paths(ProxyHeadersMiddleware(_Gate(plain))) is None
+    assert find_hot_paths(Starlette()) is None
 
 
 def test_a_gate_in_front_of_the_broker_turns_the_fast_path_off(tmp_path: Path) -> None:
@@ -270,7 +321,7 @@ def test_a_failure_while_answering_is_uvicorns_500(tmp_path: Path) -> None:
     async def broken(request: LeanRequest) -> Response:
         return ReadResponse(b"[]", "application/json", link="<x>\r\nX-Injected: 1")
 
-    app = Starlette(middleware=[Middleware(BrokerReadPath, entities=broken, entity=_nothing)])
+    app = Starlette(middleware=[Middleware(BrokerHotPaths, entities=broken, entity=_nothing, attrs=_nothing)])
     protocol, answered = counting_protocol()
     for port in _serve(app, protocol):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -283,7 +334,7 @@ def test_a_failure_while_answering_is_uvicorns_500(tmp_path: Path) -> None:
 
 
 def test_access_log_line_is_uvicorns(caplog: pytest.LogCaptureFixture) -> None:
-    app = Starlette(middleware=[Middleware(BrokerReadPath, entities=_nothing, entity=_nothing)])
+    app = Starlette(middleware=[Middleware(BrokerHotPaths, entities=_nothing, entity=_nothing, attrs=_nothing)])
     protocol, answered = counting_protocol()
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         for port in _serve(app, protocol, access_log=True):

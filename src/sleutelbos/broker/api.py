@@ -126,7 +126,7 @@ class BrokerApi:
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
         self.contexts = service.contexts
-        #: route path (under BASE) → its endpoint, filled by :meth:`routes`; ``readpath.BrokerReadPath`` calls the
+        #: route path (under BASE) → its endpoint, filled by :meth:`routes`; ``hotpaths.BrokerHotPaths`` calls the
         #: read endpoints from here without Starlette's router
         self.endpoints: dict[str, Handler] = {}
         #: the batch worker processes (SQLite, ``broker_batch_workers``; decision 0730), set by the component

@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute
 from sleutelbos.broker.api import BrokerApi
 from sleutelbos.broker.batch_workers import BatchWorkers
 from sleutelbos.broker.context import ContextStore
+from sleutelbos.broker.hotpaths import BrokerHotPaths
 from sleutelbos.broker.notify_and_remember import NotifyAndRemember
-from sleutelbos.broker.readpath import BrokerReadPath
 from sleutelbos.broker.service import BrokerService
 from sleutelbos.broker.store import open_store
 from sleutelbos.core.collector import tune_garbage_collector
@@ -45,11 +45,12 @@ class BrokerComponent:
         return [*self.api.routes(), *extra, *self.api.fallback_routes()]
 
     def middleware(self) -> list[Middleware]:
-        """The read path ahead of Starlette's router (``readpath.BrokerReadPath``); after :meth:`routes`."""
+        """The hot paths ahead of Starlette's router (``hotpaths.BrokerHotPaths``); after :meth:`routes`."""
         if not self.api.endpoints:
             self.api.routes()
-        return [Middleware(BrokerReadPath, entities=self.api.endpoints["/entities"],
-                           entity=self.api.endpoints["/entities/{entityId:path}"])]
+        return [Middleware(BrokerHotPaths, entities=self.api.endpoints["/entities"],
+                           entity=self.api.endpoints["/entities/{entityId:path}"],
+                           attrs=self.api.endpoints["/entities/{entityId:path}/attrs"])]
 
     async def start(self) -> None:
         await self.service.start()

@@ -1,29 +1,34 @@
-"""The broker's two read requests answered by the HTTP protocol, without the ASGI cycle around them.
+"""The broker's hot requests answered by the HTTP protocol, without the ASGI cycle around them.
 
-``GET /ngsi-ld/v1/entities`` and ``GET /ngsi-ld/v1/entities/{id}`` already skip Starlette's router (decision 0553,
-:mod:`.readpath`). What remained around their endpoints on every request was uvicorn's ASGI cycle: the
-``receive``/``send`` callables and their message dicts, the response's two ``send`` awaits with a header check each,
-uvicorn's proxy-headers middleware and Starlette's application and error middleware: ~12 µs of the ~245 µs of broker
-CPU a query cost over HTTP, ~16 µs of a (render-cached) single GET's ~93 µs (decision 0750). It is not the largest
-part of a read, but it is one a read does not need. :class:`BrokerHttpProtocol`, a subclass of
-the bounded httptools protocol every server runs (:mod:`sleutelbos.core.http_bounds`), starts the *same endpoint
-function* for those two requests in place of uvicorn's ASGI task, and writes the ``Response`` it returns in one
-write. Everything about the connection stays uvicorn's: the parser, the request cycle object (keep-alive, pipelined
-requests queued behind the one being answered, graceful shutdown, flow control), the default ``date``/``server``
-headers and the header checks.
+``GET /ngsi-ld/v1/entities``, ``GET /ngsi-ld/v1/entities/{id}`` and ``PATCH /ngsi-ld/v1/entities/{id}/attrs``
+already skip Starlette's router (decisions 0553 and 0750, :mod:`.hotpaths`). What remained around their endpoints on
+every request was uvicorn's ASGI cycle: the ``receive``/``send`` callables and their message dicts, the response's
+two ``send`` awaits with a header check each, uvicorn's proxy-headers middleware, and Starlette's application and
+error middleware. That is ~12 µs of the ~245 µs of broker CPU a query cost over HTTP, and ~16 µs of a
+(render-cached) single GET's ~93 µs (decision 0750). It is not the largest part of a request, but it is one these
+requests do not need.
+
+:class:`BrokerHttpProtocol`, a subclass of the bounded httptools protocol every server runs
+(:mod:`sleutelbos.core.http_bounds`), starts the *same endpoint function* for those requests in place of uvicorn's
+ASGI task. The ``Response`` it returns is written in one write. Everything about the connection stays uvicorn's:
+- the parser;
+- the request cycle object: keep-alive, the request body and ``Expect: 100-continue`` (a PATCH reads its body through
+  the cycle's ``receive``), pipelined requests queued behind the one being answered, graceful shutdown, flow control;
+- the default ``date``/``server`` headers and the header checks.
 
 It is used only where it cannot change what a client gets or skip a check:
 
-* the application must be, layer by layer, uvicorn's proxy-headers middleware, a Starlette application whose
-  *outermost* middleware is the broker's :class:`.readpath.BrokerReadPath` — so that on the ASGI path the same
-  requests reach the same endpoints with only Starlette's error middleware in between — and nothing else
-  (:func:`find_read_path`). Any other layer (a policy enforcement point put in front of the broker, say) and every
+* the application must be, layer by layer, uvicorn's proxy-headers middleware, then a Starlette application whose
+  *outermost* middleware is the broker's :class:`.hotpaths.BrokerHotPaths`, and nothing else
+  (:func:`find_hot_paths`). Then on the ASGI path the same requests reach the same endpoints with only Starlette's
+  error middleware in between. Any other layer, a policy enforcement point put in front of the broker say, and every
   request takes the ASGI path;
-* the request must be one the read path itself takes (``GET``, no ``root_path``, the two paths) and carry no
-  ``X-Forwarded-*`` header (the proxy-headers middleware would rewrite the scheme or client: such requests take
-  the ASGI path, where it does);
+* the request must be one the hot paths take themselves (no ``root_path``, the methods and paths of
+  :meth:`.hotpaths.BrokerHotPaths.route`). It must carry no ``X-Forwarded-*`` header: the proxy-headers middleware
+  would rewrite the scheme or client, so such requests take the ASGI path, where it does;
 * an unexpected exception is uvicorn's 500, as on the ASGI path (the endpoints answer every error they know as an
-  ETSI ProblemDetails themselves).
+  ETSI ProblemDetails themselves). A response that is not a whole body (a streaming one) is sent through the cycle's
+  ASGI ``send``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sleutelbos.broker.asgi import LeanRequest
-from sleutelbos.broker.readpath import BrokerReadPath, Endpoint
+from sleutelbos.broker.hotpaths import BrokerHotPaths, Endpoint
 from sleutelbos.core.http_bounds import BoundedHttpToolsProtocol
 
 log = logging.getLogger("sleutelbos.broker")
@@ -46,8 +51,8 @@ log = logging.getLogger("sleutelbos.broker")
 _NOT_FOUND: Any = object()
 
 
-def find_read_path(app: Any) -> BrokerReadPath | None:
-    """The broker's read path if ``app`` (uvicorn's loaded application) is exactly the layers the module docstring
+def find_hot_paths(app: Any) -> BrokerHotPaths | None:
+    """The broker's hot paths if ``app`` (uvicorn's loaded application) is exactly the layers the module docstring
     names; ``None`` otherwise. Built from the Starlette application's middleware declaration (its stack is built
     lazily, on the first request), with the same endpoints the middleware gets."""
     while isinstance(app, ProxyHeadersMiddleware):
@@ -55,9 +60,9 @@ def find_read_path(app: Any) -> BrokerReadPath | None:
     if not isinstance(app, Starlette) or not app.user_middleware:
         return None
     outermost = app.user_middleware[0]
-    if outermost.cls is not BrokerReadPath or outermost.args:
+    if outermost.cls is not BrokerHotPaths or outermost.args:
         return None
-    return BrokerReadPath(app=None, **outermost.kwargs)  # type: ignore[arg-type]  # only its endpoint choice is used
+    return BrokerHotPaths(app=None, **outermost.kwargs)  # type: ignore[arg-type]  # only its routing is used
 
 
 class BrokerHttpProtocol(BoundedHttpToolsProtocol):
@@ -65,7 +70,7 @@ class BrokerHttpProtocol(BoundedHttpToolsProtocol):
     :func:`sleutelbos.core.http_bounds.bounded_protocol`, which sets the bounds); with any other application it is
     the bounded protocol."""
 
-    _read_path: Any = _NOT_FOUND  # per class: found once, on the first connection (the application is loaded then)
+    _hot_paths: Any = _NOT_FOUND  # per class: found once, on the first connection (the application is loaded then)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         endpoint = self._fast_endpoint(cycle.scope) if app is self.app else None
@@ -77,12 +82,12 @@ class BrokerHttpProtocol(BoundedHttpToolsProtocol):
         self.tasks.add(task)
 
     def _fast_endpoint(self, scope: dict[str, Any]) -> Endpoint | None:
-        read_path = type(self)._read_path
-        if read_path is _NOT_FOUND:
-            read_path = type(self)._read_path = find_read_path(self.app)
-        if read_path is None or scope["method"] != "GET" or scope["root_path"]:
+        hot_paths = type(self)._hot_paths
+        if hot_paths is _NOT_FOUND:
+            hot_paths = type(self)._hot_paths = find_hot_paths(self.app)
+        if hot_paths is None or scope["root_path"]:
             return None
-        endpoint, params = read_path.route(scope["path"])
+        endpoint, params = hot_paths.route(scope["method"], scope["path"])
         if endpoint is None:
             return None
         for name, _ in scope["headers"]:
@@ -96,6 +101,9 @@ async def _answer(cycle: RequestResponseCycle, endpoint: Endpoint) -> None:
     """uvicorn's ``run_asgi`` for an endpoint that returns a whole ``Response``."""
     try:
         response = await endpoint(LeanRequest(cycle.scope, cycle.receive))
+        if not isinstance(getattr(response, "body", None), bytes):  # not a whole body: the ASGI way
+            await response(cycle.scope, cycle.receive, cycle.send)
+            return
         if cycle.flow.write_paused and not cycle.disconnected:
             await cycle.flow.drain()
         if not cycle.disconnected:
@@ -111,8 +119,8 @@ async def _answer(cycle: RequestResponseCycle, endpoint: Endpoint) -> None:
 
 
 def _write(cycle: RequestResponseCycle, response: Response) -> None:
-    """What uvicorn's ``send`` does for a response start and its one, last body message (a GET: never ``HEAD``;
-    Starlette's ``Response`` always declares its length), in one write."""
+    """What uvicorn's ``send`` does for a response start and its one, last body message, in one write (never for
+    ``HEAD``; Starlette's ``Response`` declares its length, or has none for a 204)."""
     status = response.status_code
     content = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
