@@ -333,6 +333,20 @@ def test_a_failure_while_answering_is_uvicorns_500(tmp_path: Path) -> None:
     assert answered == [f"{BASE}/entities", f"{BASE}/entities/urn:x:1"]
 
 
+def test_a_response_that_closes_the_connection_says_so_once() -> None:
+    async def closing(request: LeanRequest) -> Response:
+        return Response(b"[]", media_type="application/json", headers={"Connection": "close"})
+
+    app = Starlette(middleware=[Middleware(BrokerHotPaths, entities=closing, entity=_nothing, attrs=_nothing)])
+    protocol, answered = counting_protocol()
+    for port in _serve(app, protocol):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request("GET", f"{BASE}/entities") + request("GET", f"{BASE}/entities/urn:x:1"))
+            answers, closed = read_answers(sock, 1)
+    assert [k for k, _ in answers[0].headers].count("connection") == 1 and closed
+    assert answered == [f"{BASE}/entities"]
+
+
 def test_access_log_line_is_uvicorns(caplog: pytest.LogCaptureFixture) -> None:
     app = Starlette(middleware=[Middleware(BrokerHotPaths, entities=_nothing, entity=_nothing, attrs=_nothing)])
     protocol, answered = counting_protocol()

@@ -109,7 +109,7 @@ async def _answer(cycle: RequestResponseCycle, endpoint: Endpoint) -> None:
         if not cycle.disconnected:
             _write(cycle, response)
     except BaseException as exc:
-        log.error("Exception in the broker's read path", exc_info=exc)
+        log.error("Exception in the broker's hot path", exc_info=exc)
         if not cycle.response_started:
             await cycle.send_500_response()
         else:
@@ -125,15 +125,18 @@ def _write(cycle: RequestResponseCycle, response: Response) -> None:
     content = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         content += (name, b": ", value, b"\r\n")
-    keep_alive = cycle.keep_alive
+    closes = False
     for name, value in response.raw_headers:
         if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
             raise RuntimeError("Invalid HTTP header.")
-        if name == b"connection" and b"close" in value.lower():
-            keep_alive = cycle.keep_alive = False
+        name = name.lower()
+        if name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
+            cycle.keep_alive = False
+            closes = True
         content += (name, b": ", value, b"\r\n")
-    if not keep_alive:
-        content.append(b"connection: close\r\n")  # also when the response says so: one more is harmless
+    keep_alive = cycle.keep_alive
+    if not keep_alive and not closes:
+        content.append(b"connection: close\r\n")
     content += (b"\r\n", response.body)
     cycle.response_started = True  # only now: a header refused above is still uvicorn's 500
     cycle.waiting_for_100_continue = False
