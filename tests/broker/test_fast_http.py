@@ -359,9 +359,11 @@ def test_access_log_line_is_uvicorns(caplog: pytest.LogCaptureFixture) -> None:
     assert lines[0].endswith(f'"GET {BASE}/entities?type=Device HTTP/1.1" 200'), lines
 
 
-def test_serve_and_up_run_the_broker_protocol() -> None:
+def test_serve_and_up_run_the_broker_protocol(tmp_path: Path) -> None:
+    """Both servers run the protocol, and with the whole stack of ``up`` (every component) it finds the hot paths."""
     from sleutelbos.cli import _bounded
 
-    settings = load_settings()
+    settings = load_settings(data_dir=tmp_path, mqtt_port=None)
     assert issubclass(_bounded(settings, broker_reads=True), BrokerHttpProtocol)
     assert not issubclass(_bounded(settings), BrokerHttpProtocol)
+    assert find_hot_paths(ProxyHeadersMiddleware(build_app(StackContext(settings=settings)))) is not None
