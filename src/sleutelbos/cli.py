@@ -54,7 +54,7 @@ def up(
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx)
     typer.echo(f"sleutelbos {__version__} on {settings.base_url}  (data: {settings.data_dir.resolve()})")
-    _run(application, settings.host, settings.port, _bounded(settings, broker_reads=True))
+    _run(application, settings.host, settings.port, _bounded(settings, broker_hot_paths=True))
 
 
 @app.command()
@@ -83,7 +83,7 @@ def serve(
         return
     ctx = StackContext(settings=settings, announce=lambda msg: typer.echo(msg))
     application = build_app(ctx, expose=(component,))
-    http: Any = _bounded(settings, broker_reads=component == "broker")
+    http: Any = _bounded(settings, broker_hot_paths=component == "broker")
     if component == "policy":
         from sleutelbos.policy.serving import HTTP_PROTOCOL, with_decision_fast_path
 
@@ -93,12 +93,12 @@ def serve(
     _run(application, settings.host, settings.port, http)
 
 
-def _bounded(settings: Settings, broker_reads: bool = False) -> type[BoundedHttpToolsProtocol]:
+def _bounded(settings: Settings, broker_hot_paths: bool = False) -> type[BoundedHttpToolsProtocol]:
     """uvicorn's httptools protocol with the request head and read time bounded (``core.http_bounds``); where the
-    broker is served, the subclass that answers its two read requests without the ASGI cycle (``broker.fast_http``,
-    decision 0750)."""
+    broker is served, the subclass that answers its hot requests (two reads, the single PATCH) without the ASGI cycle
+    (``broker.fast_http``, decision 0750)."""
     base = BoundedHttpToolsProtocol
-    if broker_reads:
+    if broker_hot_paths:
         from sleutelbos.broker.fast_http import BrokerHttpProtocol
 
         base = BrokerHttpProtocol

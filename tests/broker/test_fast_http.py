@@ -364,6 +364,6 @@ def test_serve_and_up_run_the_broker_protocol(tmp_path: Path) -> None:
     from sleutelbos.cli import _bounded
 
     settings = load_settings(data_dir=tmp_path, mqtt_port=None)
-    assert issubclass(_bounded(settings, broker_reads=True), BrokerHttpProtocol)
+    assert issubclass(_bounded(settings, broker_hot_paths=True), BrokerHttpProtocol)
     assert not issubclass(_bounded(settings), BrokerHttpProtocol)
     assert find_hot_paths(ProxyHeadersMiddleware(build_app(StackContext(settings=settings)))) is not None

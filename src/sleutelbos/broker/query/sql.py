@@ -124,8 +124,7 @@ END
 $fn$;
 """
 
-_SQLITE_SCALAR_TYPES: Final = ("integer", "real", "text", "true", "false", "null")
-_SQLITE_SCALAR_TYPE_LITERALS: Final = tuple(f"'{t}'" for t in _SQLITE_SCALAR_TYPES)
+_SQLITE_SCALAR_TYPE_LITERALS: Final = ("'integer'", "'real'", "'text'", "'true'", "'false'", "'null'")
 _SQLITE_SCALARS: Final = "(" + ", ".join(_SQLITE_SCALAR_TYPE_LITERALS) + ")"
 _KIND_TYPES_SQLITE: Final = {"number": "('integer','real')", "boolean": "('true','false')"}
 _ORDER_OPS: Final = frozenset({">", ">=", "<", "<="})
