@@ -19,7 +19,14 @@ import aiosqlite
 import httpx
 import pytest
 
-from sleutelbos.broker.store.sqlite import MIGRATIONS, SCALARS_MIGRATIONS, SqliteEntityStore, temporal_path
+from sleutelbos.broker.store.sqlite import (
+    MIGRATIONS,
+    SCALARS_MIGRATIONS,
+    STORE_PAGE_SIZE,
+    TEMPORAL_PAGE_SIZE,
+    SqliteEntityStore,
+    temporal_path,
+)
 from sleutelbos.core.database import migrate_sqlite
 from sleutelbos.stack import StackContext, build_app
 from tests.broker.conftest import BASE, _settings
@@ -149,6 +156,31 @@ async def test_a_new_data_directory_moves_nothing(tmp_path: Path, caplog: pytest
         assert [v for _, v in await instances(client, 1)] == [0.0]
     assert not [r for r in caplog.records if r.name == "sleutelbos.broker.store"]
     assert tables(tmp_path / "broker-temporal.sqlite") >= CHUNK_TABLES
+
+
+def page_size(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_new_files_get_16_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
+    """Decision 0760: a new data directory's two files have 16 KiB pages; a store file created before (4 KiB, SQLite's
+    default) keeps its pages — SQLite cannot change them in WAL mode — and serves as before."""
+    new = tmp_path / "new" / "broker.sqlite"
+    async with running(f"sqlite:///{new}", tmp_path / "new") as (client, _):
+        await create(client, 1)
+    assert (page_size(new), page_size(temporal_path(new))) == (STORE_PAGE_SIZE, TEMPORAL_PAGE_SIZE) == (16384, 16384)
+    old = tmp_path / "old" / "broker.sqlite"
+    old.parent.mkdir()
+    await previous_version(old)
+    assert page_size(old) == 4096
+    async with running(f"sqlite:///{old}", tmp_path / "old") as (client, _):
+        await patch(client, 1, 3.0, 3)
+        assert [v for _, v in await instances(client, 1)] == [5.0, 1.0, 2.0, 3.0]
+    assert page_size(old) == 4096
 
 
 async def test_migration_crash_after_the_copy_before_the_drop(tmp_path: Path) -> None:

@@ -126,6 +126,12 @@ _FETCH_ONE = "SELECT doc, type, types, created_at FROM broker_entities WHERE ten
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
+#: The page size of a new store file (decision 0760; SQLite's default is 4 KiB). A batch update rewrites a ~2 KB
+#: entity row and appends a ~1 KB history row, which the flush later copies and deletes: 16 KiB pages carry the same
+#: bytes in a quarter of the pages — fewer B-tree steps, ``pwrite``\ s of WAL frames and checkpoint writes. A single
+#: update pays for it (each commit writes whole pages: ~10-15 % more CPU per PATCH). SQLite fixes the size when the
+#: file gets its first table: a file created before keeps its own.
+STORE_PAGE_SIZE = 16384
 TEMPORAL_PAGE_SIZE = 16384
 
 
@@ -447,6 +453,7 @@ class SqliteEntityStore(EntityStore):
             self._writer = self._connect()
         target, uri = self._target()
         async with aiosqlite.connect(target, isolation_level=None, uri=uri) as conn:
+            await conn.execute(f"PRAGMA page_size={STORE_PAGE_SIZE}")  # before WAL mode: a no-op on a file in use
             await conn.execute("PRAGMA journal_mode=WAL")
             if self.temporal_file is None:
                 await migrate_sqlite(conn, "broker", [*MIGRATIONS, SQLITE_TEMPORAL_KEPT, SQLITE_IN_MEMORY_CHUNKS])
