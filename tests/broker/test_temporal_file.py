@@ -44,8 +44,8 @@ def reading(value: float, minute: int) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def running(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = build_app(StackContext(settings=_settings(url, tmp_path)), expose=("broker",))
+async def running(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    app = build_app(StackContext(settings=_settings(url, tmp_path, **settings)), expose=("broker",))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://broker.test") as client:
         yield client, app.state.context.services["broker.temporal"]
@@ -168,7 +168,8 @@ def page_size(path: Path) -> int:
 
 async def test_new_files_get_16_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
     """Decision 0760: a new data directory's two files have 16 KiB pages; a store file created before (4 KiB, SQLite's
-    default) keeps its pages — SQLite cannot change them in WAL mode — and serves as before."""
+    default) keeps its pages — SQLite cannot change them in WAL mode — and serves as before; the setting
+    ``broker_sqlite_page_size`` chooses the size of a new store file."""
     new = tmp_path / "new" / "broker.sqlite"
     async with running(f"sqlite:///{new}", tmp_path / "new") as (client, _):
         await create(client, 1)
@@ -181,6 +182,19 @@ async def test_new_files_get_16_kib_pages_and_an_older_file_keeps_its_own(tmp_pa
         await patch(client, 1, 3.0, 3)
         assert [v for _, v in await instances(client, 1)] == [5.0, 1.0, 2.0, 3.0]
     assert page_size(old) == 4096
+    # an operator who wants the cheaper single update chooses the size for a new data directory
+    chosen = tmp_path / "chosen" / "broker.sqlite"
+    async with running(f"sqlite:///{chosen}", tmp_path / "chosen", broker_sqlite_page_size=4096) as (client, _):
+        await create(client, 1)
+        assert [v for _, v in await instances(client, 1)] == [0.0]
+    assert page_size(chosen) == 4096
+
+
+def test_a_page_size_sqlite_would_ignore_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="page_size must be a power of two"):
+        SqliteEntityStore(tmp_path / "broker.sqlite", page_size=10000)
+    with pytest.raises(ValueError, match="broker_sqlite_page_size"):
+        _settings(f"sqlite:///{tmp_path / 'broker.sqlite'}", tmp_path, broker_sqlite_page_size=1000)
 
 
 async def test_migration_crash_after_the_copy_before_the_drop(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ class BrokerComponent:
 
 def build(ctx: Any) -> BrokerComponent:
     settings = ctx.settings
-    store = open_store(settings.database_url_for("broker"), settings.broker_sqlite_synchronous)
+    store = open_store(settings.database_url_for("broker"), settings.broker_sqlite_synchronous,
+                       settings.broker_sqlite_page_size)
     contexts = ContextStore(fetch_timeout_s=settings.context_fetch_timeout_s,
                             allow_private_networks=settings.context_fetch_private_networks)
     part2 = NotifyAndRemember(store, contexts, settings, ctx.services)  # wraps the store with the change feed

@@ -25,13 +25,15 @@ __all__ = [
 ]
 
 
-def open_store(url: str, sqlite_synchronous: str = "NORMAL") -> EntityStore:
-    """The store for a database URL (not yet opened: ``await store.open()``)."""
+def open_store(url: str, sqlite_synchronous: str = "NORMAL", sqlite_page_size: int | None = None) -> EntityStore:
+    """The store for a database URL (not yet opened: ``await store.open()``); ``sqlite_page_size``: of a new SQLite
+    file (None: the store's default)."""
     parsed = parse_database_url(url)
     if parsed.kind == "sqlite":
-        from sleutelbos.broker.store.sqlite import SqliteEntityStore
+        from sleutelbos.broker.store.sqlite import STORE_PAGE_SIZE, SqliteEntityStore
 
-        return SqliteEntityStore(parsed.path, synchronous=sqlite_synchronous)
+        return SqliteEntityStore(parsed.path, synchronous=sqlite_synchronous,
+                                 page_size=sqlite_page_size or STORE_PAGE_SIZE)
     from sleutelbos.broker.store.postgres import PostgresEntityStore
 
     return PostgresEntityStore(parsed.dsn)

@@ -126,11 +126,11 @@ _FETCH_ONE = "SELECT doc, type, types, created_at FROM broker_entities WHERE ten
 _CHUNK = 500  # stay under SQLite's default 999 host parameters per statement
 
 
-#: The page size of a new store file (decision 0760; SQLite's default is 4 KiB). A batch update rewrites a ~2 KB
-#: entity row and appends a ~1 KB history row, which the flush later copies and deletes: 16 KiB pages carry the same
-#: bytes in a quarter of the pages — fewer B-tree steps, ``pwrite``\ s of WAL frames and checkpoint writes. A single
-#: update pays for it (each commit writes whole pages: ~10-15 % more CPU per PATCH). SQLite fixes the size when the
-#: file gets its first table: a file created before keeps its own.
+#: The page size of a new store file by default (decision 0760; setting ``broker_sqlite_page_size``; SQLite's own
+#: default is 4 KiB). A batch update rewrites a ~2 KB entity row and appends a ~1 KB history row, which the flush later
+#: copies and deletes: 16 KiB pages carry the same bytes in a quarter of the pages — fewer B-tree steps, ``pwrite``\ s
+#: of WAL frames and checkpoint writes. A single update pays for it (each commit writes whole pages: ~15 % more CPU per
+#: PATCH). SQLite fixes the size when the file gets its first table: a file created before keeps its own.
 STORE_PAGE_SIZE = 16384
 TEMPORAL_PAGE_SIZE = 16384
 
@@ -392,11 +392,16 @@ class SqliteEntityStore(EntityStore):
     dialect = "sqlite"
     q_scalars = "e.scalars"
 
-    def __init__(self, path: Path | None, synchronous: str = "NORMAL", checkpoints: bool = True) -> None:
+    def __init__(self, path: Path | None, synchronous: str = "NORMAL", checkpoints: bool = True,
+                 page_size: int = STORE_PAGE_SIZE) -> None:
         self.path = path
+        #: of the file when this store creates it (``broker_sqlite_page_size``); a file keeps the size it has
+        self.page_size = page_size
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        if page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+            raise ValueError("page_size must be a power of two from 512 to 65536")  # SQLite would ignore it
         #: whether this store runs the file's WAL checkpoints (one store per file does: the broker's, not a batch
         #: worker's)
         self.checkpoints = checkpoints
@@ -453,7 +458,7 @@ class SqliteEntityStore(EntityStore):
             self._writer = self._connect()
         target, uri = self._target()
         async with aiosqlite.connect(target, isolation_level=None, uri=uri) as conn:
-            await conn.execute(f"PRAGMA page_size={STORE_PAGE_SIZE}")  # before WAL mode: a no-op on a file in use
+            await conn.execute(f"PRAGMA page_size={int(self.page_size)}")  # before WAL mode; no-op on a file in use
             await conn.execute("PRAGMA journal_mode=WAL")
             if self.temporal_file is None:
                 await migrate_sqlite(conn, "broker", [*MIGRATIONS, SQLITE_TEMPORAL_KEPT, SQLITE_IN_MEMORY_CHUNKS])
