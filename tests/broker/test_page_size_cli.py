@@ -74,6 +74,14 @@ async def test_refused_while_the_broker_has_the_file_open(tmp_path: Path) -> Non
         assert [v for _, v in await instances(client, 0)] == [0.0, 3.0]
 
 
+async def test_the_environment_chooses_the_size_of_a_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLEUTELBOS_BROKER_SQLITE_PAGE_SIZE", "8192")  # a string, as every environment variable is
+    db = tmp_path / "broker.sqlite"
+    async with running(f"sqlite:///{db}", tmp_path) as (client, _):
+        await create(client, 1)
+    assert page_size(db) == 8192
+
+
 @pytest.mark.parametrize("size", ["1000", "2048", "131072"])
 def test_a_size_sqlite_would_ignore_or_below_4_kib_is_refused(tmp_path: Path, size: str) -> None:
     refused = runner.invoke(app, ["broker", "page-size", "--data-dir", str(tmp_path), "--set", size])

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sleutelbos.core.database import parse_database_url
-from sleutelbos.core.settings import DEFAULT_DATA_DIR, load_settings
+from sleutelbos.core.settings import DEFAULT_DATA_DIR, SQLITE_PAGE_SIZES, load_settings
 
 app = typer.Typer(help="NGSI-LD context broker (ETSI GS CIM 009).", no_args_is_help=True)
 
@@ -27,15 +27,15 @@ def page_size_command(
     (about its size of free space needed, minutes for gigabytes) and fails, changing nothing, while a broker has the
     file open."""
     from sleutelbos.broker.store.sqlite import temporal_path
-    from sleutelbos.broker.store.sqlite_pages import PAGE_SIZES, PageSizeError, convert, page_size
+    from sleutelbos.broker.store.sqlite_pages import PageSizeError, convert, page_size
 
     settings = load_settings(data_dir=data_dir)
     parsed = parse_database_url(settings.database_url_for("broker"))
     if parsed.kind != "sqlite" or parsed.path is None:
         typer.echo("error: the broker's database is not a SQLite file; the page size is SQLite's", err=True)
         raise typer.Exit(2)
-    if set_size is not None and set_size not in PAGE_SIZES[3:]:
-        typer.echo(f"error: --set must be one of {', '.join(map(str, PAGE_SIZES[3:]))}", err=True)
+    if set_size is not None and set_size not in SQLITE_PAGE_SIZES:
+        typer.echo(f"error: --set must be one of {', '.join(map(str, SQLITE_PAGE_SIZES))}", err=True)
         raise typer.Exit(2)
     files = [parsed.path, temporal_path(parsed.path)]
     try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_DATA_DIR = Path("./sleutelbos-data")
+#: the page sizes ``broker_sqlite_page_size`` takes (SQLite's own range starts at 512; below 4 KiB only costs)
+SQLITE_PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
 class Settings(BaseSettings):
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
         default="NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
         description="SQLite synchronous mode; NORMAL survives kill -9 (WAL), FULL also power loss",
     )
-    broker_sqlite_page_size: Literal[4096, 8192, 16384, 32768, 65536] = Field(
+    broker_sqlite_page_size: int = Field(
         default=16384, description="Page size of a new SQLite store file (decision 0760): 16 KiB makes batch "
         "upserts and the history flush cheaper, single updates ~15 % dearer; a file keeps the size it was created with",
     )
@@ -125,6 +127,14 @@ class Settings(BaseSettings):
     token_audience: str = "sleutelbos"  # noqa: S105 - an audience name, not a secret
     refresh_token_lifetime_s: int = 14 * 24 * 3600
 
+
+    @field_validator("broker_sqlite_page_size")
+    @classmethod
+    def _sqlite_page_size(cls, value: int) -> int:
+        # an int, not a Literal: the environment's "4096" is a string, which a Literal of ints would refuse
+        if value not in SQLITE_PAGE_SIZES:
+            raise ValueError(f"must be one of {', '.join(map(str, SQLITE_PAGE_SIZES))} (SQLite ignores any other)")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -60,6 +60,7 @@ from sleutelbos.broker.store.base import (
     location_bbox,
 )
 from sleutelbos.broker.store.group_commit import GroupCommit, WriterLock, committed
+from sleutelbos.broker.store.sqlite_pages import PAGE_SIZES
 from sleutelbos.broker.temporal.instants import observed_span, sql_instant
 from sleutelbos.broker.temporal.schema import (
     SQLITE_HISTORY_HEAD_INDEX,
@@ -400,7 +401,7 @@ class SqliteEntityStore(EntityStore):
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
-        if page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        if page_size not in PAGE_SIZES:
             raise ValueError("page_size must be a power of two from 512 to 65536")  # SQLite would ignore it
         #: whether this store runs the file's WAL checkpoints (one store per file does: the broker's, not a batch
         #: worker's)
