@@ -43,7 +43,7 @@ def page_size(path: Path) -> int:
     """The page size of an existing SQLite file."""
     if not path.is_file():
         raise PageSizeError(f"no SQLite file at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # as_uri: a '?' or '#' in a name
     try:
         return int(conn.execute("PRAGMA page_size").fetchone()[0])
     except sqlite3.DatabaseError as exc:
