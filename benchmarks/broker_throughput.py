@@ -66,6 +66,7 @@ from broker_workload import (
     connect_store_file,
     free_port,
     meter,
+    own_cpu_s,
     process_cpu_s,
     single_patch,
     start_broker,
@@ -155,12 +156,14 @@ async def phase(name: str, port: int, pid: int, requests: list[bytes], concurren
 
 def postgres_cpu_s() -> float:
     """CPU seconds used so far by every PostgreSQL process on the machine (backends, WAL writer, checkpointer):
-    the server's share of the batches' cost (the benchmark's PostgreSQL serves nothing else while it runs)."""
+    the server's share of the batches' cost (the benchmark's PostgreSQL serves nothing else while it runs). Each
+    process's own CPU: the backends are the postmaster's children, so counting each one's tree (as for the broker and
+    its batch workers) counted them twice — the figures from 0730 until this fix (0760) are about double."""
     total = 0.0
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
             if comm.read_text().strip() == "postgres":
-                total += process_cpu_s(int(comm.parent.name))
+                total += own_cpu_s(int(comm.parent.name))
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return total

@@ -128,14 +128,16 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
 def process_cpu_s(pid: int) -> float:
     """CPU seconds the process and its running child processes (the broker's batch workers, decision 0730) have
     used so far, all threads."""
-    total = 0.0
-    for each in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(own_cpu_s(each) for each in process_tree(pid))
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds the process itself has used so far, all threads, not its children (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int) -> list[int]:
