@@ -4,6 +4,7 @@ broker has the files open; bad input refused."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -59,6 +60,22 @@ async def test_prints_and_converts_a_4_kib_directory_with_its_data(tmp_path: Pat
 
     again = runner.invoke(app, ["broker", "page-size", "--data-dir", str(tmp_path), "--set", "16384"])
     assert again.exit_code == 0 and f"{db}: already 16384 bytes per page" in again.output
+
+
+async def test_the_broker_says_at_start_how_to_convert_an_older_file(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    db = await four_kib_directory(tmp_path)
+    caplog.set_level(logging.INFO, logger="sleutelbos.broker.store")
+    async with running(f"sqlite:///{db}", tmp_path):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.name == "sleutelbos.broker.store"]
+    assert said == ["broker.sqlite has 4096-byte pages, not the 16384 of broker_sqlite_page_size: `sleutelbos broker"
+                    " page-size --set 16384` converts it with the broker stopped (decision 0760)"]
+    caplog.clear()
+    assert runner.invoke(app, ["broker", "page-size", "--data-dir", str(tmp_path), "--set", "16384"]).exit_code == 0
+    async with running(f"sqlite:///{db}", tmp_path):
+        pass
+    assert not [r for r in caplog.records if r.name == "sleutelbos.broker.store"]
 
 
 async def test_refused_while_the_broker_has_the_file_open(tmp_path: Path) -> None:

@@ -470,6 +470,12 @@ class SqliteEntityStore(EntityStore):
                 await self._migrate_temporal_file()
                 await migrate_sqlite(conn, "broker", [*MIGRATIONS, SQLITE_TEMPORAL_MOVED, SQLITE_HISTORY_HEAD_INDEX])
             await migrate_sqlite(conn, "broker_scalars", SCALARS_MIGRATIONS)
+            async with conn.execute("PRAGMA page_size") as cur:
+                pages = (await cur.fetchone() or (self.page_size,))[0]
+        if self.path is not None and self.checkpoints and pages != self.page_size:  # once per start: the broker's
+            log.info("%s has %d-byte pages, not the %d of broker_sqlite_page_size: `sleutelbos broker page-size --set"
+                     " %d` converts it with the broker stopped (decision 0760)", self.path.name, pages, self.page_size,
+                     self.page_size)
         if self._writer is None:
             self._writer = self._connect()
         self._groups.conn = self._writer
