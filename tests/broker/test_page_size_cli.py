@@ -5,7 +5,6 @@ broker has the files open; bad input refused."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 
 from sleutelbos.broker.store.sqlite import temporal_path
 from sleutelbos.cli import app
-from tests.broker.test_temporal_file import instances, page_size, running
+from tests.broker.test_temporal_file import instances, page_size, pragma, running
 from tests.broker.test_temporal_materialiser import create, patch
 
 runner = CliRunner()
@@ -32,11 +31,7 @@ async def four_kib_directory(data: Path) -> Path:
 
 
 def journal_mode(path: Path) -> str:
-    conn = sqlite3.connect(path)
-    try:
-        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-    finally:
-        conn.close()
+    return str(pragma(path, "journal_mode"))
 
 
 async def test_prints_and_converts_a_4_kib_directory_with_its_data(tmp_path: Path) -> None:

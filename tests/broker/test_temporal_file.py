@@ -158,12 +158,17 @@ async def test_a_new_data_directory_moves_nothing(tmp_path: Path, caplog: pytest
     assert tables(tmp_path / "broker-temporal.sqlite") >= CHUNK_TABLES
 
 
-def page_size(path: Path) -> int:
+def pragma(path: Path, name: str) -> Any:
+    """The value of ``PRAGMA name`` of a SQLite file, read on a connection of its own."""
     conn = sqlite3.connect(path)
     try:
-        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
     finally:
         conn.close()
+
+
+def page_size(path: Path) -> int:
+    return int(pragma(path, "page_size"))
 
 
 async def test_new_files_get_16_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
