@@ -115,14 +115,20 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) each thread of the process has used so far, by thread id (Linux ``/proc``): per
     request far less disturbed by the shared machine's load than the rates are."""
     out: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+        cpu = _stat_cpu_s(task / "stat")
+        if cpu is not None:
+            out[int(task.name)] = cpu
     return out
+
+
+def _stat_cpu_s(stat: Path) -> float | None:
+    """User + system CPU seconds of a ``/proc`` ``stat`` file (a process's or a thread's); None when it is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pid: int) -> float:
@@ -133,11 +139,7 @@ def process_cpu_s(pid: int) -> float:
 
 def own_cpu_s(pid: int) -> float:
     """CPU seconds the process itself has used so far, all threads, not its children (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat")) or 0.0
 
 
 def process_tree(pid: int) -> list[int]:
